@@ -1,0 +1,305 @@
+//! Job-author and operator helpers, all through the protocol surface (the bindings of
+//! `effects::chain::bindings`): save code, register / drain / revive / deregister an executor,
+//! create a job, wait for its outputs.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ethers::abi::Detokenize;
+use ethers::contract::{ContractCall, ContractError, EthEvent};
+use ethers::providers::{Middleware, Provider, Ws};
+use ethers::types::{Address, BlockNumber, Filter, TransactionReceipt, H256, U256};
+
+use super::{client, provider, Client};
+use crate::effects::chain::bindings::{
+    Attestation, Executors, JobCreatedFilter, JobRespondedFilter, Jobs, UserCode,
+};
+use crate::effects::chain::revert::decode_revert;
+
+/// Sends a contract call and waits for its successful receipt, with reverts named.
+async fn send<D: Detokenize>(
+    what: &str,
+    call: ContractCall<Client, D>,
+) -> Result<TransactionReceipt> {
+    // Generous margin: createJob's cost depends on which executors the on-chain draw picks
+    // (a slot counter going 0 → 1 costs 15k more gas than 1 → 2), and the draw's seed differs
+    // between the estimate and the mined block.
+    let estimate = call.estimate_gas().await.map_err(|e| describe(what, e))?;
+    let call = call.gas(estimate + estimate / 2 + 50_000);
+    let pending = call.send().await.map_err(|e| describe(what, e))?;
+    let receipt = pending
+        .await
+        .with_context(|| format!("waiting for the {what} receipt"))?
+        .ok_or_else(|| anyhow!("{what}: the transaction was dropped from the mempool"))?;
+    if receipt.status != Some(1u64.into()) {
+        bail!(
+            "{what} reverted in transaction {:?}",
+            receipt.transaction_hash
+        );
+    }
+    Ok(receipt)
+}
+
+fn describe(what: &str, error: ContractError<Client>) -> anyhow::Error {
+    match error.as_revert() {
+        Some(data) => anyhow!("{what} reverted: {:?}", decode_revert(data)),
+        None => anyhow!("{what} failed: {error}"),
+    }
+}
+
+/// Saves `source` as job code; returns the codehash (the transaction's hash).
+pub async fn save_code(
+    http_url: &str,
+    key: &str,
+    user_code: Address,
+    source: &str,
+) -> Result<H256> {
+    let client = client(http_url, key).await?;
+    let contract = UserCode::new(user_code, client);
+    let receipt = send(
+        "UserCode.saveCodeInCallData",
+        contract.save_code_in_call_data(source.to_string()),
+    )
+    .await?;
+    Ok(receipt.transaction_hash)
+}
+
+/// The arguments of `registerExecutor` that come from the executor (its signed registration
+/// message and public key) and the operator (stake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorRegistration {
+    /// 64-byte uncompressed enclave public key without the 04 prefix.
+    pub enclave_public_key: [u8; 64],
+    pub job_capacity: u64,
+    /// Unix seconds.
+    pub sign_timestamp: u64,
+    /// 65 bytes r ‖ s ‖ v from the enclave.
+    pub signature: Vec<u8>,
+    pub env: u8,
+    pub stake_amount: U256,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// `registerExecutor` from the owner's key (attestation: empty signature and PCRs, time now).
+pub async fn register_executor(
+    http_url: &str,
+    owner_key: &str,
+    executors: Address,
+    registration: &ExecutorRegistration,
+) -> Result<H256> {
+    let client = client(http_url, owner_key).await?;
+    let contract = Executors::new(executors, client);
+    let attestation = Attestation {
+        enclave_pub_key: registration.enclave_public_key.to_vec().into(),
+        pcr0: Default::default(),
+        pcr1: Default::default(),
+        pcr2: Default::default(),
+        timestamp_in_milliseconds: U256::from(unix_ms()),
+    };
+    let call = contract.register_executor(
+        Default::default(),
+        attestation,
+        U256::from(registration.job_capacity),
+        U256::from(registration.sign_timestamp),
+        registration.signature.clone().into(),
+        registration.stake_amount,
+        registration.env,
+    );
+    Ok(send("Executors.registerExecutor", call)
+        .await?
+        .transaction_hash)
+}
+
+/// `drainExecutor(enclave)` from the owner's key.
+pub async fn drain_executor(
+    http_url: &str,
+    owner_key: &str,
+    executors: Address,
+    enclave: Address,
+) -> Result<H256> {
+    let contract = Executors::new(executors, client(http_url, owner_key).await?);
+    Ok(send("Executors.drainExecutor", contract.drain_executor(enclave))
+        .await?
+        .transaction_hash)
+}
+
+/// `reviveExecutor(enclave)` from the owner's key.
+pub async fn revive_executor(
+    http_url: &str,
+    owner_key: &str,
+    executors: Address,
+    enclave: Address,
+) -> Result<H256> {
+    let contract = Executors::new(executors, client(http_url, owner_key).await?);
+    Ok(
+        send("Executors.reviveExecutor", contract.revive_executor(enclave))
+            .await?
+            .transaction_hash,
+    )
+}
+
+/// `deregisterExecutor(enclave)` from the owner's key.
+pub async fn deregister_executor(
+    http_url: &str,
+    owner_key: &str,
+    executors: Address,
+    enclave: Address,
+) -> Result<H256> {
+    let contract = Executors::new(executors, client(http_url, owner_key).await?);
+    Ok(send(
+        "Executors.deregisterExecutor",
+        contract.deregister_executor(enclave),
+    )
+    .await?
+    .transaction_hash)
+}
+
+/// A job as `createJob` made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedJob {
+    pub job_id: U256,
+    pub selected_executors: Vec<Address>,
+    pub tx_hash: H256,
+    pub block_number: u64,
+}
+
+/// `createJob(env, codehash, inputs, deadline_ms)`; the id and selection come from the
+/// `JobCreated` log of the receipt.
+pub async fn create_job(
+    http_url: &str,
+    key: &str,
+    jobs: Address,
+    env: u8,
+    codehash: H256,
+    inputs: &[u8],
+    deadline_ms: u64,
+) -> Result<CreatedJob> {
+    let contract = Jobs::new(jobs, client(http_url, key).await?);
+    let receipt = send(
+        "Jobs.createJob",
+        contract.create_job(env, codehash.0, inputs.to_vec().into(), deadline_ms.into()),
+    )
+    .await?;
+    let created = receipt
+        .logs
+        .iter()
+        .filter(|log| log.address == jobs)
+        .find_map(|log| <JobCreatedFilter as EthEvent>::decode_log(&log.clone().into()).ok())
+        .ok_or_else(|| anyhow!("the createJob receipt has no JobCreated log"))?;
+    Ok(CreatedJob {
+        job_id: created.job_id,
+        selected_executors: created.selected_executors,
+        tx_hash: receipt.transaction_hash,
+        block_number: receipt.block_number.map(|n| n.as_u64()).unwrap_or_default(),
+    })
+}
+
+/// One `JobResponded` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResponse {
+    pub executor: Address,
+    pub output: Vec<u8>,
+    pub total_time: u64,
+    pub error_code: u8,
+    pub output_count: u8,
+    pub block_number: u64,
+    pub tx_hash: Option<H256>,
+}
+
+/// A uint256 as an indexed topic.
+fn job_topic(job_id: U256) -> H256 {
+    let mut bytes = [0u8; 32];
+    job_id.to_big_endian(&mut bytes);
+    H256(bytes)
+}
+
+async fn responses<M: Middleware>(
+    provider: &M,
+    jobs: Address,
+    job_id: U256,
+) -> Result<Vec<JobResponse>> {
+    let filter = Filter::new()
+        .address(jobs)
+        .topic0(JobRespondedFilter::signature())
+        .topic1(job_topic(job_id))
+        .from_block(BlockNumber::Earliest)
+        .to_block(BlockNumber::Latest);
+    let logs = provider
+        .get_logs(&filter)
+        .await
+        .map_err(|e| anyhow!("eth_getLogs for JobResponded: {e}"))?;
+    let mut out = Vec::new();
+    for log in logs {
+        let block_number = log.block_number.map(|n| n.as_u64()).unwrap_or_default();
+        let tx_hash = log.transaction_hash;
+        let event = <JobRespondedFilter as EthEvent>::decode_log(&log.into())
+            .context("a JobResponded log does not decode")?;
+        out.push(JobResponse {
+            executor: event.executor,
+            output: event.output.to_vec(),
+            total_time: event.total_time.low_u64(),
+            error_code: event.error_code,
+            output_count: event.output_count,
+            block_number,
+            tx_hash,
+        });
+    }
+    Ok(out)
+}
+
+/// Waits until job `job_id` has at least `count` outputs on chain; returns them all.
+/// `url` is http(s):// or ws(s)://. Scans from the first block: meant for devnets.
+pub async fn wait_for_outputs(
+    url: &str,
+    jobs: Address,
+    job_id: U256,
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<JobResponse>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    enum Reader {
+        Http(Provider<ethers::providers::Http>),
+        Ws(Provider<Ws>),
+    }
+    let reader = if url.starts_with("ws://") || url.starts_with("wss://") {
+        Reader::Ws(
+            Provider::<Ws>::connect(url)
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?,
+        )
+    } else {
+        Reader::Http(provider(url)?)
+    };
+    loop {
+        let found = match &reader {
+            Reader::Ws(ws) => responses(ws, jobs, job_id).await?,
+            Reader::Http(http) => responses(http, jobs, job_id).await?,
+        };
+        if found.len() >= count {
+            return Ok(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "job {job_id}: {} of {count} outputs after {timeout:?}",
+                found.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for the first output of job `job_id` (returns every output seen by then).
+pub async fn wait_for_response(
+    url: &str,
+    jobs: Address,
+    job_id: U256,
+    timeout: Duration,
+) -> Result<Vec<JobResponse>> {
+    wait_for_outputs(url, jobs, job_id, 1, timeout).await
+}

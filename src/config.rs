@@ -1,0 +1,383 @@
+//! Every setting of the executor: read from `EXECUTOR_*` environment variables (and optionally a
+//! TOML file) through the `config` crate, validated once at start with errors naming the variable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ethers::types::Address;
+use thiserror::Error;
+
+/// The prefix of every environment variable.
+pub const ENV_PREFIX: &str = "EXECUTOR";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: String, reason: String },
+    #[error("configuration file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Who user code may reach over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressPolicy {
+    /// Public internet addresses only (never loopback, private, link-local or metadata).
+    Public,
+    /// No network at all.
+    None,
+}
+
+/// How the sandbox runs jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// A new workerd process for every job.
+    Process,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The sandbox's limits and where its binary lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub workerd_path: PathBuf,
+    pub mode: SandboxMode,
+    /// Memory limit per slot, bytes.
+    pub slot_memory_bytes: u64,
+    /// CPU share per slot, percent of one core (1..=100 × cores).
+    pub slot_cpu_percent: u32,
+    /// Largest output, bytes.
+    pub output_limit_bytes: usize,
+    pub egress: EgressPolicy,
+    /// Parent cgroup (relative to each controller's root) under which slots are made.
+    pub cgroup_parent: String,
+    /// Where each run's config and sockets are written (and removed afterwards).
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainConfig {
+    pub rpc_http_url: String,
+    pub rpc_ws_url: String,
+    pub chain_id: u64,
+    pub executors_address: Address,
+    pub jobs_address: Address,
+    pub user_code_address: Address,
+    /// `EXECUTION_BUFFER_TIME` of the Jobs contract, seconds.
+    pub execution_buffer_secs: u64,
+    /// `NO_OF_NODES_TO_SELECT` of the Jobs contract.
+    pub selected_executors: u64,
+    /// Size of the codehash → source cache.
+    pub code_cache_size: usize,
+    /// The first block to read when no cursor is persisted yet.
+    pub start_block: Option<u64>,
+}
+
+impl ChainConfig {
+    /// Whether contract addresses are set; without them the executor serves its API only.
+    pub fn is_configured(&self) -> bool {
+        !self.executors_address.is_zero()
+            && !self.jobs_address.is_zero()
+            && !self.user_code_address.is_zero()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen_addr: IpAddr,
+    pub port: u16,
+    pub enclave_key_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub job_capacity: usize,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub chain: ChainConfig,
+    pub sandbox: SandboxConfig,
+}
+
+/// Each variable (without prefix), its default and its meaning; `.env.example` and the README
+/// list the same. A test checks that `.env.example` names them all.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("LISTEN_ADDR", "127.0.0.1", "address the HTTP API binds to"),
+    ("PORT", "6001", "port of the HTTP API"),
+    ("ENCLAVE_KEY_FILE", "enclave.key", "file with the raw 32-byte enclave secret key"),
+    ("DATA_DIR", "data", "directory of the sled store (config, cursor, job journal)"),
+    ("JOB_CAPACITY", "20", "number of job slots, announced on registration"),
+    ("LOG_LEVEL", "info", "tracing filter, e.g. info or serverless_executor=debug"),
+    ("LOG_FORMAT", "text", "log format: text or json"),
+    ("RPC_HTTP_URL", "http://127.0.0.1:8545", "JSON-RPC endpoint over HTTP"),
+    ("RPC_WS_URL", "ws://127.0.0.1:8545", "JSON-RPC endpoint over WebSocket (log subscription)"),
+    ("CHAIN_ID", "31337", "chain id used to sign transactions"),
+    ("EXECUTORS_ADDRESS", "0x0000000000000000000000000000000000000000", "Executors contract"),
+    ("JOBS_ADDRESS", "0x0000000000000000000000000000000000000000", "Jobs contract"),
+    ("USER_CODE_ADDRESS", "0x0000000000000000000000000000000000000000", "UserCode contract"),
+    ("EXECUTION_BUFFER_TIME", "60", "Jobs.EXECUTION_BUFFER_TIME in seconds"),
+    ("NUM_SELECTED_EXECUTORS", "3", "Jobs.NO_OF_NODES_TO_SELECT"),
+    ("CODE_CACHE_SIZE", "100", "number of job sources kept in memory, by codehash"),
+    ("START_BLOCK", "", "first block to follow when no cursor is stored (empty: the head)"),
+    ("WORKERD_PATH", "", "workerd binary (empty: the one tools/ installs)"),
+    ("SANDBOX_MODE", "process", "process: a new workerd process per job"),
+    ("SLOT_MEMORY_MB", "100", "memory limit of each slot, MiB"),
+    ("SLOT_CPU_PERCENT", "50", "CPU share of each slot, percent of one core"),
+    ("OUTPUT_LIMIT_BYTES", "20480", "largest output; larger gives error 5"),
+    ("EGRESS", "public", "what user code may fetch: public (public internet only) or none"),
+    ("CGROUP_PARENT", "serverless-executor", "parent cgroup of the slots"),
+    ("SANDBOX_DIR", "", "scratch directory of sandbox runs (empty: the system temp dir)"),
+];
+
+/// The workerd binary that `tools/install.sh` installs, relative to the crate.
+pub fn default_workerd_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/node_modules/@cloudflare/workerd-linux-64/bin/workerd")
+}
+
+impl Config {
+    /// Reads the process environment, and `file` if given.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(config::Environment::with_prefix(ENV_PREFIX));
+        let built = builder.build().map_err(|e| ConfigError::File {
+            path: file.map(|p| p.display().to_string()).unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        let table: HashMap<String, config::Value> =
+            built.try_deserialize().map_err(|e| ConfigError::File {
+                path: file.map(|p| p.display().to_string()).unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        let mut raw = HashMap::new();
+        for (key, value) in table {
+            raw.insert(key.to_ascii_uppercase(), value.to_string());
+        }
+        Self::from_map(&raw)
+    }
+
+    /// Builds and validates from variable names without prefix (`PORT`, …) to raw values.
+    pub fn from_map(raw: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let known: Vec<&str> = VARIABLES.iter().map(|(n, _, _)| *n).collect();
+        if let Some(unknown) = raw.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(invalid(unknown, "unknown setting (see .env.example)"));
+        }
+        let r = Reader { raw };
+        let workerd_path = match r.text("WORKERD_PATH") {
+            s if s.is_empty() => default_workerd_path(),
+            s => PathBuf::from(s),
+        };
+        let sandbox_dir = match r.text("SANDBOX_DIR") {
+            s if s.is_empty() => std::env::temp_dir().join("serverless-executor"),
+            s => PathBuf::from(s),
+        };
+        let job_capacity: usize = r.number("JOB_CAPACITY", 1, 10_000)?;
+        let slot_memory_mb: u64 = r.number("SLOT_MEMORY_MB", 16, 1 << 20)?;
+        let start_block = match r.text("START_BLOCK") {
+            s if s.is_empty() => None,
+            _ => Some(r.number("START_BLOCK", 0, u64::MAX)?),
+        };
+        Ok(Config {
+            listen_addr: r.parse("LISTEN_ADDR", "an IP address")?,
+            port: r.number("PORT", 0, u16::MAX)?,
+            enclave_key_file: PathBuf::from(r.non_empty("ENCLAVE_KEY_FILE")?),
+            data_dir: PathBuf::from(r.non_empty("DATA_DIR")?),
+            job_capacity,
+            log_level: r.non_empty("LOG_LEVEL")?,
+            log_format: match r.text("LOG_FORMAT").as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(invalid("LOG_FORMAT", "must be text or json")),
+            },
+            chain: ChainConfig {
+                rpc_http_url: r.url("RPC_HTTP_URL", &["http://", "https://"])?,
+                rpc_ws_url: r.url("RPC_WS_URL", &["ws://", "wss://"])?,
+                chain_id: r.number("CHAIN_ID", 1, u64::MAX)?,
+                executors_address: r.address("EXECUTORS_ADDRESS")?,
+                jobs_address: r.address("JOBS_ADDRESS")?,
+                user_code_address: r.address("USER_CODE_ADDRESS")?,
+                execution_buffer_secs: r.number("EXECUTION_BUFFER_TIME", 0, 86_400)?,
+                selected_executors: r.number("NUM_SELECTED_EXECUTORS", 1, 255)?,
+                code_cache_size: r.number("CODE_CACHE_SIZE", 1, 1_000_000)?,
+                start_block,
+            },
+            sandbox: SandboxConfig {
+                workerd_path,
+                mode: match r.text("SANDBOX_MODE").as_str() {
+                    "process" => SandboxMode::Process,
+                    _ => return Err(invalid("SANDBOX_MODE", "must be process")),
+                },
+                slot_memory_bytes: slot_memory_mb * 1024 * 1024,
+                slot_cpu_percent: r.number("SLOT_CPU_PERCENT", 1, 100 * 1024)?,
+                output_limit_bytes: r.number("OUTPUT_LIMIT_BYTES", 1, 64 * 1024 * 1024)?,
+                egress: match r.text("EGRESS").as_str() {
+                    "public" => EgressPolicy::Public,
+                    "none" => EgressPolicy::None,
+                    _ => return Err(invalid("EGRESS", "must be public or none")),
+                },
+                cgroup_parent: {
+                    let parent = r.non_empty("CGROUP_PARENT")?;
+                    if parent.split('/').any(|part| part.is_empty() || part == "..") {
+                        return Err(invalid("CGROUP_PARENT", "must be a relative path without '..'"));
+                    }
+                    parent
+                },
+                work_dir: sandbox_dir,
+            },
+        })
+    }
+
+    /// The variable name as the operator writes it.
+    pub fn var(name: &str) -> String {
+        format!("{ENV_PREFIX}_{name}")
+    }
+}
+
+fn invalid(name: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var: Config::var(name),
+        reason: reason.into(),
+    }
+}
+
+/// Reads one variable at a time, falling back to its default from `VARIABLES`.
+struct Reader<'a> {
+    raw: &'a HashMap<String, String>,
+}
+
+impl Reader<'_> {
+    fn text(&self, name: &str) -> String {
+        match self.raw.get(name) {
+            Some(v) => v.trim().to_string(),
+            None => VARIABLES
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, d, _)| d.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn non_empty(&self, name: &str) -> Result<String, ConfigError> {
+        let v = self.text(name);
+        if v.is_empty() {
+            return Err(invalid(name, "must not be empty"));
+        }
+        Ok(v)
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &str, what: &str) -> Result<T, ConfigError> {
+        let v = self.text(name);
+        v.parse()
+            .map_err(|_| invalid(name, format!("'{v}' is not {what}")))
+    }
+
+    fn number<T>(&self, name: &str, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let v = self.text(name);
+        let n: T = v
+            .parse()
+            .map_err(|_| invalid(name, format!("'{v}' is not a whole number")))?;
+        if n < min || n > max {
+            return Err(invalid(name, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn address(&self, name: &str) -> Result<Address, ConfigError> {
+        let v = self.text(name);
+        let digits = v.strip_prefix("0x").unwrap_or(&v);
+        let bytes = hex::decode(digits)
+            .map_err(|_| invalid(name, format!("'{v}' is not a hex address")))?;
+        if bytes.len() != 20 {
+            return Err(invalid(
+                name,
+                format!("an address has 20 bytes, '{v}' has {}", bytes.len()),
+            ));
+        }
+        Ok(Address::from_slice(&bytes))
+    }
+
+    fn url(&self, name: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let v = self.non_empty(name)?;
+        if !schemes.iter().any(|s| v.starts_with(s)) || v.len() <= 8 {
+            return Err(invalid(
+                name,
+                format!("'{v}' must start with {}", schemes.join(" or ")),
+            ));
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let raw = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&raw)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.job_capacity, 20);
+        assert_eq!(c.sandbox.output_limit_bytes, 20480);
+        assert_eq!(c.sandbox.slot_memory_bytes, 100 * 1024 * 1024);
+        assert!(!c.chain.is_configured());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "70000"),
+            ("PORT", "abc"),
+            ("LISTEN_ADDR", "nowhere"),
+            ("JOB_CAPACITY", "0"),
+            ("JOBS_ADDRESS", "0x1234"),
+            ("EXECUTORS_ADDRESS", "zz"),
+            ("RPC_WS_URL", "http://x:1"),
+            ("EGRESS", "some"),
+            ("LOG_FORMAT", "xml"),
+            ("CGROUP_PARENT", "../escape"),
+            ("START_BLOCK", "-1"),
+        ] {
+            let err = with(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("EXECUTOR_{var}:")),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_variables_are_refused() {
+        let err = with(&[("PROT", "1")]).unwrap_err().to_string();
+        assert!(err.contains("EXECUTOR_PROT"), "{err}");
+    }
+
+    #[test]
+    fn env_example_lists_every_variable_with_its_default() {
+        let example = include_str!("../.env.example");
+        for (name, default, _) in VARIABLES {
+            let line = format!("{}={}", Config::var(name), default);
+            assert!(
+                example.lines().any(|l| l.trim() == line),
+                ".env.example lacks the line {line}"
+            );
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The executor's public APIs, one file each. Routes and the chain listener call only these.
+
+mod configure;
+mod details;
+mod execute_job;
+mod on_chain_event;
+mod recover;
+mod register_enclave;
+mod settle;
+mod submit_output;
+
+pub use on_chain_event::FollowVerdict;
+pub use recover::RecoveryReport;

@@ -1,0 +1,150 @@
+//! What the executor does with each protocol event the chain listener delivers. The domain
+//! decides here; the chain adapter only delivers logs in order and sends transactions.
+
+use std::sync::Arc;
+
+use crate::domain::model::{ChainEvent, ChainLog, ChainStatus, Job, JobRecord, JobState, EXECUTOR_ENV};
+use crate::domain::{DomainError, Executor};
+
+/// Whether the listener should keep following the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowVerdict {
+    Continue,
+    /// The enclave was deregistered: stop listening.
+    Stop,
+}
+
+impl Executor {
+    /// Handles one log. Idempotent: a log delivered twice (backfill after a reconnect) changes
+    /// nothing the second time.
+    pub fn on_chain_event(self: &Arc<Self>, log: ChainLog) -> Result<FollowVerdict, DomainError> {
+        let me = self.ports.signer.address();
+        let store = &self.ports.store;
+        let verdict = match log.event {
+            ChainEvent::ExecutorRegistered { enclave, owner, .. } if enclave == me => {
+                if log.removed {
+                    tracing::warn!("our registration was removed by a reorg; waiting for it again");
+                    store.set_chain_status(ChainStatus::Unregistered)?;
+                } else if Some(owner) == store.owner()? {
+                    tracing::info!(owner = ?owner, "enclave registered on chain; serving jobs");
+                    store.set_chain_status(ChainStatus::Serving)?;
+                } else {
+                    tracing::warn!(owner = ?owner, "enclave registered by an unexpected owner; ignored");
+                }
+                FollowVerdict::Continue
+            }
+            ChainEvent::ExecutorDrained { enclave } if enclave == me && !log.removed => {
+                tracing::info!("executor drained: no new jobs");
+                store.set_chain_status(ChainStatus::Draining)?;
+                FollowVerdict::Continue
+            }
+            ChainEvent::ExecutorRevived { enclave } if enclave == me && !log.removed => {
+                tracing::info!("executor revived: taking jobs again");
+                store.set_chain_status(ChainStatus::Serving)?;
+                FollowVerdict::Continue
+            }
+            ChainEvent::ExecutorDeregistered { enclave } if enclave == me && !log.removed => {
+                tracing::info!("executor deregistered: no longer following the chain");
+                store.set_chain_status(ChainStatus::Deregistered)?;
+                FollowVerdict::Stop
+            }
+            ChainEvent::JobCreated(job) => {
+                if log.removed {
+                    self.forget_removed_job(&job)?;
+                } else {
+                    self.on_job_created(job)?;
+                }
+                FollowVerdict::Continue
+            }
+            ChainEvent::JobResponded {
+                job_id,
+                executor,
+                output_count,
+            } if !log.removed => {
+                self.update_job(job_id, |record| {
+                    record.output_count = record.output_count.max(output_count);
+                    if usize::from(record.output_count) >= record.job.selected_executors.len() {
+                        record.settled = true;
+                    }
+                    if executor == me && !matches!(record.state, JobState::Confirmed { .. }) {
+                        let output = match &record.state {
+                            JobState::Executed { output } | JobState::Submitted { output, .. } => {
+                                Some(output.clone())
+                            }
+                            _ => None,
+                        };
+                        record.state = JobState::Confirmed {
+                            output,
+                            tx_hash: None,
+                        };
+                    }
+                })?;
+                FollowVerdict::Continue
+            }
+            other => {
+                if log.removed {
+                    tracing::warn!(event = ?other, "a reorg removed a log; nothing to undo");
+                }
+                FollowVerdict::Continue
+            }
+        };
+        self.advance_cursor(log.position.block_number)?;
+        Ok(verdict)
+    }
+
+    /// The listener has handled every log below `next_block`.
+    pub fn on_chain_synced(&self, next_block: u64) -> Result<(), DomainError> {
+        self.advance_cursor(next_block)
+    }
+
+    fn advance_cursor(&self, block: u64) -> Result<(), DomainError> {
+        let store = &self.ports.store;
+        if store.cursor()?.is_none_or(|current| block > current) {
+            store.set_cursor(block)?;
+        }
+        Ok(())
+    }
+
+    fn on_job_created(self: &Arc<Self>, job: Job) -> Result<(), DomainError> {
+        if job.env != EXECUTOR_ENV {
+            tracing::debug!(job = %job.id, env = job.env, "job for another environment; ignored");
+            return Ok(());
+        }
+        let status = self.ports.store.chain_status()?;
+        if !matches!(status, ChainStatus::Serving | ChainStatus::Draining) {
+            return Ok(());
+        }
+        let _journal = self.journal_lock();
+        if self.ports.store.job(job.id)?.is_some() {
+            return Ok(()); // delivered again by a backfill
+        }
+        let selected = job.selects(self.ports.signer.address());
+        // Selected while shutting down: journalled as queued, so the next start runs it.
+        let state = if selected {
+            JobState::Queued
+        } else {
+            JobState::Observed
+        };
+        self.ports.store.put_job(&JobRecord::new(job.clone(), state.clone()))?;
+        tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
+        if state == JobState::Queued {
+            self.enqueue(&job);
+        }
+        self.schedule_settlement(&job);
+        Ok(())
+    }
+
+    /// A reorg dropped the block that created `job`: forget it unless it already ran.
+    fn forget_removed_job(&self, job: &Job) -> Result<(), DomainError> {
+        let _journal = self.journal_lock();
+        if let Some(record) = self.ports.store.job(job.id)? {
+            if matches!(record.state, JobState::Queued | JobState::Observed) {
+                tracing::warn!(job = %job.id, "job creation removed by a reorg; forgotten");
+                self.ports.store.remove_job(job.id)?;
+            } else {
+                tracing::warn!(job = %job.id, state = record.state.name(), "job creation removed by a reorg after it ran");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Signs an outcome with the enclave key and gets it on chain: journal first, then send, retrying
+//! transient failures until the window closes and classifying the chain's refusals.
+
+use std::sync::Arc;
+
+use crate::domain::dal::{ChainError, Revert, TxOutcome};
+use crate::domain::eip712::output_digest;
+use crate::domain::model::{ExecutionOutcome, Job, JobRecord, JobState, SignedOutput};
+use crate::domain::{DomainError, Executor};
+
+/// How often a refused-as-too-old signature is renewed before giving up.
+const MAX_RESIGNS: u32 = 3;
+
+impl Executor {
+    /// Signs `outcome` for `job` with the current time as `signTimestamp`.
+    pub fn sign_output(
+        &self,
+        job: &Job,
+        outcome: &ExecutionOutcome,
+    ) -> Result<SignedOutput, DomainError> {
+        let sign_timestamp = self.ports.clock.now_ms() / 1000;
+        let digest = output_digest(
+            job.id,
+            &outcome.output,
+            outcome.total_time_ms,
+            outcome.error_code.as_u8(),
+            sign_timestamp,
+        );
+        let signature = self.ports.signer.sign_digest(digest)?;
+        Ok(SignedOutput {
+            job_id: job.id,
+            output: outcome.output.clone(),
+            total_time_ms: outcome.total_time_ms,
+            error_code: outcome.error_code,
+            sign_timestamp,
+            signature: signature.to_vec(),
+        })
+    }
+
+    /// Signs, journals and sends the output of an executed job.
+    pub async fn submit_output(
+        self: &Arc<Self>,
+        job: &Job,
+        outcome: ExecutionOutcome,
+    ) -> Result<(), DomainError> {
+        let signed = self.sign_output(job, &outcome)?;
+        self.set_state(job, JobState::Executed { output: signed.clone() })?;
+        tracing::info!(job = %job.id, error_code = outcome.error_code.as_u8(), total_time_ms = outcome.total_time_ms, "job executed");
+        self.send_output(job, signed).await
+    }
+
+    /// Sends a signed output until it lands, is refused for good, or the window closes.
+    pub(crate) async fn send_output(
+        self: &Arc<Self>,
+        job: &Job,
+        mut signed: SignedOutput,
+    ) -> Result<(), DomainError> {
+        let window_end = job.window_end_ms(self.settings.execution_buffer_secs);
+        let mut backoff = self.settings.retry_backoff_ms;
+        let mut resigns = 0;
+        loop {
+            match self.ports.chain.submit_output(&signed).await {
+                Ok(TxOutcome::Mined { tx_hash }) => {
+                    tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
+                    return self.set_state(
+                        job,
+                        JobState::Confirmed {
+                            output: Some(signed),
+                            tx_hash: Some(tx_hash),
+                        },
+                    );
+                }
+                Ok(TxOutcome::Reverted {
+                    revert: Revert::AlreadySubmittedOutput,
+                    ..
+                }) => {
+                    // An earlier attempt (before a restart or a resend) already landed.
+                    tracing::info!(job = %job.id, "output was already on chain");
+                    return self.set_state(
+                        job,
+                        JobState::Confirmed {
+                            output: Some(signed),
+                            tx_hash: None,
+                        },
+                    );
+                }
+                Ok(TxOutcome::Reverted {
+                    revert: Revert::SignatureTooOld,
+                    ..
+                }) if resigns < MAX_RESIGNS => {
+                    resigns += 1;
+                    let outcome = ExecutionOutcome {
+                        output: signed.output.clone(),
+                        error_code: signed.error_code,
+                        total_time_ms: signed.total_time_ms,
+                    };
+                    signed = self.sign_output(job, &outcome)?;
+                    self.set_state(job, JobState::Executed { output: signed.clone() })?;
+                }
+                Ok(TxOutcome::Reverted { revert, tx_hash }) => {
+                    self.abandon(job, &format!("the chain refused the output: {revert:?} (tx {tx_hash:?})"));
+                    return Ok(());
+                }
+                Err(e @ (ChainError::Transient(_) | ChainError::NoGasKey)) => {
+                    if self.ports.clock.now_ms() + backoff >= window_end {
+                        self.abandon(job, &format!("the window closed while sending the output: {e}"));
+                        return Ok(());
+                    }
+                    tracing::warn!(job = %job.id, error = %e, backoff_ms = backoff, "output not sent; retrying");
+                    self.ports.clock.sleep_ms(backoff).await;
+                    backoff = (backoff * 2).min(self.settings.retry_backoff_ms * 8);
+                }
+                Err(e) => {
+                    self.abandon(job, &format!("output not sent: {e}"));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Journals a job's new state, keeping what the journal knows of it on chain.
+    pub(crate) fn set_state(&self, job: &Job, state: JobState) -> Result<(), DomainError> {
+        let _journal = self.journal_lock();
+        let mut record = self
+            .ports
+            .store
+            .job(job.id)?
+            .unwrap_or_else(|| JobRecord::new(job.clone(), state.clone()));
+        record.state = state;
+        self.ports.store.put_job(&record)?;
+        Ok(())
+    }
+
+    /// Gives a job up for good and says why, in the journal and the log.
+    pub(crate) fn abandon(&self, job: &Job, reason: &str) {
+        tracing::warn!(job = %job.id, %reason, "job abandoned");
+        let state = JobState::Abandoned {
+            reason: reason.to_string(),
+        };
+        if let Err(e) = self.set_state(job, state) {
+            tracing::error!(job = %job.id, error = %e, "cannot journal the abandoned job");
+        }
+    }
+}

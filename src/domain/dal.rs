@@ -1,0 +1,180 @@
+//! The ports: one trait per side effect the domain needs. The domain sees the world only through
+//! these; `effects/` implements them and `bootstrap.rs` wires them. Each has a shared behavioural
+//! suite in `domain::contract_tests` that runs against the mockall stub and the real adapter.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use ethers::types::{Address, H256, U256};
+use thiserror::Error;
+
+use super::model::{ChainStatus, JobRecord, SignedOutput};
+
+/// The enclave key: the executor's identity. Signs registration and outputs.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait EnclaveSigner: Send + Sync {
+    fn address(&self) -> Address;
+    /// The 64-byte uncompressed public key without the `04` prefix.
+    fn public_key(&self) -> [u8; 64];
+    /// Signs a 32-byte digest: 65 bytes `r ‖ s ‖ v`, `v = 27 + recovery id`.
+    fn sign_digest(&self, digest: [u8; 32]) -> Result<[u8; 65], SignerError>;
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("enclave signing failed: {0}")]
+pub struct SignerError(pub String);
+
+/// Wall-clock time and waiting. Unix milliseconds throughout.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+    async fn sleep_ms(&self, ms: u64);
+}
+
+/// Durable state: configuration, chain cursor and the job journal.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Store: Send + Sync {
+    fn owner(&self) -> Result<Option<Address>, StoreError>;
+    /// Sets the owner if none is set; returns false (and changes nothing) when one already is.
+    fn set_owner_once(&self, owner: Address) -> Result<bool, StoreError>;
+    fn gas_key(&self) -> Result<Option<[u8; 32]>, StoreError>;
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), StoreError>;
+    /// The first block whose logs are not yet known to be handled.
+    fn cursor(&self) -> Result<Option<u64>, StoreError>;
+    fn set_cursor(&self, next_block: u64) -> Result<(), StoreError>;
+    fn chain_status(&self) -> Result<ChainStatus, StoreError>;
+    fn set_chain_status(&self, status: ChainStatus) -> Result<(), StoreError>;
+    fn job(&self, id: U256) -> Result<Option<JobRecord>, StoreError>;
+    fn put_job(&self, record: &JobRecord) -> Result<(), StoreError>;
+    fn remove_job(&self, id: U256) -> Result<(), StoreError>;
+    /// Every journalled job, in job id order.
+    fn jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("store holds a corrupt record under {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// Where job code comes from: the calldata of a UserCode transaction.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait CodeSource: Send + Sync {
+    async fn fetch_code(&self, codehash: H256) -> Result<String, CodeFetchError>;
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CodeFetchError {
+    #[error("no transaction with hash {0:?}")]
+    NotFound(H256),
+    #[error("transaction {0:?} was not sent to the UserCode contract")]
+    WrongContract(H256),
+    #[error("calldata is not saveCodeInCallData(string): {0}")]
+    BadCalldata(String),
+    /// The RPC failed; the same call may succeed later.
+    #[error("code fetch failed for now: {0}")]
+    Transient(String),
+}
+
+/// A job slot: a place where exactly one job runs at a time, with its own resource limits.
+/// `cgroup_procs` lists the `cgroup.procs` files a sandbox process must join before it runs
+/// user code (empty when cgroups are not enforced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub index: usize,
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// The pool of job slots.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Slots: Send + Sync {
+    fn capacity(&self) -> usize;
+    /// Takes a free slot, or None when all are busy. Never blocks.
+    fn try_acquire(&self) -> Option<Slot>;
+    fn release(&self, slot: Slot);
+    fn busy(&self) -> usize;
+    /// Whether cgroup limits are really applied to the slots.
+    fn enforced(&self) -> bool;
+    /// How many times the kernel's OOM killer has fired in this slot so far.
+    fn oom_kills(&self, slot: &Slot) -> u64;
+}
+
+/// What one sandboxed run returned, before it becomes a protocol outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunResult {
+    /// The worker answered; the body is the output.
+    Output(Vec<u8>),
+    /// The code did not load (syntax error, no default export, …).
+    LoadFailed(String),
+    /// The deadline passed; the process was killed.
+    DeadlineExceeded,
+    /// The body grew past the output limit; reading stopped there.
+    OutputTooLarge,
+    /// The runtime died or answered nothing (for example killed for memory).
+    Crashed(String),
+}
+
+/// The sandbox: runs one job's code on one input inside one slot.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    async fn run(
+        &self,
+        slot: &Slot,
+        code: &str,
+        input: &[u8],
+        deadline_ms: u64,
+    ) -> Result<RunResult, SandboxError>;
+}
+
+/// The sandbox itself could not work (not the user's code): e.g. workerd missing.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("sandbox failed: {0}")]
+pub struct SandboxError(pub String);
+
+/// Why the chain refused a transaction, in the protocol's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revert {
+    ExecutionTimeOver,
+    SignatureTooOld,
+    NotSelectedExecutor,
+    AlreadySubmittedOutput,
+    InvalidJob,
+    DeadlineNotOver,
+    Other(String),
+}
+
+/// The end of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOutcome {
+    Mined { tx_hash: H256 },
+    Reverted { tx_hash: Option<H256>, revert: Revert },
+}
+
+/// Transactions the executor sends, paid with the gas key.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ChainWriter: Send + Sync {
+    /// Replaces the key that pays gas; returns its address.
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<Address, ChainError>;
+    fn gas_address(&self) -> Option<Address>;
+    async fn submit_output(&self, output: &SignedOutput) -> Result<TxOutcome, ChainError>;
+    async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError>;
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ChainError {
+    #[error("no gas key is configured")]
+    NoGasKey,
+    #[error("invalid gas key: {0}")]
+    InvalidKey(String),
+    /// RPC or network trouble; the same call may succeed later.
+    #[error("chain request failed for now: {0}")]
+    Transient(String),
+}

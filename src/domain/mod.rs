@@ -1,0 +1,151 @@
+//! The executor's business logic. Pure: it reaches the world only through the ports in `dal.rs`.
+//! `Executor` holds the ports and the scheduling state; its public APIs live in `api/`.
+
+pub mod api;
+pub mod dal;
+pub mod eip712;
+pub mod error;
+pub mod model;
+mod scheduler;
+#[cfg(test)]
+mod tests;
+#[cfg(any(test, feature = "mocks"))]
+pub mod testing;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ethers::types::U256;
+
+use tokio::sync::watch;
+
+use dal::{ChainWriter, Clock, CodeSource, EnclaveSigner, Sandbox, Slots, Store};
+pub use error::DomainError;
+use scheduler::Scheduler;
+
+/// Every port the domain talks through.
+#[derive(Clone)]
+pub struct Ports {
+    pub signer: Arc<dyn EnclaveSigner>,
+    pub clock: Arc<dyn Clock>,
+    pub store: Arc<dyn Store>,
+    pub code: Arc<dyn CodeSource>,
+    pub sandbox: Arc<dyn Sandbox>,
+    pub slots: Arc<dyn Slots>,
+    pub chain: Arc<dyn ChainWriter>,
+}
+
+/// Protocol constants of the deployment and the executor's own timing choices.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `Jobs.EXECUTION_BUFFER_TIME`, seconds.
+    pub execution_buffer_secs: u64,
+    /// How long after a job's window closes the executor sends `slashOnExecutionTimeout`.
+    pub settle_margin_ms: u64,
+    /// A queued job is given up when less than this remains of its window.
+    pub min_window_left_ms: u64,
+    /// First pause between retries of a transient RPC failure (doubles, capped at 8×).
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            execution_buffer_secs: 60,
+            settle_margin_ms: 1_000,
+            min_window_left_ms: 500,
+            retry_backoff_ms: 250,
+        }
+    }
+}
+
+/// The executor: one per process, shared behind an `Arc` by routes and the chain listener.
+pub struct Executor {
+    ports: Ports,
+    settings: Settings,
+    /// Becomes true once the operator asked for the registration message: follow the chain.
+    follow: watch::Sender<bool>,
+    /// Set on shutdown: no new job is started.
+    stopping: AtomicBool,
+    scheduler: Scheduler,
+    /// Serialises read-modify-write of journal records (never held across an await).
+    journal: Mutex<()>,
+}
+
+impl Executor {
+    pub fn new(ports: Ports, settings: Settings) -> Arc<Self> {
+        let (follow, _) = watch::channel(false);
+        Arc::new(Self {
+            ports,
+            settings,
+            follow,
+            stopping: AtomicBool::new(false),
+            scheduler: Scheduler::default(),
+            journal: Mutex::new(()),
+        })
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Resolves to true once the chain should be followed.
+    pub fn follow_requested(&self) -> watch::Receiver<bool> {
+        self.follow.subscribe()
+    }
+
+    pub(crate) fn request_follow(&self) {
+        self.follow.send_replace(true);
+    }
+
+    /// Stops taking new jobs; running ones finish and submit.
+    pub fn stop_taking_jobs(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.scheduler.wake();
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Jobs queued for a slot, and jobs running or submitting now.
+    pub fn load(&self) -> (usize, usize) {
+        (self.scheduler.queued(), self.scheduler.in_flight())
+    }
+
+    pub(crate) fn journal_lock(&self) -> MutexGuard<'_, ()> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads, changes and writes back one job's record; nothing happens if it is unknown.
+    pub(crate) fn update_job(
+        &self,
+        id: U256,
+        change: impl FnOnce(&mut model::JobRecord),
+    ) -> Result<(), DomainError> {
+        let _journal = self.journal_lock();
+        if let Some(mut record) = self.ports.store.job(id)? {
+            change(&mut record);
+            self.ports.store.put_job(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until no job is running or submitting, or `timeout_ms` passes; true if idle.
+    pub async fn wait_idle(&self, timeout_ms: u64) -> bool {
+        let deadline = self.ports.clock.now_ms() + timeout_ms;
+        loop {
+            if self.scheduler.in_flight() == 0 {
+                return true;
+            }
+            if self.ports.clock.now_ms() >= deadline {
+                return false;
+            }
+            self.ports.clock.sleep_ms(50).await;
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Plain data of the protocol: jobs, outcomes, error codes, registration, chain events and the
+//! journal's job states. No behaviour beyond conversions; everything here is serialisable.
+
+use ethers::types::{Address, H256, U256};
+use serde::{Deserialize, Serialize};
+
+/// The execution environment this executor serves (JavaScript on workerd).
+pub const EXECUTOR_ENV: u8 = 1;
+
+/// The protocol's `errorCode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// The code ran; the output is the worker's response body.
+    Ok = 0,
+    /// Code transaction not found, or sent to another contract than UserCode.
+    CodeNotFound = 1,
+    /// Calldata is not a valid `saveCodeInCallData(string)` call.
+    BadCalldata = 2,
+    /// The code failed to load (syntax error, no default export).
+    LoadFailed = 3,
+    /// The job did not finish within its deadline.
+    DeadlineExceeded = 4,
+    /// The output is larger than the output limit.
+    OutputTooLarge = 5,
+}
+
+impl ErrorCode {
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_u8(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Ok,
+            1 => Self::CodeNotFound,
+            2 => Self::BadCalldata,
+            3 => Self::LoadFailed,
+            4 => Self::DeadlineExceeded,
+            5 => Self::OutputTooLarge,
+            _ => return None,
+        })
+    }
+}
+
+/// A job as announced by `JobCreated`, plus the block facts the window is computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: U256,
+    pub env: u8,
+    pub owner: Address,
+    pub codehash: H256,
+    #[serde(with = "hex_bytes")]
+    pub code_inputs: Vec<u8>,
+    /// Execution budget in milliseconds.
+    pub deadline_ms: u64,
+    pub selected_executors: Vec<Address>,
+    /// `execStartTime`: the timestamp (unix seconds) of the block that created the job.
+    pub exec_start_time: u64,
+}
+
+impl Job {
+    /// The last moment (unix ms) at which the chain still accepts an output:
+    /// `execStartTime*1000 + deadline + EXECUTION_BUFFER_TIME*1000`.
+    pub fn window_end_ms(&self, execution_buffer_secs: u64) -> u64 {
+        self.exec_start_time
+            .saturating_mul(1000)
+            .saturating_add(self.deadline_ms)
+            .saturating_add(execution_buffer_secs.saturating_mul(1000))
+    }
+
+    pub fn selects(&self, enclave: Address) -> bool {
+        self.selected_executors.contains(&enclave)
+    }
+}
+
+/// What one execution produced, in protocol terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionOutcome {
+    #[serde(with = "hex_bytes")]
+    pub output: Vec<u8>,
+    pub error_code: ErrorCode,
+    /// Wall time in ms from the start of execution to the output.
+    pub total_time_ms: u64,
+}
+
+/// An output signed by the enclave key, ready for `submitOutput`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedOutput {
+    pub job_id: U256,
+    #[serde(with = "hex_bytes")]
+    pub output: Vec<u8>,
+    pub total_time_ms: u64,
+    pub error_code: ErrorCode,
+    /// Unix seconds.
+    pub sign_timestamp: u64,
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// The signed registration message an owner passes to `registerExecutor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub owner: Address,
+    pub job_capacity: u64,
+    pub env: u8,
+    pub sign_timestamp: u64,
+    pub signature: [u8; 65],
+}
+
+/// Public facts about this executor, as `GET /executor-details` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorDetails {
+    pub enclave_address: Address,
+    pub enclave_public_key: [u8; 64],
+    pub gas_address: Address,
+    pub owner_address: Address,
+}
+
+/// Where this executor stands on chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ChainStatus {
+    /// Not (yet) seen `ExecutorRegistered` for this enclave and owner.
+    #[default]
+    Unregistered,
+    Serving,
+    Draining,
+    Deregistered,
+}
+
+/// A position in the chain's log stream; logs are ordered by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogPosition {
+    pub block_number: u64,
+    pub log_index: u64,
+}
+
+/// One log the chain adapter delivers: where it stands, whether a reorg removed it, what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLog {
+    pub position: LogPosition,
+    pub block_hash: H256,
+    pub removed: bool,
+    pub event: ChainEvent,
+}
+
+/// The protocol events the executor follows, already decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainEvent {
+    ExecutorRegistered {
+        enclave: Address,
+        owner: Address,
+        job_capacity: U256,
+        env: u8,
+    },
+    JobCreated(Job),
+    JobResponded {
+        job_id: U256,
+        executor: Address,
+        output_count: u8,
+    },
+    ExecutorDrained {
+        enclave: Address,
+    },
+    ExecutorRevived {
+        enclave: Address,
+    },
+    ExecutorDeregistered {
+        enclave: Address,
+    },
+}
+
+/// A job's place in the journal. Written before the state is acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    /// Seen on chain; this executor is not selected. Kept to settle the job after its window.
+    Observed,
+    /// Selected, waiting for a slot.
+    Queued,
+    /// Selected and running in a slot.
+    Running,
+    /// Executed; the signed output is not yet sent.
+    Executed { output: SignedOutput },
+    /// `submitOutput` sent; waiting for its receipt.
+    Submitted { output: SignedOutput, tx_hash: H256 },
+    /// Our output is on chain (the hash is unknown when only the chain's refusal of a
+    /// duplicate, or the `JobResponded` event, told us).
+    Confirmed {
+        output: Option<SignedOutput>,
+        tx_hash: Option<H256>,
+    },
+    /// Finished without our output landing (settled by a slash, window missed, rejected).
+    Abandoned { reason: String },
+}
+
+impl JobState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Observed => "observed",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Executed { .. } => "executed",
+            Self::Submitted { .. } => "submitted",
+            Self::Confirmed { .. } => "confirmed",
+            Self::Abandoned { .. } => "abandoned",
+        }
+    }
+}
+
+/// The journal's record of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job: Job,
+    pub state: JobState,
+    /// Outputs seen on chain for this job (`JobResponded.outputCount`, the highest seen).
+    pub output_count: u8,
+    /// Whether the job is finished on chain (all responded, or slashed) and needs nothing more.
+    pub settled: bool,
+    /// Whether this executor has already sent `slashOnExecutionTimeout` for it.
+    pub slash_sent: bool,
+}
+
+impl JobRecord {
+    pub fn new(job: Job, state: JobState) -> Self {
+        Self {
+            job,
+            state,
+            output_count: 0,
+            settled: false,
+            slash_sent: false,
+        }
+    }
+}
+
+/// Hex (0x-prefixed) encoding of byte vectors in the journal, so records stay readable.
+pub mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("0x{}", hex::encode(bytes)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        let digits = text.strip_prefix("0x").unwrap_or(&text);
+        hex::decode(digits).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_and_reject_unknown() {
+        for code in 0u8..=5 {
+            assert_eq!(ErrorCode::from_u8(code).map(ErrorCode::as_u8), Some(code));
+        }
+        assert_eq!(ErrorCode::from_u8(6), None);
+    }
+
+    #[test]
+    fn window_end_adds_deadline_ms_and_buffer_seconds() {
+        let job = Job {
+            id: U256::one(),
+            env: 1,
+            owner: Address::zero(),
+            codehash: H256::zero(),
+            code_inputs: vec![],
+            deadline_ms: 1500,
+            selected_executors: vec![],
+            exec_start_time: 100,
+        };
+        assert_eq!(job.window_end_ms(20), 100_000 + 1500 + 20_000);
+    }
+
+    #[test]
+    fn journal_record_serialises_readably_and_back() {
+        let out = SignedOutput {
+            job_id: U256::from(7),
+            output: b"2,5".to_vec(),
+            total_time_ms: 12,
+            error_code: ErrorCode::Ok,
+            sign_timestamp: 1,
+            signature: vec![1; 65],
+        };
+        let json = serde_json::to_string(&JobState::Executed { output: out }).unwrap();
+        assert!(json.contains("\"state\":\"executed\""), "{json}");
+        assert!(json.contains("0x322c35"), "{json}");
+        let back: JobState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.name(), "executed");
+    }
+}

@@ -1,0 +1,255 @@
+//! Test support for the ports: mockall stubs configured to behave like working adapters, and
+//! the behavioural contract suites every implementation of a port must pass (the stubs here,
+//! the real adapters in `tests/`). Compiled for unit tests and with the `mocks` feature.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ethers::types::{Address, H256, U256};
+
+use super::dal::{Clock, EnclaveSigner, MockClock, MockEnclaveSigner, MockStore, Store};
+use super::eip712::recover;
+use super::model::{ChainStatus, ErrorCode, Job, JobRecord, JobState, SignedOutput};
+
+#[derive(Default)]
+struct MemoryState {
+    owner: Option<Address>,
+    gas_key: Option<[u8; 32]>,
+    cursor: Option<u64>,
+    status: ChainStatus,
+    jobs: BTreeMap<U256, JobRecord>,
+}
+
+/// A `MockStore` that keeps everything in memory, like a store that never fails.
+pub fn memory_store() -> MockStore {
+    let state = Arc::new(Mutex::new(MemoryState::default()));
+    let mut store = MockStore::new();
+    macro_rules! with {
+        ($method:ident, |$s:ident $(, $arg:ident)*| $body:expr) => {{
+            let state = state.clone();
+            store.$method().returning(move |$($arg),*| {
+                #[allow(unused_mut)]
+                let mut $s = state.lock().unwrap();
+                $body
+            });
+        }};
+    }
+    with!(expect_owner, |s| Ok(s.owner));
+    with!(expect_set_owner_once, |s, owner| {
+        if s.owner.is_some() {
+            Ok(false)
+        } else {
+            s.owner = Some(owner);
+            Ok(true)
+        }
+    });
+    with!(expect_gas_key, |s| Ok(s.gas_key));
+    with!(expect_set_gas_key, |s, key| {
+        s.gas_key = Some(key);
+        Ok(())
+    });
+    with!(expect_cursor, |s| Ok(s.cursor));
+    with!(expect_set_cursor, |s, block| {
+        s.cursor = Some(block);
+        Ok(())
+    });
+    with!(expect_chain_status, |s| Ok(s.status));
+    with!(expect_set_chain_status, |s, status| {
+        s.status = status;
+        Ok(())
+    });
+    with!(expect_job, |s, id| Ok(s.jobs.get(&id).cloned()));
+    with!(expect_put_job, |s, record| {
+        s.jobs.insert(record.job.id, record.clone());
+        Ok(())
+    });
+    with!(expect_remove_job, |s, id| {
+        s.jobs.remove(&id);
+        Ok(())
+    });
+    with!(expect_jobs, |s| Ok(s.jobs.values().cloned().collect()));
+    store.expect_flush().returning(|| Ok(()));
+    store
+}
+
+/// A `MockClock` whose time moves only when someone sleeps (tests run instantly).
+pub fn manual_clock(start_ms: u64) -> (MockClock, Arc<AtomicU64>) {
+    let now = Arc::new(AtomicU64::new(start_ms));
+    let mut clock = MockClock::new();
+    let read = now.clone();
+    clock
+        .expect_now_ms()
+        .returning(move || read.load(Ordering::SeqCst));
+    let advance = now.clone();
+    clock.expect_sleep_ms().returning(move |ms| {
+        advance.fetch_add(ms, Ordering::SeqCst);
+    });
+    (clock, now)
+}
+
+/// A clock on tokio's timer: with `#[tokio::test(start_paused = true)]` time jumps ahead
+/// whenever every task waits, so window and backoff logic runs instantly and in order.
+pub struct TokioClock {
+    base_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base_ms: u64) -> Self {
+        Self {
+            base_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// A `MockSlots` pool of `capacity` slots without cgroups.
+pub fn counting_slots(capacity: usize) -> super::dal::MockSlots {
+    use super::dal::Slot;
+    let free = Arc::new(Mutex::new((0..capacity).rev().collect::<Vec<usize>>()));
+    let mut slots = super::dal::MockSlots::new();
+    slots.expect_capacity().return_const(capacity);
+    let f = free.clone();
+    slots.expect_try_acquire().returning(move || {
+        f.lock().unwrap().pop().map(|index| Slot {
+            index,
+            cgroup_procs: vec![],
+        })
+    });
+    let f = free.clone();
+    slots.expect_release().returning(move |slot| {
+        let mut free = f.lock().unwrap();
+        assert!(!free.contains(&slot.index), "slot {} released twice", slot.index);
+        free.push(slot.index);
+    });
+    let f = free.clone();
+    slots
+        .expect_busy()
+        .returning(move || capacity - f.lock().unwrap().len());
+    slots.expect_enforced().return_const(false);
+    slots.expect_oom_kills().returning(|_| 0);
+    slots
+}
+
+/// A `MockEnclaveSigner` backed by a real secp256k1 key, so its signatures recover.
+pub fn key_signer(secret: [u8; 32]) -> MockEnclaveSigner {
+    let key = k256::ecdsa::SigningKey::from_slice(&secret).expect("test key is valid");
+    let point = key.verifying_key().to_encoded_point(false);
+    let mut public_key = [0u8; 64];
+    public_key.copy_from_slice(&point.as_bytes()[1..]);
+    let address = Address::from_slice(&ethers::utils::keccak256(public_key)[12..]);
+    let mut signer = MockEnclaveSigner::new();
+    signer.expect_address().return_const(address);
+    signer.expect_public_key().return_const(public_key);
+    signer.expect_sign_digest().returning(move |digest| {
+        let (sig, rid) = key
+            .sign_prehash_recoverable(&digest)
+            .map_err(|e| super::dal::SignerError(e.to_string()))?;
+        let mut out = [0u8; 65];
+        out[..64].copy_from_slice(&sig.to_bytes());
+        out[64] = 27 + rid.to_byte();
+        Ok(out)
+    });
+    signer
+}
+
+/// A job for tests: id, selected executors, window from `exec_start_time`.
+pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job {
+    Job {
+        id: U256::from(id),
+        env: 1,
+        owner: Address::repeat_byte(0x0b),
+        codehash: H256::repeat_byte(0xc0),
+        code_inputs: br#"{"num":10}"#.to_vec(),
+        deadline_ms: 1000,
+        selected_executors: selected,
+        exec_start_time,
+    }
+}
+
+// ---- contract suites ------------------------------------------------------------------------
+
+/// What every `Store` must do. Run on an empty store.
+pub fn store_contract(store: &dyn Store) {
+    let owner = Address::repeat_byte(0x11);
+    assert_eq!(store.owner().unwrap(), None, "a new store has no owner");
+    assert!(store.set_owner_once(owner).unwrap(), "the first owner is accepted");
+    assert!(
+        !store.set_owner_once(Address::repeat_byte(0x22)).unwrap(),
+        "a second owner is refused"
+    );
+    assert_eq!(store.owner().unwrap(), Some(owner), "the first owner stays");
+
+    assert_eq!(store.gas_key().unwrap(), None);
+    store.set_gas_key([7; 32]).unwrap();
+    store.set_gas_key([8; 32]).unwrap();
+    assert_eq!(store.gas_key().unwrap(), Some([8; 32]), "the gas key is replaceable");
+
+    assert_eq!(store.cursor().unwrap(), None);
+    store.set_cursor(42).unwrap();
+    assert_eq!(store.cursor().unwrap(), Some(42));
+
+    assert_eq!(store.chain_status().unwrap(), ChainStatus::Unregistered);
+    store.set_chain_status(ChainStatus::Draining).unwrap();
+    assert_eq!(store.chain_status().unwrap(), ChainStatus::Draining);
+
+    let big = U256::from(2).pow(U256::from(200));
+    for id in [U256::from(300), U256::from(2), big] {
+        let mut job = sample_job(0, vec![], 1);
+        job.id = id;
+        store.put_job(&JobRecord::new(job, JobState::Queued)).unwrap();
+    }
+    let ids: Vec<U256> = store.jobs().unwrap().iter().map(|r| r.job.id).collect();
+    assert_eq!(ids, vec![U256::from(2), U256::from(300), big], "jobs come in id order");
+
+    let mut record = store.job(U256::from(2)).unwrap().expect("stored job is found");
+    record.state = JobState::Executed {
+        output: SignedOutput {
+            job_id: U256::from(2),
+            output: vec![0, 255, 10],
+            total_time_ms: 5,
+            error_code: ErrorCode::Ok,
+            sign_timestamp: 9,
+            signature: vec![3; 65],
+        },
+    };
+    record.output_count = 2;
+    store.put_job(&record).unwrap();
+    assert_eq!(store.job(U256::from(2)).unwrap(), Some(record), "a record is replaced whole");
+    store.remove_job(U256::from(300)).unwrap();
+    assert_eq!(store.job(U256::from(300)).unwrap(), None);
+    assert_eq!(store.jobs().unwrap().len(), 2);
+    store.flush().unwrap();
+}
+
+/// What every `EnclaveSigner` must do.
+pub fn signer_contract(signer: &dyn EnclaveSigner) {
+    let public_key = signer.public_key();
+    let derived = Address::from_slice(&ethers::utils::keccak256(public_key)[12..]);
+    assert_eq!(signer.address(), derived, "the address derives from the public key");
+    for digest in [[0u8; 32], [0xab; 32], ethers::utils::keccak256(b"job")] {
+        let sig = signer.sign_digest(digest).unwrap();
+        assert!(sig[64] == 27 || sig[64] == 28, "v is 27 or 28");
+        assert_eq!(recover(digest, &sig), Some(signer.address()), "signature recovers");
+    }
+}
+
+/// What every `Clock` must do: time is unix ms and sleeping lets time pass.
+pub async fn clock_contract(clock: &dyn Clock) {
+    let before = clock.now_ms();
+    assert!(before > 1_600_000_000_000, "now is unix milliseconds");
+    clock.sleep_ms(20).await;
+    assert!(clock.now_ms() >= before + 20, "sleeping lets time pass");
+}

@@ -1,0 +1,590 @@
+//! Unit tests of the domain APIs against mockall stubs of the ports.
+
+use std::sync::{Arc, Mutex};
+
+use ethers::types::{Address, H256, U256};
+
+use super::api::FollowVerdict;
+use super::dal::*;
+use super::eip712::{output_digest, recover, registration_digest};
+use super::model::*;
+use super::testing::*;
+use super::{DomainError, Executor, Ports, Settings};
+
+const ENCLAVE_SECRET: [u8; 32] = [0x42; 32];
+const T0_MS: u64 = 1_700_000_000_000;
+
+fn enclave() -> Address {
+    key_signer(ENCLAVE_SECRET).address()
+}
+
+/// A chain writer that records what it is asked to send and answers from a script.
+#[derive(Clone, Default)]
+struct ChainScript {
+    outputs: Arc<Mutex<Vec<SignedOutput>>>,
+    slashes: Arc<Mutex<Vec<U256>>>,
+    submit_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
+    slash_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
+}
+
+fn mined() -> Result<TxOutcome, ChainError> {
+    Ok(TxOutcome::Mined {
+        tx_hash: H256::repeat_byte(1),
+    })
+}
+
+fn reverted(revert: Revert) -> Result<TxOutcome, ChainError> {
+    Ok(TxOutcome::Reverted {
+        tx_hash: None,
+        revert,
+    })
+}
+
+impl ChainScript {
+    fn writer(&self) -> MockChainWriter {
+        let mut chain = MockChainWriter::new();
+        chain.expect_set_gas_key().returning(|secret| {
+            k256::ecdsa::SigningKey::from_slice(&secret)
+                .map(|_| Address::from_slice(&ethers::utils::keccak256(secret)[12..]))
+                .map_err(|_| ChainError::InvalidKey("not a valid secp256k1 secret".into()))
+        });
+        chain
+            .expect_gas_address()
+            .return_const(Some(Address::repeat_byte(0x6a)));
+        let (outputs, answers) = (self.outputs.clone(), self.submit_answers.clone());
+        chain.expect_submit_output().returning(move |output| {
+            outputs.lock().unwrap().push(output.clone());
+            let mut answers = answers.lock().unwrap();
+            if answers.is_empty() {
+                mined()
+            } else {
+                answers.remove(0)
+            }
+        });
+        let (slashes, answers) = (self.slashes.clone(), self.slash_answers.clone());
+        chain
+            .expect_slash_on_execution_timeout()
+            .returning(move |id| {
+                slashes.lock().unwrap().push(id);
+                let mut answers = answers.lock().unwrap();
+                if answers.is_empty() {
+                    mined()
+                } else {
+                    answers.remove(0)
+                }
+            });
+        chain
+    }
+}
+
+/// A sandbox that answers by input: `loop` times out, `big` is too large, else echoes.
+fn echo_sandbox() -> MockSandbox {
+    let mut sandbox = MockSandbox::new();
+    sandbox
+        .expect_run()
+        .returning(|_, _code, input, _deadline| match input {
+            b"loop" => Ok(RunResult::DeadlineExceeded),
+            b"big" => Ok(RunResult::OutputTooLarge),
+            b"bad" => Ok(RunResult::LoadFailed("SyntaxError".into())),
+            b"oom" => Ok(RunResult::Crashed("killed".into())),
+            other => Ok(RunResult::Output(other.to_vec())),
+        });
+    sandbox
+}
+
+fn code_ok() -> MockCodeSource {
+    let mut code = MockCodeSource::new();
+    code.expect_fetch_code()
+        .returning(|_| Ok("export default {}".into()));
+    code
+}
+
+struct Harness {
+    executor: Arc<Executor>,
+    chain: ChainScript,
+    store: Arc<dyn Store>,
+}
+
+fn harness_with(code: MockCodeSource, sandbox: MockSandbox, slots: usize) -> Harness {
+    let chain = ChainScript::default();
+    let store: Arc<dyn Store> = Arc::new(memory_store());
+    let ports = Ports {
+        signer: Arc::new(key_signer(ENCLAVE_SECRET)),
+        clock: Arc::new(TokioClock::starting_at(T0_MS)),
+        store: store.clone(),
+        code: Arc::new(code),
+        sandbox: Arc::new(sandbox),
+        slots: Arc::new(counting_slots(slots)),
+        chain: Arc::new(chain.writer()),
+    };
+    let settings = Settings {
+        execution_buffer_secs: 10,
+        ..Settings::default()
+    };
+    Harness {
+        executor: Executor::new(ports, settings),
+        chain,
+        store,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(code_ok(), echo_sandbox(), 2)
+}
+
+fn log(block: u64, event: ChainEvent) -> ChainLog {
+    ChainLog {
+        position: LogPosition {
+            block_number: block,
+            log_index: 0,
+        },
+        block_hash: H256::repeat_byte(block as u8),
+        removed: false,
+        event,
+    }
+}
+
+fn registered(h: &Harness) {
+    let owner = Address::repeat_byte(0x0e);
+    h.executor.configure_immutable(owner).unwrap();
+    let verdict = h
+        .executor
+        .on_chain_event(log(
+            1,
+            ChainEvent::ExecutorRegistered {
+                enclave: enclave(),
+                owner,
+                job_capacity: U256::from(2),
+                env: 1,
+            },
+        ))
+        .unwrap();
+    assert_eq!(verdict, FollowVerdict::Continue);
+    assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Serving);
+}
+
+fn job_now(id: u64, selected: Vec<Address>, input: &[u8]) -> Job {
+    let mut job = sample_job(id, selected, T0_MS / 1000);
+    job.code_inputs = input.to_vec();
+    job
+}
+
+async fn settle_all(h: &Harness) {
+    tokio::spawn(h.executor.clone().run_dispatcher());
+    tokio::spawn(h.executor.clone().run_settler());
+    // Let every job run, submit and reach its settlement check (windows are 11 s).
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+}
+
+#[test]
+fn the_owner_is_set_once_and_never_to_zero() {
+    let h = harness();
+    let zero = h.executor.configure_immutable(Address::zero()).unwrap_err();
+    assert!(matches!(zero, DomainError::InvalidOwner(_)));
+    h.executor
+        .configure_immutable(Address::repeat_byte(1))
+        .unwrap();
+    let again = h
+        .executor
+        .configure_immutable(Address::repeat_byte(2))
+        .unwrap_err();
+    assert!(matches!(again, DomainError::OwnerAlreadySet(a) if a == Address::repeat_byte(1)));
+    assert_eq!(
+        h.executor.details().unwrap().owner_address,
+        Address::repeat_byte(1)
+    );
+}
+
+#[test]
+fn the_gas_key_is_validated_and_replaceable() {
+    let h = harness();
+    assert!(matches!(
+        h.executor.configure_mutable([0; 32]),
+        Err(DomainError::InvalidGasKey(_))
+    ));
+    assert!(matches!(
+        h.executor.configure_mutable([0xff; 32]),
+        Err(DomainError::InvalidGasKey(_))
+    ));
+    assert_eq!(h.store.gas_key().unwrap(), None, "a refused key is not stored");
+    h.executor.configure_mutable([1; 32]).unwrap();
+    h.executor.configure_mutable([2; 32]).unwrap();
+    assert_eq!(h.store.gas_key().unwrap(), Some([2; 32]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn registration_needs_both_configs_and_recovers_to_the_enclave() {
+    let h = harness();
+    let follow = h.executor.follow_requested();
+    assert!(matches!(
+        h.executor.register_enclave(),
+        Err(DomainError::NotConfigured(_))
+    ));
+    let owner = Address::repeat_byte(0x0e);
+    h.executor.configure_immutable(owner).unwrap();
+    h.executor.configure_mutable([1; 32]).unwrap();
+    let reg = h.executor.register_enclave().unwrap();
+    assert_eq!((reg.owner, reg.job_capacity, reg.env), (owner, 2, 1));
+    assert_eq!(reg.sign_timestamp, T0_MS / 1000);
+    let digest = registration_digest(owner, 2, 1, reg.sign_timestamp);
+    assert_eq!(recover(digest, &reg.signature), Some(enclave()));
+    assert!(*follow.borrow(), "asking for the message starts the chain listener");
+}
+
+#[tokio::test(start_paused = true)]
+async fn execution_maps_every_result_to_its_error_code() {
+    let h = harness();
+    let slot = Slot {
+        index: 0,
+        cgroup_procs: vec![],
+    };
+    let cases: [(&[u8], ErrorCode, &[u8]); 5] = [
+        (b"2,5", ErrorCode::Ok, b"2,5"),
+        (b"loop", ErrorCode::DeadlineExceeded, b""),
+        (b"big", ErrorCode::OutputTooLarge, b""),
+        (b"bad", ErrorCode::LoadFailed, b""),
+        (b"oom", ErrorCode::Ok, b"the job's runtime stopped: killed"),
+    ];
+    for (input, code, output) in cases {
+        let job = job_now(1, vec![], input);
+        let outcome = h.executor.execute_job(&job, &slot).await.unwrap();
+        assert_eq!(outcome.error_code, code, "input {input:?}");
+        assert_eq!(outcome.output, output, "input {input:?}");
+        if code == ErrorCode::DeadlineExceeded {
+            assert_eq!(outcome.total_time_ms, job.deadline_ms);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn code_fetch_failures_become_codes_1_and_2_and_transient_ones_are_retried() {
+    let mut code = MockCodeSource::new();
+    let calls = Arc::new(Mutex::new(0));
+    let c = calls.clone();
+    code.expect_fetch_code().returning(move |hash| {
+        *c.lock().unwrap() += 1;
+        match hash.0[0] {
+            1 => Err(CodeFetchError::NotFound(hash)),
+            2 => Err(CodeFetchError::WrongContract(hash)),
+            3 => Err(CodeFetchError::BadCalldata("selector".into())),
+            _ if *c.lock().unwrap() < 6 => Err(CodeFetchError::Transient("rpc down".into())),
+            _ => Ok("code".into()),
+        }
+    });
+    let h = harness_with(code, echo_sandbox(), 1);
+    let slot = Slot {
+        index: 0,
+        cgroup_procs: vec![],
+    };
+    for (byte, expected) in [
+        (1u8, ErrorCode::CodeNotFound),
+        (2, ErrorCode::CodeNotFound),
+        (3, ErrorCode::BadCalldata),
+        (4, ErrorCode::Ok),
+    ] {
+        let mut job = job_now(1, vec![], b"in");
+        job.codehash = H256::repeat_byte(byte);
+        let outcome = h.executor.execute_job(&job, &slot).await.unwrap();
+        assert_eq!(outcome.error_code, expected, "codehash byte {byte}");
+    }
+    assert_eq!(*calls.lock().unwrap(), 6, "two transient failures were retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_are_ignored_until_registration_and_filtered_by_env() {
+    let h = harness();
+    let me = enclave();
+    h.executor
+        .on_chain_event(log(1, ChainEvent::JobCreated(job_now(1, vec![me], b"x"))))
+        .unwrap();
+    assert_eq!(h.store.job(U256::from(1)).unwrap(), None, "not serving yet");
+    registered(&h);
+    let mut env2 = job_now(2, vec![me], b"x");
+    env2.env = 2;
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(env2)))
+        .unwrap();
+    assert_eq!(h.store.job(U256::from(2)).unwrap(), None, "env 2 is not ours");
+    h.executor
+        .on_chain_event(log(3, ChainEvent::JobCreated(job_now(3, vec![me], b"x"))))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(3, ChainEvent::JobCreated(job_now(3, vec![me], b"y"))))
+        .unwrap();
+    let record = h.store.job(U256::from(3)).unwrap().unwrap();
+    assert_eq!(record.state, JobState::Queued);
+    assert_eq!(record.job.code_inputs, b"x", "a duplicate log changes nothing");
+    assert_eq!(h.executor.load().0, 1);
+    let other = Address::repeat_byte(0x99);
+    h.executor
+        .on_chain_event(log(4, ChainEvent::JobCreated(job_now(4, vec![other], b"x"))))
+        .unwrap();
+    assert_eq!(
+        h.store.job(U256::from(4)).unwrap().unwrap().state,
+        JobState::Observed
+    );
+    assert_eq!(h.store.cursor().unwrap(), Some(4));
+    h.executor.on_chain_synced(9).unwrap();
+    h.executor
+        .on_chain_event(log(5, ChainEvent::ExecutorDrained { enclave: other }))
+        .unwrap();
+    assert_eq!(h.store.cursor().unwrap(), Some(9), "the cursor never moves back");
+    assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_job_creation_is_forgotten() {
+    let h = harness();
+    registered(&h);
+    let job = job_now(5, vec![Address::repeat_byte(0x99)], b"x");
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(job.clone())))
+        .unwrap();
+    let mut removed = log(2, ChainEvent::JobCreated(job));
+    removed.removed = true;
+    h.executor.on_chain_event(removed).unwrap();
+    assert_eq!(h.store.job(U256::from(5)).unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_revive_and_deregister_follow_the_chain() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    h.executor
+        .on_chain_event(log(2, ChainEvent::ExecutorDrained { enclave: me }))
+        .unwrap();
+    assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Draining);
+    h.executor
+        .on_chain_event(log(3, ChainEvent::ExecutorRevived { enclave: me }))
+        .unwrap();
+    assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Serving);
+    let verdict = h
+        .executor
+        .on_chain_event(log(4, ChainEvent::ExecutorDeregistered { enclave: me }))
+        .unwrap();
+    assert_eq!(verdict, FollowVerdict::Stop);
+    h.executor
+        .on_chain_event(log(5, ChainEvent::JobCreated(job_now(6, vec![me], b"x"))))
+        .unwrap();
+    assert_eq!(h.store.job(U256::from(6)).unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn selected_jobs_run_sign_and_land_and_others_are_settled() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    for id in 1..=5u64 {
+        let input = format!("job {id}");
+        h.executor
+            .on_chain_event(log(
+                id + 1,
+                ChainEvent::JobCreated(job_now(id, vec![me], input.as_bytes())),
+            ))
+            .unwrap();
+    }
+    let other = Address::repeat_byte(0x99);
+    h.executor
+        .on_chain_event(log(9, ChainEvent::JobCreated(job_now(9, vec![other], b"x"))))
+        .unwrap();
+    settle_all(&h).await;
+    let outputs = h.chain.outputs.lock().unwrap().clone();
+    assert_eq!(outputs.len(), 5, "five jobs on two slots all answered");
+    for out in &outputs {
+        assert_eq!(out.output, format!("job {}", out.job_id).into_bytes());
+        let digest = output_digest(
+            out.job_id,
+            &out.output,
+            out.total_time_ms,
+            out.error_code.as_u8(),
+            out.sign_timestamp,
+        );
+        assert_eq!(recover(digest, &out.signature), Some(me));
+        let record = h.store.job(out.job_id).unwrap().unwrap();
+        assert!(matches!(record.state, JobState::Confirmed { .. }));
+    }
+    // Our jobs were never marked as answered on chain here, so they too are settled; job 9
+    // (not ours) is settled exactly once.
+    let slashes = h.chain.slashes.lock().unwrap().clone();
+    assert_eq!(slashes.iter().filter(|id| **id == U256::from(9)).count(), 1);
+    assert!(h.store.job(U256::from(9)).unwrap().unwrap().settled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answered_jobs_are_not_settled() {
+    let h = harness();
+    registered(&h);
+    let other = Address::repeat_byte(0x99);
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(job_now(7, vec![other], b"x"))))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(
+            3,
+            ChainEvent::JobResponded {
+                job_id: U256::from(7),
+                executor: other,
+                output_count: 1,
+            },
+        ))
+        .unwrap();
+    settle_all(&h).await;
+    assert!(h.chain.slashes.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_earliest_window_runs_first_when_slots_are_short() {
+    let h = harness_with(code_ok(), echo_sandbox(), 1);
+    registered(&h);
+    let me = enclave();
+    let mut late = job_now(1, vec![me], b"late");
+    late.deadline_ms = 5_000;
+    let early = job_now(2, vec![me], b"early");
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(late)))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(early)))
+        .unwrap();
+    settle_all(&h).await;
+    let order: Vec<Vec<u8>> = h
+        .chain
+        .outputs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o.output.clone())
+        .collect();
+    assert_eq!(order, vec![b"early".to_vec(), b"late".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn submission_refusals_are_classified() {
+    let h = harness();
+    registered(&h);
+    let job = job_now(1, vec![enclave()], b"x");
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    let cases = [
+        (
+            vec![Err(ChainError::Transient("down".into())), mined()],
+            "confirmed",
+            2,
+        ),
+        (vec![reverted(Revert::AlreadySubmittedOutput)], "confirmed", 1),
+        (
+            vec![reverted(Revert::SignatureTooOld), mined()],
+            "confirmed",
+            2,
+        ),
+        (vec![reverted(Revert::ExecutionTimeOver)], "abandoned", 1),
+        (vec![reverted(Revert::NotSelectedExecutor)], "abandoned", 1),
+    ];
+    for (answers, state, sends) in cases {
+        h.chain.outputs.lock().unwrap().clear();
+        *h.chain.submit_answers.lock().unwrap() = answers;
+        h.store.remove_job(job.id).unwrap();
+        h.executor
+            .submit_output(&job, outcome.clone())
+            .await
+            .unwrap();
+        let record = h.store.job(job.id).unwrap().unwrap();
+        assert_eq!(record.state.name(), state);
+        assert_eq!(h.chain.outputs.lock().unwrap().len(), sends);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_settlement_refused_because_already_settled_is_final() {
+    let h = harness();
+    registered(&h);
+    let other = Address::repeat_byte(0x99);
+    *h.chain.slash_answers.lock().unwrap() = vec![
+        Err(ChainError::Transient("down".into())),
+        reverted(Revert::DeadlineNotOver),
+        reverted(Revert::InvalidJob),
+    ];
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(job_now(8, vec![other], b"x"))))
+        .unwrap();
+    settle_all(&h).await;
+    assert_eq!(h.chain.slashes.lock().unwrap().len(), 3);
+    let record = h.store.job(U256::from(8)).unwrap().unwrap();
+    assert!(record.settled && record.slash_sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_requeues_accepted_jobs_and_resends_signed_outputs() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    let queued = job_now(1, vec![me], b"queued");
+    let running = job_now(2, vec![me], b"running");
+    let executed = job_now(3, vec![me], b"executed");
+    let mut expired = job_now(4, vec![me], b"expired");
+    expired.exec_start_time -= 3600;
+    let old_output = h
+        .executor
+        .sign_output(
+            &executed,
+            &ExecutionOutcome {
+                output: b"executed".to_vec(),
+                error_code: ErrorCode::Ok,
+                total_time_ms: 1,
+            },
+        )
+        .unwrap();
+    for (job, state) in [
+        (queued, JobState::Queued),
+        (running, JobState::Running),
+        (
+            executed,
+            JobState::Executed {
+                output: old_output,
+            },
+        ),
+        (expired, JobState::Queued),
+    ] {
+        h.store.put_job(&JobRecord::new(job, state)).unwrap();
+    }
+    let report = h.executor.recover().unwrap();
+    assert_eq!(
+        (report.requeued, report.resubmitting, report.abandoned),
+        (2, 1, 1)
+    );
+    settle_all(&h).await;
+    let mut sent: Vec<U256> = h
+        .chain
+        .outputs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o.job_id)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, vec![U256::from(1), U256::from(2), U256::from(3)]);
+    assert_eq!(
+        h.store.job(U256::from(4)).unwrap().unwrap().state.name(),
+        "abandoned"
+    );
+}
+
+#[test]
+fn the_memory_store_stub_keeps_the_store_contract() {
+    store_contract(&memory_store());
+}
+
+#[test]
+fn the_key_signer_stub_keeps_the_signer_contract() {
+    signer_contract(&key_signer(ENCLAVE_SECRET));
+}
+
+#[tokio::test]
+async fn the_manual_clock_stub_keeps_the_clock_contract() {
+    let (clock, _) = manual_clock(T0_MS);
+    clock_contract(&clock).await;
+}

@@ -1,0 +1,480 @@
+//! The log follower: turns the protocol's six events on the Executors and Jobs contracts into an
+//! ordered stream of `ChainLog`s, without losing any across disconnects.
+//!
+//! On every (re)connect it first subscribes to logs over WebSocket (so nothing emitted from then
+//! on is missed), then backfills with `eth_getLogs` over HTTP from its cursor up to the head in
+//! bounded ranges, then streams live logs. Every `POLL_INTERVAL` it scans again from the cursor to
+//! the head (a safety net for logs the subscription missed) and reports
+//! `FollowerItem::Synced { next_block }` once every log up to `next_block - 1` was delivered.
+//! Duplicates (a log seen both by the subscription and by a scan) are dropped by remembering
+//! `(block hash, log index)` in a recent window; `removed: true` logs (reorgs) are delivered as
+//! such. Disconnects are retried with exponential backoff. The follower stops when the receiver
+//! is dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use ethers::contract::EthEvent;
+use ethers::providers::{Http, Middleware, Provider, ProviderError, Ws};
+use ethers::types::{Address, BlockNumber, Filter, Log, ValueOrArray, H256, U256};
+use futures::{FutureExt, StreamExt};
+use lru::LruCache;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::bindings::{
+    ExecutorDeregisteredFilter, ExecutorDrainedFilter, ExecutorRegisteredFilter,
+    ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter,
+};
+use crate::config::ChainConfig;
+use crate::domain::model::{ChainEvent, ChainLog, Job, LogPosition};
+
+/// Largest block range of one `eth_getLogs` (halved on failure, down to one block).
+pub const BACKFILL_RANGE: u64 = 2000;
+/// How often the follower scans from its cursor to the head and reports `Synced`.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the WebSocket is asked for the block number to find a dead connection.
+pub const WS_LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest any single RPC request may take.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// First pause before reconnecting; doubles up to `BACKOFF_MAX`.
+pub const BACKOFF_START: Duration = Duration::from_millis(250);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A connection that lived this long resets the backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Logs of blocks this far below the cursor are forgotten by the duplicate filter.
+pub const SEEN_WINDOW_BLOCKS: u64 = 256;
+/// Block timestamps kept, by block hash.
+const BLOCK_TIME_CACHE: usize = 1024;
+
+/// What the follower sends to the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowerItem {
+    /// One protocol log, in (block, log index) order (reorgs aside).
+    Log(ChainLog),
+    /// Every log of blocks below `next_block` has been delivered.
+    Synced { next_block: u64 },
+}
+
+/// Follows the Executors and Jobs contracts of one chain.
+pub struct LogFollower {
+    config: ChainConfig,
+    enclave: Address,
+    poll_interval: Duration,
+}
+
+/// Why a connection ended.
+enum SessionEnd {
+    /// The receiver is gone: stop.
+    ReceiverGone,
+    /// Connection or RPC trouble: reconnect.
+    Failed(String),
+}
+
+type SessionResult = Result<(), SessionEnd>;
+
+fn failed(what: &str, error: impl std::fmt::Display) -> SessionEnd {
+    SessionEnd::Failed(format!("{what}: {error}"))
+}
+
+async fn rpc<T>(
+    what: &str,
+    request: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, SessionEnd> {
+    match tokio::time::timeout(RPC_TIMEOUT, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(failed(what, e)),
+        Err(_) => Err(SessionEnd::Failed(format!(
+            "{what} timed out after {RPC_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// What survives reconnects: the cursor and the duplicate filter.
+struct State {
+    /// The next block a scan starts at; None until the head is first known.
+    cursor: Option<u64>,
+    /// (block hash, log index) → (block number, whether the last delivery said removed).
+    seen: HashMap<(H256, u64), (u64, bool)>,
+    /// The highest `Synced` sent.
+    synced: Option<u64>,
+    /// The position of the last log delivered (to warn about out-of-order deliveries).
+    last_position: Option<LogPosition>,
+    block_times: LruCache<H256, u64>,
+}
+
+impl State {
+    fn new(from_block: Option<u64>) -> Self {
+        Self {
+            cursor: from_block,
+            seen: HashMap::new(),
+            synced: None,
+            last_position: None,
+            block_times: LruCache::new(
+                NonZeroUsize::new(BLOCK_TIME_CACHE).unwrap_or(NonZeroUsize::MIN),
+            ),
+        }
+    }
+
+    fn prune(&mut self) {
+        if let Some(cursor) = self.cursor {
+            let keep_from = cursor.saturating_sub(SEEN_WINDOW_BLOCKS);
+            self.seen.retain(|_, (block, _)| *block >= keep_from);
+        }
+    }
+}
+
+/// A log the decoder does not turn into an event.
+enum Skip {
+    /// Not one of ours (another enclave, wrong contract, unknown topic): silently dropped.
+    NotOurs,
+    /// Malformed: logged and dropped.
+    Malformed(String),
+}
+
+impl LogFollower {
+    pub fn new(config: ChainConfig, enclave: Address) -> Self {
+        Self {
+            config,
+            enclave,
+            poll_interval: POLL_INTERVAL,
+        }
+    }
+
+    /// Changes how often the follower scans and reports `Synced` (default `POLL_INTERVAL`).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The filter of the six protocol events on the two contracts.
+    pub fn filter(&self) -> Filter {
+        Filter::new()
+            .address(ValueOrArray::Array(vec![
+                self.config.executors_address,
+                self.config.jobs_address,
+            ]))
+            .topic0(ValueOrArray::Array(vec![
+                ExecutorRegisteredFilter::signature(),
+                ExecutorDrainedFilter::signature(),
+                ExecutorRevivedFilter::signature(),
+                ExecutorDeregisteredFilter::signature(),
+                JobCreatedFilter::signature(),
+                JobRespondedFilter::signature(),
+            ]))
+    }
+
+    /// Follows the chain from `from_block` (the current head when None) until `tx` is dropped.
+    pub async fn run(self, from_block: Option<u64>, tx: mpsc::Sender<FollowerItem>) {
+        let http = match Provider::<Http>::try_from(self.config.rpc_http_url.as_str()) {
+            Ok(http) => http,
+            Err(e) => {
+                tracing::error!(url = %self.config.rpc_http_url, error = %e, "bad RPC URL; not following the chain");
+                return;
+            }
+        };
+        let mut state = State::new(from_block);
+        let mut backoff = BACKOFF_START;
+        loop {
+            let started = Instant::now();
+            match self.session(&http, &mut state, &tx).await {
+                Ok(()) | Err(SessionEnd::ReceiverGone) => {
+                    tracing::info!("chain log receiver dropped; follower stops");
+                    return;
+                }
+                Err(SessionEnd::Failed(reason)) => {
+                    if started.elapsed() >= HEALTHY_AFTER {
+                        backoff = BACKOFF_START;
+                    }
+                    tracing::warn!(
+                        %reason,
+                        cursor = ?state.cursor,
+                        retry_in = ?backoff,
+                        "chain connection lost; reconnecting"
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = tx.closed() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One connection: subscribe, backfill, stream. Returns when it breaks.
+    async fn session(
+        &self,
+        http: &Provider<Http>,
+        state: &mut State,
+        tx: &mpsc::Sender<FollowerItem>,
+    ) -> SessionResult {
+        let url = self.config.rpc_ws_url.as_str();
+        // No ethers-level reconnects: a silent reconnect would lose the logs in between.
+        let ws = rpc("WebSocket connect", async {
+            Provider::<Ws>::connect_with_reconnects(url, 0).await
+        })
+        .await?;
+        let mut live = rpc("eth_subscribe logs", ws.subscribe_logs(&self.filter())).await?;
+        tracing::info!(url, cursor = ?state.cursor, "subscribed to chain logs; backfilling");
+
+        self.scan(http, state, tx).await?;
+        tracing::info!(synced = ?state.synced, "backfill done; streaming live logs");
+
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = tokio::time::interval(WS_LIVENESS_INTERVAL);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        liveness.reset();
+        loop {
+            tokio::select! {
+                biased;
+                _ = tx.closed() => return Err(SessionEnd::ReceiverGone),
+                log = live.next() => match log {
+                    Some(log) => self.deliver(http, state, tx, log).await?,
+                    None => return Err(SessionEnd::Failed("log subscription ended (WebSocket closed)".into())),
+                },
+                _ = poll.tick() => {
+                    // Live logs already here go first, so deliveries stay in order.
+                    while let Some(Some(log)) = live.next().now_or_never() {
+                        self.deliver(http, state, tx, log).await?;
+                    }
+                    self.scan(http, state, tx).await?;
+                }
+                _ = liveness.tick() => {
+                    rpc("WebSocket liveness check", ws.get_block_number()).await?;
+                }
+            }
+        }
+    }
+
+    /// Delivers every log from the cursor to the head with `eth_getLogs` and advances the
+    /// cursor, reporting `Synced` after each range.
+    async fn scan(
+        &self,
+        http: &Provider<Http>,
+        state: &mut State,
+        tx: &mpsc::Sender<FollowerItem>,
+    ) -> SessionResult {
+        let head = rpc("eth_blockNumber", http.get_block_number())
+            .await?
+            .as_u64();
+        let mut from = *state.cursor.get_or_insert(head);
+        let mut range = BACKFILL_RANGE;
+        while from <= head {
+            let to = head.min(from.saturating_add(range - 1));
+            let filter = self
+                .filter()
+                .from_block(BlockNumber::Number(from.into()))
+                .to_block(BlockNumber::Number(to.into()));
+            let mut logs = match rpc("eth_getLogs", http.get_logs(&filter)).await {
+                Ok(logs) => logs,
+                Err(SessionEnd::Failed(reason)) if range > 1 => {
+                    range = (range / 2).max(1);
+                    tracing::debug!(%reason, from, to, next_range = range, "eth_getLogs failed; narrowing the range");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            logs.sort_by_key(|log| {
+                (
+                    log.block_number.map(|n| n.as_u64()),
+                    log.log_index.map(|i| i.low_u64()),
+                )
+            });
+            for log in logs {
+                self.deliver(http, state, tx, log).await?;
+            }
+            state.cursor = Some(to + 1);
+            if state.synced.is_none_or(|synced| to + 1 > synced) {
+                tx.send(FollowerItem::Synced { next_block: to + 1 })
+                    .await
+                    .map_err(|_| SessionEnd::ReceiverGone)?;
+                state.synced = Some(to + 1);
+            }
+            state.prune();
+            from = to + 1;
+        }
+        Ok(())
+    }
+
+    /// Decodes and sends one log unless it was already delivered in the same state.
+    async fn deliver(
+        &self,
+        http: &Provider<Http>,
+        state: &mut State,
+        tx: &mpsc::Sender<FollowerItem>,
+        log: Log,
+    ) -> SessionResult {
+        let (Some(block_hash), Some(block_number), Some(log_index)) =
+            (log.block_hash, log.block_number, log.log_index)
+        else {
+            tracing::debug!(?log, "log without a block position (pending?) ignored");
+            return Ok(());
+        };
+        let block_number = block_number.as_u64();
+        let log_index = log_index.low_u64();
+        // A log without a `removed` field is a live one (the reference skipped those).
+        let removed = log.removed.unwrap_or(false);
+        let key = (block_hash, log_index);
+        if state.seen.get(&key).is_some_and(|(_, r)| *r == removed) {
+            return Ok(());
+        }
+        let event = match self.decode(&log) {
+            Ok(event) => event,
+            Err(Skip::NotOurs) => {
+                state.seen.insert(key, (block_number, removed));
+                return Ok(());
+            }
+            Err(Skip::Malformed(reason)) => {
+                tracing::warn!(%reason, ?block_hash, block_number, log_index, tx_hash = ?log.transaction_hash, "undecodable protocol log skipped");
+                state.seen.insert(key, (block_number, removed));
+                return Ok(());
+            }
+        };
+        let event = match event {
+            ChainEvent::JobCreated(mut job) => {
+                job.exec_start_time = self
+                    .block_time(http, state, block_hash, removed)
+                    .await?;
+                ChainEvent::JobCreated(job)
+            }
+            other => other,
+        };
+        let position = LogPosition {
+            block_number,
+            log_index,
+        };
+        if !removed && state.last_position.is_some_and(|last| position < last) {
+            tracing::warn!(?position, last = ?state.last_position, "delivering a log out of order (missed by the subscription, or a reorg)");
+        }
+        tx.send(FollowerItem::Log(ChainLog {
+            position,
+            block_hash,
+            removed,
+            event,
+        }))
+        .await
+        .map_err(|_| SessionEnd::ReceiverGone)?;
+        state.seen.insert(key, (block_number, removed));
+        if !removed {
+            state.last_position = Some(position);
+        }
+        Ok(())
+    }
+
+    /// The timestamp of a block, by hash (cached).
+    async fn block_time(
+        &self,
+        http: &Provider<Http>,
+        state: &mut State,
+        block_hash: H256,
+        removed: bool,
+    ) -> Result<u64, SessionEnd> {
+        if let Some(time) = state.block_times.get(&block_hash) {
+            return Ok(*time);
+        }
+        let block = rpc("eth_getBlockByHash", http.get_block(block_hash)).await?;
+        let time = match block {
+            Some(block) => block.timestamp.low_u64(),
+            // A removed log's block may be gone with the reorg; its time no longer matters.
+            None if removed => 0,
+            None => {
+                return Err(SessionEnd::Failed(format!(
+                    "block {block_hash:?} of a live log is unknown to the node (reorg?)"
+                )))
+            }
+        };
+        state.block_times.put(block_hash, time);
+        Ok(time)
+    }
+
+    /// The protocol event a log carries (`exec_start_time` of a job is filled in by the caller).
+    fn decode(&self, log: &Log) -> Result<ChainEvent, Skip> {
+        let Some(topic0) = log.topics.first().copied() else {
+            return Err(Skip::NotOurs);
+        };
+        let raw = ethers::abi::RawLog {
+            topics: log.topics.clone(),
+            data: log.data.to_vec(),
+        };
+        let malformed = |e: ethers::abi::Error| Skip::Malformed(e.to_string());
+        let from_executors = log.address == self.config.executors_address;
+        let from_jobs = log.address == self.config.jobs_address;
+        let executor_events = [
+            ExecutorRegisteredFilter::signature(),
+            ExecutorDrainedFilter::signature(),
+            ExecutorRevivedFilter::signature(),
+            ExecutorDeregisteredFilter::signature(),
+        ];
+        if executor_events.contains(&topic0) {
+            if !from_executors {
+                return Err(Skip::NotOurs);
+            }
+            // Every Executors event is indexed by the enclave address: skip other enclaves.
+            if !self.enclave.is_zero()
+                && log.topics.get(1) != Some(&H256::from(self.enclave))
+            {
+                return Err(Skip::NotOurs);
+            }
+        } else if !from_jobs {
+            return Err(Skip::NotOurs);
+        }
+
+        if topic0 == ExecutorRegisteredFilter::signature() {
+            let e = <ExecutorRegisteredFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            Ok(ChainEvent::ExecutorRegistered {
+                enclave: e.enclave_address,
+                owner: e.owner,
+                job_capacity: e.job_capacity,
+                env: e.env,
+            })
+        } else if topic0 == ExecutorDrainedFilter::signature() {
+            let e = <ExecutorDrainedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            Ok(ChainEvent::ExecutorDrained {
+                enclave: e.enclave_address,
+            })
+        } else if topic0 == ExecutorRevivedFilter::signature() {
+            let e = <ExecutorRevivedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            Ok(ChainEvent::ExecutorRevived {
+                enclave: e.enclave_address,
+            })
+        } else if topic0 == ExecutorDeregisteredFilter::signature() {
+            let e = <ExecutorDeregisteredFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            Ok(ChainEvent::ExecutorDeregistered {
+                enclave: e.enclave_address,
+            })
+        } else if topic0 == JobCreatedFilter::signature() {
+            let e = <JobCreatedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            Ok(ChainEvent::JobCreated(Job {
+                id: e.job_id,
+                env: e.env,
+                owner: e.job_owner,
+                codehash: H256::from(e.codehash),
+                code_inputs: e.code_inputs.to_vec(),
+                deadline_ms: saturating_u64(e.deadline),
+                selected_executors: e.selected_executors,
+                exec_start_time: 0,
+            }))
+        } else if topic0 == JobRespondedFilter::signature() {
+            let e = <JobRespondedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            Ok(ChainEvent::JobResponded {
+                job_id: e.job_id,
+                executor: e.executor,
+                output_count: e.output_count,
+            })
+        } else {
+            Err(Skip::NotOurs)
+        }
+    }
+}
+
+fn saturating_u64(value: U256) -> u64 {
+    if value > U256::from(u64::MAX) {
+        u64::MAX
+    } else {
+        value.as_u64()
+    }
+}

@@ -1,0 +1,10 @@
+//! The chain adapter (ethers): the log follower (subscribe + backfill), the transaction sender
+//! (nonce, gas, resend), and the protocol bindings both use.
+
+pub mod bindings;
+pub mod follower;
+pub mod revert;
+pub mod sender;
+
+pub use follower::{FollowerItem, LogFollower};
+pub use sender::TxSender;

@@ -1,0 +1,409 @@
+//! The transaction sender: owns the gas key and the nonce, sends `submitOutput` and
+//! `slashOnExecutionTimeout`.
+//!
+//! One send at a time (a tokio mutex), so two transactions never share a nonce. Each send:
+//! estimate gas (a revert there is the usual way the chain says no) → fees from the node
+//! (EIP-1559 when blocks carry a base fee, legacy otherwise) → nonce = max(local next nonce,
+//! chain pending nonce) → sign locally → send raw → poll for the receipt. A transaction not mined
+//! within `RECEIPT_TIMEOUT` is replaced (same nonce, fees bumped by `FEE_BUMP_PERCENT`) up to
+//! `MAX_SENDS` times. A receipt with status 0 is replayed with `eth_call` at its block to learn why.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ethers::abi::AbiEncode;
+use ethers::providers::{Http, Middleware, Provider, ProviderError};
+use ethers::signers::{LocalWallet, Signer};
+use ethers::types::transaction::eip2718::TypedTransaction;
+use ethers::types::{
+    Address, BlockId, BlockNumber, Bytes, Eip1559TransactionRequest, TransactionReceipt,
+    TransactionRequest, H256, U256, U64,
+};
+use ethers::utils::keccak256;
+use tokio::sync::Mutex;
+
+use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
+use super::revert::revert_of;
+use crate::config::ChainConfig;
+use crate::domain::dal::{ChainError, ChainWriter, Revert, TxOutcome};
+use crate::domain::model::SignedOutput;
+
+/// How long one sent transaction may stay unmined before it is replaced.
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(6);
+/// How often the receipt is polled (small: anvil's automine answers at once).
+pub const RECEIPT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The first send plus the replacements (same nonce, higher fees).
+pub const MAX_SENDS: usize = 4;
+/// Each replacement raises the fees by this much (nodes require at least 10–12.5 %).
+pub const FEE_BUMP_PERCENT: u64 = 25;
+/// Added to the gas estimate.
+pub const GAS_MARGIN_PERCENT: u64 = 25;
+/// The longest any single RPC request may take.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Priority fee used when the node does not answer `eth_maxPriorityFeePerGas`.
+const FALLBACK_PRIORITY_FEE: u64 = 1_000_000_000;
+
+pub struct TxSender {
+    config: ChainConfig,
+    provider: Provider<Http>,
+    wallet: RwLock<Option<LocalWallet>>,
+    /// Bumped on every gas key change; the nonce state of an older key is discarded.
+    key_generation: AtomicU64,
+    nonce: Mutex<NonceState>,
+}
+
+/// What the sender knows about the gas account's nonce. Only touched under the send lock.
+#[derive(Debug, Default)]
+struct NonceState {
+    key_generation: u64,
+    /// The nonce after our last sent transaction; None = ask the chain.
+    next: Option<U256>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fees {
+    Eip1559 { max_fee: U256, priority_fee: U256 },
+    Legacy { gas_price: U256 },
+}
+
+impl Fees {
+    fn bumped(self) -> Self {
+        let bump = |v: U256| v + v * FEE_BUMP_PERCENT / 100 + 1;
+        match self {
+            Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            } => Fees::Eip1559 {
+                max_fee: bump(max_fee),
+                priority_fee: bump(priority_fee),
+            },
+            Fees::Legacy { gas_price } => Fees::Legacy {
+                gas_price: bump(gas_price),
+            },
+        }
+    }
+}
+
+/// Everything of a transaction except its nonce and fees.
+struct Call {
+    name: &'static str,
+    from: Address,
+    to: Address,
+    data: Bytes,
+}
+
+impl Call {
+    fn request(&self) -> TypedTransaction {
+        TransactionRequest::new()
+            .from(self.from)
+            .to(self.to)
+            .data(self.data.clone())
+            .into()
+    }
+}
+
+fn transient(what: &str, error: impl std::fmt::Display) -> ChainError {
+    ChainError::Transient(format!("{what}: {error}"))
+}
+
+/// Runs one RPC request with a timeout.
+async fn rpc<T>(
+    what: &str,
+    request: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    match tokio::time::timeout(RPC_TIMEOUT, request).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::CustomError(format!(
+            "{what} timed out after {RPC_TIMEOUT:?}"
+        ))),
+    }
+}
+
+impl TxSender {
+    pub fn new(config: ChainConfig) -> Result<Self, ChainError> {
+        let provider = Provider::<Http>::try_from(config.rpc_http_url.as_str()).map_err(|e| {
+            ChainError::Transient(format!("bad RPC URL {}: {e}", config.rpc_http_url))
+        })?;
+        Ok(Self {
+            config,
+            provider,
+            wallet: RwLock::new(None),
+            key_generation: AtomicU64::new(0),
+            nonce: Mutex::new(NonceState::default()),
+        })
+    }
+
+    fn wallet(&self) -> Result<LocalWallet, ChainError> {
+        self.wallet
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ChainError::NoGasKey)
+    }
+
+    /// Sends one call to the Jobs contract, serialised with every other send.
+    async fn send(&self, name: &'static str, data: Vec<u8>) -> Result<TxOutcome, ChainError> {
+        let mut nonce = self.nonce.lock().await;
+        let wallet = self.wallet()?;
+        let generation = self.key_generation.load(Ordering::SeqCst);
+        if nonce.key_generation != generation {
+            *nonce = NonceState {
+                key_generation: generation,
+                next: None,
+            };
+        }
+        let call = Call {
+            name,
+            from: wallet.address(),
+            to: self.config.jobs_address,
+            data: data.into(),
+        };
+        let result = self.send_locked(&mut nonce, &wallet, &call).await;
+        match &result {
+            Ok(outcome) => tracing::info!(call = name, ?outcome, "transaction finished"),
+            Err(e) => {
+                // The chain is the authority again for the next send.
+                nonce.next = None;
+                tracing::warn!(call = name, error = %e, "transaction failed");
+            }
+        }
+        result
+    }
+
+    async fn send_locked(
+        &self,
+        nonce_state: &mut NonceState,
+        wallet: &LocalWallet,
+        call: &Call,
+    ) -> Result<TxOutcome, ChainError> {
+        let estimate = match rpc("eth_estimateGas", self.provider.estimate_gas(&call.request(), None)).await
+        {
+            Ok(gas) => gas,
+            Err(e) => {
+                return match revert_of(&e) {
+                    Some(revert) => {
+                        tracing::debug!(call = call.name, ?revert, "reverts in gas estimation");
+                        Ok(TxOutcome::Reverted {
+                            tx_hash: None,
+                            revert,
+                        })
+                    }
+                    None => Err(transient("eth_estimateGas", e)),
+                };
+            }
+        };
+        let gas = estimate + estimate * GAS_MARGIN_PERCENT / 100;
+        let mut fees = self.fees().await?;
+        let pending = rpc(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(call.from, Some(BlockNumber::Pending.into())),
+        )
+        .await
+        .map_err(|e| transient("eth_getTransactionCount", e))?;
+        let nonce = nonce_state.next.map_or(pending, |local| local.max(pending));
+
+        let mut sent: Vec<H256> = Vec::new();
+        for attempt in 1..=MAX_SENDS {
+            let tx = self.transaction(call, nonce, gas, fees);
+            let signature = wallet
+                .sign_transaction_sync(&tx)
+                .map_err(|e| transient("signing", e))?;
+            let raw = tx.rlp_signed(&signature);
+            let hash = H256::from(keccak256(&raw));
+            match rpc("eth_sendRawTransaction", self.provider.send_raw_transaction(raw)).await {
+                Ok(_) => {}
+                Err(e) => {
+                    let message = e.to_string().to_ascii_lowercase();
+                    if message.contains("already known") || message.contains("already imported") {
+                        // The node has this very transaction: wait for it like any other.
+                    } else if message.contains("underpriced") && attempt < MAX_SENDS {
+                        tracing::warn!(call = call.name, %nonce, "replacement underpriced; bumping again");
+                        fees = fees.bumped();
+                        continue;
+                    } else if message.contains("nonce too low") && !sent.is_empty() {
+                        // One of our earlier sends with this nonce was mined meanwhile.
+                        match self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
+                            Some(receipt) => return self.outcome(call, gas, receipt).await,
+                            None => return Err(transient("eth_sendRawTransaction", e)),
+                        }
+                    } else {
+                        return Err(transient("eth_sendRawTransaction", e));
+                    }
+                }
+            }
+            if !sent.contains(&hash) {
+                sent.push(hash);
+            }
+            nonce_state.next = Some(nonce + 1);
+            tracing::info!(call = call.name, tx_hash = ?hash, %nonce, attempt, "transaction sent");
+            if let Some(receipt) = self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
+                return self.outcome(call, gas, receipt).await;
+            }
+            tracing::warn!(
+                call = call.name,
+                tx_hash = ?hash,
+                %nonce,
+                "not mined within {RECEIPT_TIMEOUT:?}; replacing it with higher fees"
+            );
+            fees = fees.bumped();
+        }
+        Err(ChainError::Transient(format!(
+            "{} not mined after {MAX_SENDS} sends with nonce {nonce}",
+            call.name
+        )))
+    }
+
+    fn transaction(&self, call: &Call, nonce: U256, gas: U256, fees: Fees) -> TypedTransaction {
+        match fees {
+            Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            } => Eip1559TransactionRequest::new()
+                .from(call.from)
+                .to(call.to)
+                .data(call.data.clone())
+                .nonce(nonce)
+                .gas(gas)
+                .max_fee_per_gas(max_fee)
+                .max_priority_fee_per_gas(priority_fee)
+                .chain_id(self.config.chain_id)
+                .into(),
+            Fees::Legacy { gas_price } => TransactionRequest::new()
+                .from(call.from)
+                .to(call.to)
+                .data(call.data.clone())
+                .nonce(nonce)
+                .gas(gas)
+                .gas_price(gas_price)
+                .chain_id(self.config.chain_id)
+                .into(),
+        }
+    }
+
+    /// EIP-1559 fees when the latest block has a base fee, the legacy gas price otherwise.
+    async fn fees(&self) -> Result<Fees, ChainError> {
+        let block = rpc("eth_getBlockByNumber", self.provider.get_block(BlockNumber::Latest))
+            .await
+            .map_err(|e| transient("eth_getBlockByNumber", e))?
+            .ok_or_else(|| ChainError::Transient("the node has no latest block".into()))?;
+        match block.base_fee_per_gas {
+            Some(base_fee) => {
+                let priority_fee = rpc(
+                    "eth_maxPriorityFeePerGas",
+                    self.provider
+                        .request::<_, U256>("eth_maxPriorityFeePerGas", ()),
+                )
+                .await
+                .unwrap_or_else(|_| U256::from(FALLBACK_PRIORITY_FEE));
+                Ok(Fees::Eip1559 {
+                    max_fee: base_fee * 2 + priority_fee,
+                    priority_fee,
+                })
+            }
+            None => {
+                let gas_price = rpc("eth_gasPrice", self.provider.get_gas_price())
+                    .await
+                    .map_err(|e| transient("eth_gasPrice", e))?;
+                Ok(Fees::Legacy { gas_price })
+            }
+        }
+    }
+
+    /// Polls the receipts of every hash sent for one nonce until one is mined or time is up.
+    async fn wait_for_receipt(&self, hashes: &[H256], timeout: Duration) -> Option<TransactionReceipt> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for hash in hashes {
+                match rpc(
+                    "eth_getTransactionReceipt",
+                    self.provider.get_transaction_receipt(*hash),
+                )
+                .await
+                {
+                    Ok(Some(receipt)) if receipt.block_number.is_some() => return Some(receipt),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(tx_hash = ?hash, error = %e, "receipt poll failed"),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(RECEIPT_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Mined, or reverted with the reason learned by replaying the call at the receipt's block.
+    async fn outcome(
+        &self,
+        call: &Call,
+        gas: U256,
+        receipt: TransactionReceipt,
+    ) -> Result<TxOutcome, ChainError> {
+        let tx_hash = receipt.transaction_hash;
+        if receipt.status == Some(U64::from(1)) {
+            return Ok(TxOutcome::Mined { tx_hash });
+        }
+        let block = receipt.block_number.map(|n| BlockId::Number(n.into()));
+        let mut replay = call.request();
+        replay.set_gas(gas);
+        let revert = match rpc("eth_call", self.provider.call(&replay, block)).await {
+            Err(e) => revert_of(&e)
+                .unwrap_or_else(|| Revert::Other(format!("reverted; the replay failed: {e}"))),
+            Ok(_) if receipt.gas_used.is_some_and(|used| used >= gas) => {
+                Revert::Other(format!("out of gas (limit {gas})"))
+            }
+            Ok(_) => Revert::Other("reverted; the replay at its block succeeded".into()),
+        };
+        Ok(TxOutcome::Reverted {
+            tx_hash: Some(tx_hash),
+            revert,
+        })
+    }
+}
+
+#[async_trait]
+impl ChainWriter for TxSender {
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<Address, ChainError> {
+        let wallet = LocalWallet::from_bytes(&secret)
+            .map_err(|_| {
+                ChainError::InvalidKey(
+                    "not a valid secp256k1 secret (zero, or not below the curve order)".into(),
+                )
+            })?
+            .with_chain_id(self.config.chain_id);
+        let address = wallet.address();
+        *self.wallet.write().unwrap_or_else(|p| p.into_inner()) = Some(wallet);
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(address)
+    }
+
+    fn gas_address(&self) -> Option<Address> {
+        self.wallet
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|w| w.address())
+    }
+
+    async fn submit_output(&self, output: &SignedOutput) -> Result<TxOutcome, ChainError> {
+        let data = SubmitOutputCall {
+            signature: output.signature.clone().into(),
+            job_id: output.job_id,
+            output: output.output.clone().into(),
+            total_time: U256::from(output.total_time_ms),
+            error_code: output.error_code.as_u8(),
+            sign_timestamp: U256::from(output.sign_timestamp),
+        }
+        .encode();
+        self.send("submitOutput", data).await
+    }
+
+    async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError> {
+        let data = SlashOnExecutionTimeoutCall { job_id }.encode();
+        self.send("slashOnExecutionTimeout", data).await
+    }
+}

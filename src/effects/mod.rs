@@ -1,0 +1,10 @@
+//! Adapters: one module per side effect, each implementing a port of `domain::dal`.
+//! They never call each other; `bootstrap.rs` wires them.
+
+pub mod cgroup;
+pub mod chain;
+pub mod clock;
+pub mod code_fetch;
+pub mod signer;
+pub mod store;
+pub mod workerd;

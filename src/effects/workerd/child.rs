@@ -1,0 +1,249 @@
+//! The workerd process of one run: spawned in its own process group, moved into the slot's
+//! cgroups before it executes anything, bound to die with the executor, handed the already
+//! listening socket, and always killed and reaped (explicitly, or by the guard on drop).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::capnp::{CONFIG_FILE, SOCKET_NAME};
+use crate::domain::dal::{SandboxError, Slot};
+
+/// How much of workerd's stderr is kept for the run's report (all of it is logged).
+const LOG_KEEP_BYTES: usize = 16 * 1024;
+/// How long to wait for workerd's pipes to close once it is dead.
+const LOG_DRAIN: Duration = Duration::from_millis(500);
+
+/// A running (or finished but not yet forgotten) workerd. Dropping it kills the whole process
+/// group if it was not reaped yet; tokio reaps the zombie in the background.
+pub(super) struct Workerd {
+    child: Child,
+    pid: u32,
+    reaped: Option<ExitStatus>,
+    stderr: Arc<Mutex<String>>,
+    pipes: Vec<JoinHandle<()>>,
+}
+
+impl Workerd {
+    /// Spawns `workerd serve config.capnp --socket-fd http=<fd>` in `run_dir`.
+    pub(super) fn spawn(
+        workerd: &Path,
+        run_dir: &Path,
+        listener: &UnixListener,
+        slot: &Slot,
+    ) -> Result<Self, SandboxError> {
+        // Everything the child needs is prepared here: after fork only async-signal-safe calls.
+        let procs = slot
+            .cgroup_procs
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| SandboxError("a cgroup path contains a NUL byte".into()))?;
+        let listen_fd = listener.as_raw_fd();
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+
+        let mut cmd = Command::new(workerd);
+        cmd.arg("serve")
+            .arg(CONFIG_FILE)
+            .arg("--socket-fd")
+            .arg(format!("{SOCKET_NAME}={listen_fd}"))
+            .current_dir(run_dir)
+            // Nothing of the executor's environment (keys, RPC URLs) reaches the sandbox.
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, open,
+        // write, close, fcntl) on data prepared before the fork, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Die with the executor. (The signal follows the *thread* that forked: the
+                // executor spawns from its long-lived runtime threads.)
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                // Join the slot's cgroups before any user code can run.
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let err = io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(err);
+                    }
+                }
+                // Let the listening socket survive exec (everything else is close-on-exec).
+                if libc::fcntl(listen_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            SandboxError(format!(
+                "cannot start workerd ({}) in slot {}: {e}",
+                workerd.display(),
+                slot.index
+            ))
+        })?;
+        let pid = child.id().unwrap_or_default();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipes = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pipes.push(tokio::spawn(forward(out, pid, "stdout", None)));
+        }
+        if let Some(err) = child.stderr.take() {
+            pipes.push(tokio::spawn(forward(
+                err,
+                pid,
+                "stderr",
+                Some(stderr.clone()),
+            )));
+        }
+        tracing::debug!(pid, slot = slot.index, "workerd started");
+        Ok(Workerd {
+            child,
+            pid,
+            reaped: None,
+            stderr,
+            pipes,
+        })
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until workerd exits on its own (cancel-safe).
+    pub(super) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.reaped {
+            return Ok(status);
+        }
+        let status = self.child.wait().await?;
+        self.reaped = Some(status);
+        Ok(status)
+    }
+
+    /// Kills the process group unless already reaped, then reaps: afterwards the pid is gone.
+    pub(super) async fn kill_and_reap(&mut self) {
+        if self.reaped.is_some() {
+            return;
+        }
+        self.kill_group();
+        match self.child.wait().await {
+            Ok(status) => self.reaped = Some(status),
+            Err(e) => tracing::warn!(pid = self.pid, "cannot reap workerd: {e}"),
+        }
+    }
+
+    /// Waits (briefly) for the pipes to close, then returns the kept part of stderr.
+    pub(super) async fn stderr(&mut self) -> String {
+        for pipe in self.pipes.drain(..) {
+            let _ = tokio::time::timeout(LOG_DRAIN, pipe).await;
+        }
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn kill_group(&self) {
+        if self.pid != 0 {
+            // SAFETY: plain syscall; the group is ours (process_group(0)) and not yet reaped,
+            // so its id cannot have been reused.
+            unsafe {
+                libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Workerd {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.reaped = Some(status);
+            } else {
+                self.kill_group();
+            }
+        }
+        for pipe in &self.pipes {
+            pipe.abort();
+        }
+    }
+}
+
+/// Logs each line of a pipe at debug level; keeps the start of stderr for the report.
+async fn forward(
+    pipe: impl AsyncRead + Unpin,
+    pid: u32,
+    stream: &'static str,
+    keep: Option<Arc<Mutex<String>>>,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end();
+                tracing::debug!(pid, stream, "workerd: {text}");
+                if let Some(keep) = &keep {
+                    if let Ok(mut kept) = keep.lock() {
+                        if kept.len() < LOG_KEEP_BYTES {
+                            kept.push_str(text);
+                            kept.push('\n');
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Describes how workerd ended, for reports and crash reasons.
+pub(super) fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => {
+            let name = match sig {
+                libc::SIGKILL => "SIGKILL",
+                libc::SIGABRT => "SIGABRT",
+                libc::SIGSEGV => "SIGSEGV",
+                libc::SIGTRAP => "SIGTRAP",
+                libc::SIGBUS => "SIGBUS",
+                libc::SIGILL => "SIGILL",
+                libc::SIGTERM => "SIGTERM",
+                _ => "signal",
+            };
+            format!("signal {sig} ({name})")
+        }
+        _ => "unknown status".to_string(),
+    }
+}

@@ -1,0 +1,82 @@
+//! Command line: parse, set up logging, then hand over to `bootstrap` (or a client command).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serverless_executor::config::{Config, LogFormat};
+use serverless_executor::domain::dal::EnclaveSigner;
+use serverless_executor::effects::signer::EnclaveKey;
+
+#[derive(Parser)]
+#[command(name = "serverless-executor", version, about = "Runs Oyster Serverless JavaScript jobs in workerd and answers them on chain")]
+struct Cli {
+    /// Optional TOML file with settings (environment variables override it).
+    #[arg(long, global = true, env = "EXECUTOR_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the executor (the default).
+    Serve,
+    /// Write a new enclave key file (mode 0600) and print its address.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long, default_value = "enclave.key")]
+        out: PathBuf,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Keygen { out } => match EnclaveKey::generate(&out) {
+            Ok(key) => {
+                println!("{:?}", key.address());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve => {
+            let config = match Config::load(cli.config.as_deref()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("error: configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log_level, config.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serverless_executor::bootstrap::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The HTTP error body `{"error": "..."}` and the one mapping from domain errors to statuses.
+
+use hyper::StatusCode;
+
+use crate::domain::dal::ChainError;
+use crate::domain::DomainError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = match &e {
+            DomainError::OwnerAlreadySet(_) => StatusCode::CONFLICT,
+            DomainError::InvalidOwner(_)
+            | DomainError::InvalidGasKey(_)
+            | DomainError::NotConfigured(_) => StatusCode::BAD_REQUEST,
+            DomainError::Chain(ChainError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            DomainError::Store(_) | DomainError::Signer(_) | DomainError::Chain(_) => {
+                // The executor failed, not the caller: log the detail, answer plainly.
+                tracing::error!(error = %e, "request failed inside the executor");
+                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the executor's log");
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}

@@ -1,0 +1,888 @@
+//! The chain adapters against a real anvil with the dev contracts: the transaction sender
+//! (`TxSender`), the code source (`UserCodeSource`) and the log follower (`LogFollower`), plus the
+//! behavioural suites of the `ChainWriter` and `CodeSource` ports, run against the mockall stubs
+//! the domain tests use and against the real adapters.
+//!
+//! Run with `cargo test --features mocks --test chain`. Each test starts its own anvil.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ethers::middleware::Middleware;
+use ethers::signers::{LocalWallet, Signer};
+use ethers::types::{Address, BlockNumber, TransactionRequest, H256, U256};
+use serverless_executor::client;
+use serverless_executor::client::deploy::DeployParams;
+use serverless_executor::client::jobs;
+use serverless_executor::config::Config;
+use serverless_executor::domain::dal::{
+    ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter, MockCodeSource, Revert,
+    TxOutcome,
+};
+use serverless_executor::domain::eip712::{output_digest, recover};
+use serverless_executor::domain::model::{ChainEvent, ErrorCode, SignedOutput};
+use serverless_executor::effects::chain::sender::RECEIPT_TIMEOUT;
+use serverless_executor::effects::chain::{FollowerItem, LogFollower, TxSender};
+use serverless_executor::effects::code_fetch::{UserCodeSource, SAVE_CODE_SELECTOR};
+use serverless_executor::effects::signer::EnclaveKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use common::anvil::{
+    random_enclave, sign_output, Devnet, FIRST_GAS_ACCOUNT, JOB_AUTHOR, OPERATOR,
+};
+
+const OK_CODE: &str = "export default { fetch() { return new Response(\"ok\"); } };";
+
+/// Two executors per job, a short window (5 s buffer) and a 30 s signature age limit.
+fn params(executors_to_select: u8) -> DeployParams {
+    DeployParams {
+        execution_buffer_secs: 5,
+        sign_max_age_secs: 30,
+        attestation_max_age_secs: 600,
+        executors_to_select,
+    }
+}
+
+fn is_mined(outcome: &Result<TxOutcome, ChainError>) -> bool {
+    matches!(outcome, Ok(TxOutcome::Mined { .. }))
+}
+
+fn revert_of(outcome: &Result<TxOutcome, ChainError>) -> Option<Revert> {
+    match outcome {
+        Ok(TxOutcome::Reverted { revert, .. }) => Some(revert.clone()),
+        _ => None,
+    }
+}
+
+// ------------------------------------------------------------------ ChainWriter contract
+
+/// What the `ChainWriter` suite needs from its world: a gas key, one open job (window not over)
+/// with outputs of three kinds, and a job id that does not exist.
+struct WriterCase {
+    gas_secret: [u8; 32],
+    /// Signed by a selected executor, fresh, not yet submitted.
+    output: SignedOutput,
+    /// Signed by a selected executor that has not submitted, but too long ago.
+    stale_output: SignedOutput,
+    /// Fresh, signed by a key that is not selected for the job.
+    unselected_output: SignedOutput,
+    /// A job whose window is not over.
+    open_job: U256,
+    unknown_job: U256,
+}
+
+/// The behaviour every `ChainWriter` must have, on a fresh instance.
+async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
+    assert_eq!(writer.gas_address(), None, "no gas key at first");
+    assert_eq!(
+        writer.submit_output(&case.output).await,
+        Err(ChainError::NoGasKey)
+    );
+    assert_eq!(
+        writer.slash_on_execution_timeout(case.open_job).await,
+        Err(ChainError::NoGasKey)
+    );
+    for invalid in [[0u8; 32], [0xff; 32]] {
+        assert!(
+            matches!(writer.set_gas_key(invalid), Err(ChainError::InvalidKey(_))),
+            "{invalid:?} is not a secp256k1 secret"
+        );
+    }
+    assert_eq!(writer.gas_address(), None, "an invalid key changes nothing");
+
+    let expected = LocalWallet::from_bytes(&case.gas_secret)
+        .expect("a valid key")
+        .address();
+    assert_eq!(writer.set_gas_key(case.gas_secret), Ok(expected));
+    assert_eq!(writer.gas_address(), Some(expected));
+
+    let first = writer.submit_output(&case.output).await;
+    assert!(is_mined(&first), "a valid output is mined: {first:?}");
+    let again = writer.submit_output(&case.output).await;
+    assert_eq!(
+        revert_of(&again),
+        Some(Revert::AlreadySubmittedOutput),
+        "{again:?}"
+    );
+    let stale = writer.submit_output(&case.stale_output).await;
+    assert_eq!(revert_of(&stale), Some(Revert::SignatureTooOld), "{stale:?}");
+    let unselected = writer.submit_output(&case.unselected_output).await;
+    assert_eq!(
+        revert_of(&unselected),
+        Some(Revert::NotSelectedExecutor),
+        "{unselected:?}"
+    );
+    let early = writer.slash_on_execution_timeout(case.open_job).await;
+    assert_eq!(revert_of(&early), Some(Revert::DeadlineNotOver), "{early:?}");
+    let unknown = writer.slash_on_execution_timeout(case.unknown_job).await;
+    assert_eq!(revert_of(&unknown), Some(Revert::InvalidJob), "{unknown:?}");
+}
+
+/// A fixed world for the stub: job 1 is open and selects `selected`; the chain's time is `now`.
+struct StubWorld {
+    selected: Vec<Address>,
+    open_job: U256,
+    now: u64,
+    sign_max_age: u64,
+}
+
+fn writer_case_for_stub() -> (WriterCase, StubWorld) {
+    let (e1, e2, outsider) = (random_enclave(), random_enclave(), random_enclave());
+    let now = 1_700_000_000;
+    let job = U256::from(1);
+    let world = StubWorld {
+        selected: vec![
+            serverless_executor::domain::dal::EnclaveSigner::address(&e1),
+            serverless_executor::domain::dal::EnclaveSigner::address(&e2),
+        ],
+        open_job: job,
+        now,
+        sign_max_age: 30,
+    };
+    let case = WriterCase {
+        gas_secret: [7u8; 32],
+        output: sign_output(&e1, job, b"out", 5, ErrorCode::Ok, now),
+        stale_output: sign_output(&e2, job, b"out", 5, ErrorCode::Ok, now - 100),
+        unselected_output: sign_output(&outsider, job, b"out", 5, ErrorCode::Ok, now),
+        open_job: job,
+        unknown_job: U256::from(99),
+    };
+    (case, world)
+}
+
+/// The mockall stub configured to follow the contract's rules (the way the domain tests use it).
+fn contract_following_stub(world: StubWorld) -> MockChainWriter {
+    let key: Arc<Mutex<Option<Address>>> = Arc::default();
+    let submitted: Arc<Mutex<HashSet<(U256, Address)>>> = Arc::default();
+    let world = Arc::new(world);
+    let mut stub = MockChainWriter::new();
+    let k = key.clone();
+    stub.expect_set_gas_key().returning(move |secret| {
+        let wallet = LocalWallet::from_bytes(&secret)
+            .map_err(|_| ChainError::InvalidKey("not a secp256k1 secret".into()))?;
+        *k.lock().unwrap() = Some(wallet.address());
+        Ok(wallet.address())
+    });
+    let k = key.clone();
+    stub.expect_gas_address().returning(move || *k.lock().unwrap());
+    let (k, w) = (key.clone(), world.clone());
+    stub.expect_submit_output().returning(move |output| {
+        if k.lock().unwrap().is_none() {
+            return Err(ChainError::NoGasKey);
+        }
+        let reverted = |revert| {
+            Ok(TxOutcome::Reverted {
+                tx_hash: None,
+                revert,
+            })
+        };
+        if output.job_id != w.open_job {
+            return reverted(Revert::InvalidJob);
+        }
+        if w.now > output.sign_timestamp + w.sign_max_age {
+            return reverted(Revert::SignatureTooOld);
+        }
+        let digest = output_digest(
+            output.job_id,
+            &output.output,
+            output.total_time_ms,
+            output.error_code.as_u8(),
+            output.sign_timestamp,
+        );
+        let signer = recover(digest, &output.signature).unwrap_or_default();
+        if !w.selected.contains(&signer) {
+            return reverted(Revert::NotSelectedExecutor);
+        }
+        if !submitted.lock().unwrap().insert((output.job_id, signer)) {
+            return reverted(Revert::AlreadySubmittedOutput);
+        }
+        Ok(TxOutcome::Mined {
+            tx_hash: H256::random(),
+        })
+    });
+    let (k, w) = (key, world);
+    stub.expect_slash_on_execution_timeout()
+        .returning(move |job_id| {
+            if k.lock().unwrap().is_none() {
+                return Err(ChainError::NoGasKey);
+            }
+            let revert = if job_id == w.open_job {
+                Revert::DeadlineNotOver
+            } else {
+                Revert::InvalidJob
+            };
+            Ok(TxOutcome::Reverted {
+                tx_hash: None,
+                revert,
+            })
+        });
+    stub
+}
+
+#[tokio::test]
+async fn chain_writer_contract_holds_for_the_stub() {
+    let (case, world) = writer_case_for_stub();
+    chain_writer_contract(&contract_following_stub(world), &case).await;
+}
+
+/// A devnet with two registered enclaves (capacity 4 each, both selected for every job).
+async fn two_executor_devnet() -> (Devnet, EnclaveKey, EnclaveKey, H256) {
+    let devnet = Devnet::start(params(2)).await;
+    let (e1, e2) = (random_enclave(), random_enclave());
+    devnet.register(&e1, OPERATOR, 4).await;
+    devnet.register(&e2, OPERATOR, 4).await;
+    let codehash = devnet.save_code(OK_CODE).await;
+    (devnet, e1, e2, codehash)
+}
+
+#[tokio::test]
+async fn chain_writer_contract_holds_for_the_tx_sender_and_windows_close() {
+    let (devnet, e1, e2, codehash) = two_executor_devnet().await;
+    let job = devnet.create_job(codehash, b"input", 5_000).await;
+    assert_eq!(job.selected_executors.len(), 2);
+    let now = devnet.chain_time().await;
+    let case = WriterCase {
+        gas_secret: devnet.key(FIRST_GAS_ACCOUNT),
+        output: sign_output(&e1, job.job_id, b"hello", 42, ErrorCode::Ok, now),
+        stale_output: sign_output(&e2, job.job_id, b"late", 1, ErrorCode::Ok, now - 100),
+        unselected_output: sign_output(&random_enclave(), job.job_id, b"x", 1, ErrorCode::Ok, now),
+        open_job: job.job_id,
+        unknown_job: U256::from(1000),
+    };
+    let sender = TxSender::new(devnet.chain_config()).expect("sender");
+    chain_writer_contract(&sender, &case).await;
+
+    // The output is on chain as JobResponded.
+    let responses = jobs::wait_for_response(
+        &devnet.http_url(),
+        devnet.deployment.jobs,
+        job.job_id,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("JobResponded");
+    assert_eq!(responses.len(), 1);
+    let response = &responses[0];
+    assert_eq!(
+        response.executor,
+        serverless_executor::domain::dal::EnclaveSigner::address(&e1)
+    );
+    assert_eq!(response.output, b"hello");
+    assert_eq!(response.total_time, 42);
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.output_count, 1);
+
+    // After deadline + buffer: outputs are refused, the slash lands once.
+    devnet.advance(5 + 5 + 2).await;
+    let now = devnet.chain_time().await;
+    let late = sign_output(&e2, job.job_id, b"late", 1, ErrorCode::Ok, now);
+    let outcome = sender.submit_output(&late).await;
+    assert_eq!(revert_of(&outcome), Some(Revert::ExecutionTimeOver), "{outcome:?}");
+    let slash = sender.slash_on_execution_timeout(job.job_id).await;
+    assert!(is_mined(&slash), "{slash:?}");
+    let again = sender.slash_on_execution_timeout(job.job_id).await;
+    assert_eq!(revert_of(&again), Some(Revert::InvalidJob), "{again:?}");
+}
+
+#[tokio::test]
+async fn concurrent_submits_use_distinct_nonces() {
+    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
+    let first = devnet.create_job(codehash, b"1", 5_000).await;
+    let second = devnet.create_job(codehash, b"2", 5_000).await;
+    let now = devnet.chain_time().await;
+    let sender = TxSender::new(devnet.chain_config()).expect("sender");
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    let a = sign_output(&e1, first.job_id, b"a", 1, ErrorCode::Ok, now);
+    let b = sign_output(&e1, second.job_id, b"b", 1, ErrorCode::Ok, now);
+    let (ra, rb) = tokio::join!(sender.submit_output(&a), sender.submit_output(&b));
+    let hashes: Vec<H256> = [ra, rb]
+        .into_iter()
+        .map(|r| match r {
+            Ok(TxOutcome::Mined { tx_hash }) => tx_hash,
+            other => panic!("both land: {other:?}"),
+        })
+        .collect();
+    let provider = devnet.provider();
+    let mut nonces = Vec::new();
+    for hash in hashes {
+        let tx = provider
+            .get_transaction(hash)
+            .await
+            .expect("eth_getTransactionByHash")
+            .expect("the transaction exists");
+        nonces.push(tx.nonce);
+    }
+    nonces.sort();
+    assert_eq!(nonces, vec![U256::zero(), U256::one()]);
+}
+
+async fn set_automine(devnet: &Devnet, on: bool) {
+    devnet
+        .provider()
+        .request::<_, serde_json::Value>("evm_setAutomine", [on])
+        .await
+        .expect("evm_setAutomine");
+}
+
+/// Waits until anvil's pool holds `count` pending transactions.
+async fn wait_for_pool(devnet: &Devnet, count: usize) {
+    let provider = devnet.provider();
+    for _ in 0..200 {
+        let block = provider
+            .get_block(BlockNumber::Pending)
+            .await
+            .expect("pending block");
+        if block.map(|b| b.transactions.len()).unwrap_or(0) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the pool never held {count} transactions");
+}
+
+#[tokio::test]
+async fn a_reverted_receipt_is_replayed_for_its_reason() {
+    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
+    let job = devnet.create_job(codehash, b"in", 60_000).await;
+    let now = devnet.chain_time().await;
+    let output = Arc::new(sign_output(&e1, job.job_id, b"same", 1, ErrorCode::Ok, now));
+    // Two senders (two gas accounts) race the same output into one block.
+    let senders: Vec<Arc<TxSender>> = (0..2)
+        .map(|i| {
+            let sender = TxSender::new(devnet.chain_config()).expect("sender");
+            sender
+                .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT + i))
+                .expect("gas key");
+            Arc::new(sender)
+        })
+        .collect();
+    set_automine(&devnet, false).await;
+    let tasks: Vec<JoinHandle<_>> = senders
+        .iter()
+        .map(|sender| {
+            let (sender, output) = (sender.clone(), output.clone());
+            tokio::spawn(async move { sender.submit_output(&output).await })
+        })
+        .collect();
+    wait_for_pool(&devnet, 2).await;
+    devnet.anvil.mine().await.expect("evm_mine");
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    set_automine(&devnet, true).await;
+    assert_eq!(outcomes.iter().filter(|o| is_mined(o)).count(), 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().any(|o| matches!(
+            o,
+            Ok(TxOutcome::Reverted { tx_hash: Some(_), revert: Revert::AlreadySubmittedOutput })
+        )),
+        "the loser's receipt (status 0) is explained by replaying it: {outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
+    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
+    let job = devnet.create_job(codehash, b"in", 60_000).await;
+    let now = devnet.chain_time().await;
+    let output = sign_output(&e1, job.job_id, b"slow", 1, ErrorCode::Ok, now);
+    let sender = Arc::new(TxSender::new(devnet.chain_config()).expect("sender"));
+    let gas = sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    set_automine(&devnet, false).await;
+    let task = {
+        let sender = sender.clone();
+        tokio::spawn(async move { sender.submit_output(&output).await })
+    };
+    wait_for_pool(&devnet, 1).await;
+    let provider = devnet.provider();
+    let first = provider
+        .get_block_with_txs(BlockNumber::Pending)
+        .await
+        .expect("pending block")
+        .expect("a pending block")
+        .transactions[0]
+        .clone();
+    // Past the receipt timeout the sender replaces it: same nonce, higher fees.
+    let mut replacement = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pending = provider
+            .get_block_with_txs(BlockNumber::Pending)
+            .await
+            .expect("pending block")
+            .expect("a pending block");
+        if let Some(tx) = pending.transactions.iter().find(|tx| tx.hash != first.hash) {
+            replacement = Some(tx.clone());
+            break;
+        }
+    }
+    let replacement = replacement.unwrap_or_else(|| {
+        panic!("no replacement within {RECEIPT_TIMEOUT:?} + 10 s")
+    });
+    assert_eq!(replacement.from, gas);
+    assert_eq!(replacement.nonce, first.nonce);
+    assert!(
+        replacement.max_fee_per_gas > first.max_fee_per_gas,
+        "{:?} > {:?}",
+        replacement.max_fee_per_gas,
+        first.max_fee_per_gas
+    );
+    devnet.anvil.mine().await.expect("evm_mine");
+    let outcome = task.await.expect("task");
+    set_automine(&devnet, true).await;
+    assert_eq!(outcome, Ok(TxOutcome::Mined { tx_hash: replacement.hash }));
+    let nonce = provider
+        .get_transaction_count(gas, None)
+        .await
+        .expect("nonce");
+    assert_eq!(nonce, U256::one(), "exactly one transaction was mined");
+}
+
+// ------------------------------------------------------------------ CodeSource contract
+
+struct CodeCase {
+    saved: H256,
+    source: String,
+    unknown: H256,
+    wrong_contract: H256,
+    bad_calldata: Vec<H256>,
+}
+
+/// The behaviour every `CodeSource` must have.
+async fn code_source_contract(source: &dyn CodeSource, case: &CodeCase) {
+    for _ in 0..2 {
+        assert_eq!(source.fetch_code(case.saved).await, Ok(case.source.clone()));
+        assert_eq!(
+            source.fetch_code(case.unknown).await,
+            Err(CodeFetchError::NotFound(case.unknown))
+        );
+        assert_eq!(
+            source.fetch_code(case.wrong_contract).await,
+            Err(CodeFetchError::WrongContract(case.wrong_contract))
+        );
+        for hash in &case.bad_calldata {
+            let answer = source.fetch_code(*hash).await;
+            assert!(
+                matches!(&answer, Err(CodeFetchError::BadCalldata(reason)) if !reason.is_empty()),
+                "{hash:?}: {answer:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn code_source_contract_holds_for_the_stub() {
+    let case = CodeCase {
+        saved: H256::random(),
+        source: OK_CODE.into(),
+        unknown: H256::random(),
+        wrong_contract: H256::random(),
+        bad_calldata: vec![H256::random(), H256::random()],
+    };
+    let mut answers: HashMap<H256, Result<String, CodeFetchError>> = HashMap::new();
+    answers.insert(case.saved, Ok(case.source.clone()));
+    answers.insert(case.wrong_contract, Err(CodeFetchError::WrongContract(case.wrong_contract)));
+    for hash in &case.bad_calldata {
+        answers.insert(*hash, Err(CodeFetchError::BadCalldata("junk".into())));
+    }
+    let mut stub = MockCodeSource::new();
+    stub.expect_fetch_code().returning(move |hash| {
+        answers
+            .get(&hash)
+            .cloned()
+            .unwrap_or(Err(CodeFetchError::NotFound(hash)))
+    });
+    code_source_contract(&stub, &case).await;
+}
+
+/// Sends a raw transaction (explicit gas: it may revert) and returns its hash.
+async fn send_raw(devnet: &Devnet, to: Option<Address>, data: Vec<u8>) -> H256 {
+    let client = client::client(&devnet.http_url(), devnet.anvil.key(JOB_AUTHOR))
+        .await
+        .expect("client");
+    let mut tx = TransactionRequest::new().data(data).gas(200_000u64);
+    if let Some(to) = to {
+        tx = tx.to(to);
+    }
+    let receipt = client
+        .send_transaction(tx, None)
+        .await
+        .expect("eth_sendTransaction")
+        .await
+        .expect("receipt")
+        .expect("mined");
+    receipt.transaction_hash
+}
+
+fn calldata(selector: [u8; 4], arguments: Vec<u8>) -> Vec<u8> {
+    let mut data = selector.to_vec();
+    data.extend(arguments);
+    data
+}
+
+#[tokio::test]
+async fn code_source_contract_holds_for_user_code_source() {
+    let devnet = Devnet::start(params(1)).await;
+    let user_code = devnet.deployment.user_code;
+    let saved = devnet.save_code(OK_CODE).await;
+    let to_jobs = send_raw(&devnet, Some(devnet.deployment.jobs), vec![]).await;
+    let creation = send_raw(&devnet, None, vec![0x00]).await;
+    let junk = send_raw(&devnet, Some(user_code), calldata(SAVE_CODE_SELECTOR, vec![0xab; 10])).await;
+    let other_selector = send_raw(
+        &devnet,
+        Some(user_code),
+        calldata([1, 2, 3, 4], ethers::abi::encode(&[ethers::abi::Token::String("x".into())])),
+    )
+    .await;
+    let not_utf8 = send_raw(
+        &devnet,
+        Some(user_code),
+        calldata(SAVE_CODE_SELECTOR, ethers::abi::encode(&[ethers::abi::Token::Bytes(vec![0xff, 0xfe, 0x80])])),
+    )
+    .await;
+    let case = CodeCase {
+        saved,
+        source: OK_CODE.into(),
+        unknown: H256::random(),
+        wrong_contract: to_jobs,
+        bad_calldata: vec![junk, other_selector, not_utf8],
+    };
+    let source = UserCodeSource::new(&devnet.chain_config()).expect("code source");
+    code_source_contract(&source, &case).await;
+    assert_eq!(
+        source.fetch_code(creation).await,
+        Err(CodeFetchError::WrongContract(creation)),
+        "a contract creation is not a UserCode call"
+    );
+
+    // The UserCode address configured in mixed case still matches.
+    let hex_address = format!("{:x}", user_code);
+    let mixed: String = hex_address
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c })
+        .collect();
+    let raw: HashMap<String, String> = [
+        ("RPC_HTTP_URL", devnet.http_url()),
+        ("USER_CODE_ADDRESS", format!("0x{mixed}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = Config::from_map(&raw).expect("config");
+    let mixed_source = UserCodeSource::new(&config.chain).expect("code source");
+    assert_eq!(mixed_source.fetch_code(saved).await, Ok(OK_CODE.to_string()));
+
+    // Only permanent answers are cached: with the node gone they still come back, while an
+    // unknown hash is a transient failure, not a cached NotFound.
+    drop(devnet);
+    assert_eq!(source.fetch_code(saved).await, Ok(OK_CODE.to_string()));
+    assert_eq!(
+        source.fetch_code(to_jobs).await,
+        Err(CodeFetchError::WrongContract(to_jobs))
+    );
+    assert!(matches!(
+        source.fetch_code(case.unknown).await,
+        Err(CodeFetchError::Transient(_))
+    ));
+}
+
+// ------------------------------------------------------------------ LogFollower
+
+/// Receives follower items until `done` says so (panics after `timeout`).
+async fn collect_until(
+    rx: &mut mpsc::Receiver<FollowerItem>,
+    items: &mut Vec<FollowerItem>,
+    timeout: Duration,
+    done: impl Fn(&[FollowerItem]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done(items) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => panic!("the follower stopped; got {items:#?}"),
+            Err(_) => panic!("timed out; got {items:#?}"),
+        }
+    }
+}
+
+fn job_ids(items: &[FollowerItem]) -> Vec<U256> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            FollowerItem::Log(log) => match &log.event {
+                ChainEvent::JobCreated(job) => Some(job.id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn synced_at_least(items: &[FollowerItem], block: u64) -> bool {
+    items
+        .iter()
+        .any(|item| matches!(item, FollowerItem::Synced { next_block } if *next_block > block))
+}
+
+/// Logs in strictly increasing position, never removed, and never one behind a `Synced`.
+fn assert_ordered_and_consistent(items: &[FollowerItem]) {
+    let mut last = None;
+    let mut synced = 0;
+    for item in items {
+        match item {
+            FollowerItem::Log(log) => {
+                assert!(!log.removed, "{log:?}");
+                assert!(
+                    log.position.block_number >= synced,
+                    "a log of block {} after Synced {{ next_block: {synced} }}",
+                    log.position.block_number
+                );
+                assert!(
+                    last.is_none_or(|last| log.position > last),
+                    "out of order or duplicate: {:?} after {last:?}",
+                    log.position
+                );
+                last = Some(log.position);
+            }
+            FollowerItem::Synced { next_block } => {
+                assert!(*next_block >= synced, "Synced went back");
+                synced = *next_block;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn follower_backfills_then_streams_each_log_once_in_order() {
+    let devnet = Devnet::start(params(1)).await;
+    let (mine, other) = (random_enclave(), random_enclave());
+    devnet.register(&mine, OPERATOR, 10).await;
+    devnet.register(&other, OPERATOR, 10).await;
+    let codehash = devnet.save_code(OK_CODE).await;
+    let mut created = Vec::new();
+    for i in 0..3u8 {
+        created.push(devnet.create_job(codehash, &[i], 60_000).await);
+    }
+    let backfilled_to = devnet.head().await;
+
+    let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
+    let follower = LogFollower::new(devnet.chain_config(), my_address)
+        .with_poll_interval(Duration::from_millis(200));
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = tokio::spawn(follower.run(Some(0), tx));
+    let mut items = Vec::new();
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        synced_at_least(items, backfilled_to)
+    })
+    .await;
+    assert_eq!(job_ids(&items), vec![U256::from(1), U256::from(2), U256::from(3)]);
+
+    // Live: three more jobs and one output.
+    for i in 3..6u8 {
+        created.push(devnet.create_job(codehash, &[i], 60_000).await);
+    }
+    let sender = TxSender::new(devnet.chain_config()).expect("sender");
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    let first = &created[0];
+    let selected = if first.selected_executors[0] == my_address {
+        &mine
+    } else {
+        &other
+    };
+    let now = devnet.chain_time().await;
+    let output = sign_output(selected, first.job_id, b"ok", 3, ErrorCode::Ok, now);
+    assert!(is_mined(&sender.submit_output(&output).await));
+    let last_block = devnet.head().await;
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        job_ids(items).len() >= 6 && synced_at_least(items, last_block)
+    })
+    .await;
+    // Nothing more arrives (no duplicates) over a few more polls.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    while let Ok(item) = rx.try_recv() {
+        items.push(item);
+    }
+
+    assert_ordered_and_consistent(&items);
+    assert_eq!(job_ids(&items), (1..=6u64).map(U256::from).collect::<Vec<_>>());
+    let provider = devnet.provider();
+    for item in &items {
+        let FollowerItem::Log(log) = item else { continue };
+        match &log.event {
+            ChainEvent::JobCreated(job) => {
+                let created = created
+                    .iter()
+                    .find(|c| c.job_id == job.id)
+                    .expect("a job we created");
+                assert_eq!(job.selected_executors, created.selected_executors);
+                assert_eq!(job.codehash, codehash);
+                assert_eq!(job.deadline_ms, 60_000);
+                assert_eq!(job.env, 1);
+                assert_eq!(log.position.block_number, created.block_number);
+                let block = provider
+                    .get_block(log.block_hash)
+                    .await
+                    .expect("block")
+                    .expect("the block exists");
+                assert_eq!(job.exec_start_time, block.timestamp.as_u64());
+            }
+            ChainEvent::ExecutorRegistered { enclave, .. } => {
+                assert_eq!(*enclave, my_address, "other enclaves' events are filtered");
+            }
+            ChainEvent::JobResponded {
+                job_id,
+                output_count,
+                ..
+            } => {
+                assert_eq!(*job_id, first.job_id);
+                assert_eq!(*output_count, 1);
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let registered = items
+        .iter()
+        .filter(|i| matches!(i, FollowerItem::Log(l) if matches!(l.event, ChainEvent::ExecutorRegistered { .. })))
+        .count();
+    assert_eq!(registered, 1);
+    let responded = items
+        .iter()
+        .filter(|i| matches!(i, FollowerItem::Log(l) if matches!(l.event, ChainEvent::JobResponded { .. })))
+        .count();
+    assert_eq!(responded, 1);
+
+    // The follower stops when its receiver is dropped.
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the follower returns once the receiver is gone")
+        .expect("no panic");
+}
+
+/// A TCP proxy that can drop every connection and stop listening, then come back on its port.
+struct Proxy {
+    listen: SocketAddr,
+    target: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut proxy = Proxy {
+            listen: listener.local_addr().expect("local addr"),
+            target,
+            accept: None,
+            connections: Arc::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (target, connections) = (self.target, self.connections.clone());
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections.lock().unwrap().push(handle);
+            }
+        }));
+    }
+
+    /// Closes every connection and the listening socket.
+    fn stop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    async fn resume(&mut self) {
+        for _ in 0..50 {
+            if let Ok(listener) = TcpListener::bind(self.listen).await {
+                self.serve(listener);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot listen on {} again", self.listen);
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}", self.listen)
+    }
+}
+
+#[tokio::test]
+async fn follower_reconnects_and_delivers_what_it_missed_exactly_once() {
+    let devnet = Devnet::start(params(1)).await;
+    let enclave = random_enclave();
+    devnet.register(&enclave, OPERATOR, 10).await;
+    let codehash = devnet.save_code(OK_CODE).await;
+    let start = devnet.head().await + 1;
+
+    let target: SocketAddr = format!("127.0.0.1:{}", devnet.anvil.port())
+        .parse()
+        .expect("address");
+    let mut proxy = Proxy::start(target).await;
+    let mut config = devnet.chain_config();
+    config.rpc_ws_url = proxy.ws_url();
+    let follower = LogFollower::new(
+        config,
+        serverless_executor::domain::dal::EnclaveSigner::address(&enclave),
+    )
+    .with_poll_interval(Duration::from_millis(200));
+    let (tx, mut rx) = mpsc::channel(64);
+    let _task = tokio::spawn(follower.run(Some(start), tx));
+
+    let mut items = Vec::new();
+    devnet.create_job(codehash, b"1", 60_000).await;
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        job_ids(items).len() == 1
+    })
+    .await;
+
+    // The WebSocket goes down; jobs are created meanwhile.
+    proxy.stop();
+    devnet.create_job(codehash, b"2", 60_000).await;
+    devnet.create_job(codehash, b"3", 60_000).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.resume().await;
+    collect_until(&mut rx, &mut items, Duration::from_secs(30), |items| {
+        job_ids(items).len() >= 3
+    })
+    .await;
+    devnet.create_job(codehash, b"4", 60_000).await;
+    let last_block = devnet.head().await;
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        job_ids(items).len() >= 4 && synced_at_least(items, last_block)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    while let Ok(item) = rx.try_recv() {
+        items.push(item);
+    }
+    assert_ordered_and_consistent(&items);
+    assert_eq!(job_ids(&items), (1..=4u64).map(U256::from).collect::<Vec<_>>());
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (npm tools, and node/npm if missing), checks
+# formatting and lints, then runs every test against the real workerd and anvil.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tools/install.sh
+command -v cargo >/dev/null || { echo "error: cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --features mocks -- -D warnings
+echo "== cargo test"
+cargo test --features mocks -- --nocapture 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+# Say plainly which tests skipped a part for lack of privileges (cgroups).
+grep -h '^SKIP' target/test-output.log | sort -u || true
+exit "$status"
