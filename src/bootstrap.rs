@@ -38,9 +38,10 @@ pub struct Running {
 /// Builds everything from `config` and starts serving. Fails with a message naming the problem.
 pub async fn start(config: Config) -> Result<Running> {
     let enclave = Arc::new(EnclaveKey::load(&config.enclave_key_file)?);
-    let store = Arc::new(SledStore::open(&config.data_dir).with_context(|| {
-        format!("EXECUTOR_DATA_DIR={}", config.data_dir.display())
-    })?);
+    let store = Arc::new(
+        SledStore::open(&config.data_dir)
+            .with_context(|| format!("EXECUTOR_DATA_DIR={}", config.data_dir.display()))?,
+    );
     // Warns loudly, once, when cgroups cannot be used.
     let slots = Arc::new(CgroupSlots::new(config.job_capacity, &config.sandbox));
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
@@ -81,7 +82,11 @@ pub async fn start(config: Config) -> Result<Running> {
             )
         })?;
     let api_addr = listener.local_addr()?;
-    tasks.spawn(crate::routes::serve(listener, executor.clone(), shutdown_rx.clone()));
+    tasks.spawn(crate::routes::serve(
+        listener,
+        executor.clone(),
+        shutdown_rx.clone(),
+    ));
     tracing::info!(%api_addr, enclave = ?enclave.address(), "executor API listening");
 
     if config.chain.is_configured() {
@@ -128,7 +133,13 @@ async fn follow_chain(
             return;
         }
     };
-    let follower = LogFollower::new(config.chain.clone(), executor.details().map(|d| d.enclave_address).unwrap_or_default());
+    let follower = LogFollower::new(
+        config.chain.clone(),
+        executor
+            .details()
+            .map(|d| d.enclave_address)
+            .unwrap_or_default(),
+    );
     let (tx, mut rx) = mpsc::channel(1024);
     let follow = tokio::spawn(follower.run(from_block, tx));
     loop {
@@ -139,7 +150,9 @@ async fn follow_chain(
         let Some(item) = item else { break };
         let handled = match item {
             FollowerItem::Log(log) => executor.on_chain_event(log),
-            FollowerItem::Synced { next_block } => executor.on_chain_synced(next_block).map(|_| FollowVerdict::Continue),
+            FollowerItem::Synced { next_block } => executor
+                .on_chain_synced(next_block)
+                .map(|_| FollowVerdict::Continue),
         };
         match handled {
             Ok(FollowVerdict::Continue) => {}

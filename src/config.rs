@@ -104,29 +104,105 @@ pub struct Config {
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("LISTEN_ADDR", "127.0.0.1", "address the HTTP API binds to"),
     ("PORT", "6001", "port of the HTTP API"),
-    ("ENCLAVE_KEY_FILE", "enclave.key", "file with the raw 32-byte enclave secret key"),
-    ("DATA_DIR", "data", "directory of the sled store (config, cursor, job journal)"),
-    ("JOB_CAPACITY", "20", "number of job slots, announced on registration"),
-    ("LOG_LEVEL", "info", "tracing filter, e.g. info or serverless_executor=debug"),
+    (
+        "ENCLAVE_KEY_FILE",
+        "enclave.key",
+        "file with the raw 32-byte enclave secret key",
+    ),
+    (
+        "DATA_DIR",
+        "data",
+        "directory of the sled store (config, cursor, job journal)",
+    ),
+    (
+        "JOB_CAPACITY",
+        "20",
+        "number of job slots, announced on registration",
+    ),
+    (
+        "LOG_LEVEL",
+        "info",
+        "tracing filter, e.g. info or serverless_executor=debug",
+    ),
     ("LOG_FORMAT", "text", "log format: text or json"),
-    ("RPC_HTTP_URL", "http://127.0.0.1:8545", "JSON-RPC endpoint over HTTP"),
-    ("RPC_WS_URL", "ws://127.0.0.1:8545", "JSON-RPC endpoint over WebSocket (log subscription)"),
+    (
+        "RPC_HTTP_URL",
+        "http://127.0.0.1:8545",
+        "JSON-RPC endpoint over HTTP",
+    ),
+    (
+        "RPC_WS_URL",
+        "ws://127.0.0.1:8545",
+        "JSON-RPC endpoint over WebSocket (log subscription)",
+    ),
     ("CHAIN_ID", "31337", "chain id used to sign transactions"),
-    ("EXECUTORS_ADDRESS", "0x0000000000000000000000000000000000000000", "Executors contract"),
-    ("JOBS_ADDRESS", "0x0000000000000000000000000000000000000000", "Jobs contract"),
-    ("USER_CODE_ADDRESS", "0x0000000000000000000000000000000000000000", "UserCode contract"),
-    ("EXECUTION_BUFFER_TIME", "60", "Jobs.EXECUTION_BUFFER_TIME in seconds"),
+    (
+        "EXECUTORS_ADDRESS",
+        "0x0000000000000000000000000000000000000000",
+        "Executors contract",
+    ),
+    (
+        "JOBS_ADDRESS",
+        "0x0000000000000000000000000000000000000000",
+        "Jobs contract",
+    ),
+    (
+        "USER_CODE_ADDRESS",
+        "0x0000000000000000000000000000000000000000",
+        "UserCode contract",
+    ),
+    (
+        "EXECUTION_BUFFER_TIME",
+        "60",
+        "Jobs.EXECUTION_BUFFER_TIME in seconds",
+    ),
     ("NUM_SELECTED_EXECUTORS", "3", "Jobs.NO_OF_NODES_TO_SELECT"),
-    ("CODE_CACHE_SIZE", "100", "number of job sources kept in memory, by codehash"),
-    ("START_BLOCK", "", "first block to follow when no cursor is stored (empty: the head)"),
-    ("WORKERD_PATH", "", "workerd binary (empty: the one tools/ installs)"),
-    ("SANDBOX_MODE", "process", "process: a new workerd process per job"),
+    (
+        "CODE_CACHE_SIZE",
+        "100",
+        "number of job sources kept in memory, by codehash",
+    ),
+    (
+        "START_BLOCK",
+        "",
+        "first block to follow when no cursor is stored (empty: the head)",
+    ),
+    (
+        "WORKERD_PATH",
+        "",
+        "workerd binary (empty: the one tools/ installs)",
+    ),
+    (
+        "SANDBOX_MODE",
+        "process",
+        "process: a new workerd process per job",
+    ),
     ("SLOT_MEMORY_MB", "100", "memory limit of each slot, MiB"),
-    ("SLOT_CPU_PERCENT", "50", "CPU share of each slot, percent of one core"),
-    ("OUTPUT_LIMIT_BYTES", "20480", "largest output; larger gives error 5"),
-    ("EGRESS", "public", "what user code may fetch: public (public internet only) or none"),
-    ("CGROUP_PARENT", "serverless-executor", "parent cgroup of the slots"),
-    ("SANDBOX_DIR", "", "scratch directory of sandbox runs (empty: the system temp dir)"),
+    (
+        "SLOT_CPU_PERCENT",
+        "50",
+        "CPU share of each slot, percent of one core",
+    ),
+    (
+        "OUTPUT_LIMIT_BYTES",
+        "20480",
+        "largest output; larger gives error 5",
+    ),
+    (
+        "EGRESS",
+        "public",
+        "what user code may fetch: public (public internet only) or none",
+    ),
+    (
+        "CGROUP_PARENT",
+        "serverless-executor",
+        "parent cgroup of the slots",
+    ),
+    (
+        "SANDBOX_DIR",
+        "",
+        "scratch directory of sandbox runs (empty: the system temp dir)",
+    ),
 ];
 
 /// The workerd binary that `tools/install.sh` installs, relative to the crate.
@@ -224,8 +300,14 @@ impl Config {
                 },
                 cgroup_parent: {
                     let parent = r.non_empty("CGROUP_PARENT")?;
-                    if parent.split('/').any(|part| part.is_empty() || part == "..") {
-                        return Err(invalid("CGROUP_PARENT", "must be a relative path without '..'"));
+                    if parent
+                        .split('/')
+                        .any(|part| part.is_empty() || part == "..")
+                    {
+                        return Err(invalid(
+                            "CGROUP_PARENT",
+                            "must be a relative path without '..'",
+                        ));
                     }
                     parent
                 },

@@ -4,12 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod devnet;
 use serverless_executor::config::{Config, LogFormat};
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::effects::signer::EnclaveKey;
 
 #[derive(Parser)]
-#[command(name = "serverless-executor", version, about = "Runs Oyster Serverless JavaScript jobs in workerd and answers them on chain")]
+#[command(
+    name = "serverless-executor",
+    version,
+    about = "Runs Oyster Serverless JavaScript jobs in workerd and answers them on chain"
+)]
 struct Cli {
     /// Optional TOML file with settings (environment variables override it).
     #[arg(long, global = true, env = "EXECUTOR_CONFIG_FILE")]
@@ -28,15 +34,48 @@ enum Command {
         #[arg(long, default_value = "enclave.key")]
         out: PathBuf,
     },
+    /// Start a local devnet: anvil, the dev contracts, a registered executor and a demo job.
+    Devnet(devnet::DevnetArgs),
+    /// Job-author commands: deploy code, run a job.
+    #[command(subcommand)]
+    Client(devnet::ClientCommand),
 }
 
 fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a command on a fresh runtime with logging at `level` (or `RUST_LOG`).
+fn run_async<F, Fut>(level: &str, command: F) -> ExitCode
+where
+    F: FnOnce(()) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    init_logging(&level, LogFormat::Text);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -53,6 +92,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Devnet(args) => run_async("info", |_| devnet::run_devnet(args)),
+        Command::Client(command) => run_async("warn", |_| devnet::run_client(command)),
         Command::Serve => {
             let config = match Config::load(cli.config.as_deref()) {
                 Ok(config) => config,

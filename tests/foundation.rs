@@ -56,7 +56,9 @@ impl Server {
         if !dir.join("enclave.key").exists() {
             EnclaveKey::generate(&dir.join("enclave.key")).unwrap();
         }
-        let running = bootstrap::start(config_for(dir)).await.expect("executor starts");
+        let running = bootstrap::start(config_for(dir))
+            .await
+            .expect("executor starts");
         let base = format!("http://{}", running.api_addr);
         Self {
             running: Some(running),
@@ -72,7 +74,12 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -166,19 +173,97 @@ async fn every_bad_input_gets_a_4xx_naming_the_problem() {
     let server = Server::start(dir.path()).await;
     let json_ct = "application/json";
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("/immutable-config", json_ct, b"{not json".to_vec(), 400, "malformed JSON"),
-        ("/immutable-config", "text/plain", br#"{"owner_address_hex":"0x00"}"#.to_vec(), 415, "application/json"),
-        ("/immutable-config", json_ct, b"{}".to_vec(), 400, "missing field `owner_address_hex`"),
-        ("/immutable-config", json_ct, br#"{"owner_address_hex":"0xabc"}"#.to_vec(), 400, "odd number of hex digits"),
-        ("/immutable-config", json_ct, br#"{"owner_address_hex":"0xzz"}"#.to_vec(), 400, "not a hex digit"),
-        ("/immutable-config", json_ct, br#"{"owner_address_hex":"0xabcd"}"#.to_vec(), 400, "must be 20 bytes, got 2"),
-        ("/immutable-config", json_ct, br#"{"owner_address_hex":7}"#.to_vec(), 400, "invalid type"),
-        ("/immutable-config", json_ct, br#"{"owner_address_hex":"0x0000000000000000000000000000000000000000"}"#.to_vec(), 400, "zero address"),
-        ("/immutable-config", json_ct, br#"{"owner_address_hex":"0x00","x":1}"#.to_vec(), 400, "unknown field"),
-        ("/mutable-config", json_ct, br#"{"gas_key_hex":"0x1234"}"#.to_vec(), 400, "must be 32 bytes, got 2"),
-        ("/mutable-config", json_ct, format!(r#"{{"gas_key_hex":"0x{}"}}"#, "00".repeat(32)).into_bytes(), 400, "not a valid secp256k1 secret"),
-        ("/mutable-config", json_ct, format!(r#"{{"gas_key_hex":"0x{}"}}"#, "ff".repeat(32)).into_bytes(), 400, "not a valid secp256k1 secret"),
-        ("/mutable-config", json_ct, vec![b' '; 64 * 1024], 413, "larger than"),
+        (
+            "/immutable-config",
+            json_ct,
+            b"{not json".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "/immutable-config",
+            "text/plain",
+            br#"{"owner_address_hex":"0x00"}"#.to_vec(),
+            415,
+            "application/json",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            b"{}".to_vec(),
+            400,
+            "missing field `owner_address_hex`",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            br#"{"owner_address_hex":"0xabc"}"#.to_vec(),
+            400,
+            "odd number of hex digits",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            br#"{"owner_address_hex":"0xzz"}"#.to_vec(),
+            400,
+            "not a hex digit",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            br#"{"owner_address_hex":"0xabcd"}"#.to_vec(),
+            400,
+            "must be 20 bytes, got 2",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            br#"{"owner_address_hex":7}"#.to_vec(),
+            400,
+            "invalid type",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            br#"{"owner_address_hex":"0x0000000000000000000000000000000000000000"}"#.to_vec(),
+            400,
+            "zero address",
+        ),
+        (
+            "/immutable-config",
+            json_ct,
+            br#"{"owner_address_hex":"0x00","x":1}"#.to_vec(),
+            400,
+            "unknown field",
+        ),
+        (
+            "/mutable-config",
+            json_ct,
+            br#"{"gas_key_hex":"0x1234"}"#.to_vec(),
+            400,
+            "must be 32 bytes, got 2",
+        ),
+        (
+            "/mutable-config",
+            json_ct,
+            format!(r#"{{"gas_key_hex":"0x{}"}}"#, "00".repeat(32)).into_bytes(),
+            400,
+            "not a valid secp256k1 secret",
+        ),
+        (
+            "/mutable-config",
+            json_ct,
+            format!(r#"{{"gas_key_hex":"0x{}"}}"#, "ff".repeat(32)).into_bytes(),
+            400,
+            "not a valid secp256k1 secret",
+        ),
+        (
+            "/mutable-config",
+            json_ct,
+            vec![b' '; 64 * 1024],
+            413,
+            "larger than",
+        ),
     ];
     for (path, content_type, body, status, needle) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
@@ -237,8 +322,15 @@ async fn the_owner_and_gas_key_survive_a_restart() {
     server.stop().await;
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "the data directory (holding the gas key) is private");
+    let mode = std::fs::metadata(dir.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the data directory (holding the gas key) is private"
+    );
 }
 
 #[tokio::test]
@@ -274,7 +366,10 @@ fn keygen_writes_a_private_key_file_and_never_overwrites() {
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(std::fs::read(&path).unwrap().len(), 32);
     assert_eq!(EnclaveKey::load(&path).unwrap().address(), key.address());
-    assert!(EnclaveKey::generate(&path).is_err(), "an existing key is kept");
+    assert!(
+        EnclaveKey::generate(&path).is_err(),
+        "an existing key is kept"
+    );
     assert_eq!(EnclaveKey::load(&path).unwrap().address(), key.address());
 }
 
@@ -287,7 +382,11 @@ fn the_keygen_subcommand_prints_the_address() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let key = EnclaveKey::load(&path).unwrap();
     assert_eq!(printed, format!("{:?}", key.address()));

@@ -87,10 +87,8 @@ impl Anvil {
     }
 
     async fn spawn(path: &PathBuf, port: u16, block_time: Option<u64>) -> Result<Anvil> {
-        let log_path = std::env::temp_dir().join(format!(
-            "anvil-{}-{port}.log",
-            std::process::id()
-        ));
+        let log_path =
+            std::env::temp_dir().join(format!("anvil-{}-{port}.log", std::process::id()));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let mut command = Command::new(path);

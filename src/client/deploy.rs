@@ -60,7 +60,11 @@ fn artifact(json: &str) -> Result<Artifact> {
     serde_json::from_str(json).context("a contract artifact in contracts/artifacts is malformed")
 }
 
-async fn deploy<T: Tokenize>(client: &Arc<Client>, artifact: &Artifact, args: T) -> Result<Address> {
+async fn deploy<T: Tokenize>(
+    client: &Arc<Client>,
+    artifact: &Artifact,
+    args: T,
+) -> Result<Address> {
     let factory = ContractFactory::new(
         artifact.abi.clone(),
         artifact.bytecode.clone(),

@@ -124,9 +124,11 @@ pub async fn drain_executor(
     enclave: Address,
 ) -> Result<H256> {
     let contract = Executors::new(executors, client(http_url, owner_key).await?);
-    Ok(send("Executors.drainExecutor", contract.drain_executor(enclave))
-        .await?
-        .transaction_hash)
+    Ok(
+        send("Executors.drainExecutor", contract.drain_executor(enclave))
+            .await?
+            .transaction_hash,
+    )
 }
 
 /// `reviveExecutor(enclave)` from the owner's key.
@@ -137,11 +139,12 @@ pub async fn revive_executor(
     enclave: Address,
 ) -> Result<H256> {
     let contract = Executors::new(executors, client(http_url, owner_key).await?);
-    Ok(
-        send("Executors.reviveExecutor", contract.revive_executor(enclave))
-            .await?
-            .transaction_hash,
+    Ok(send(
+        "Executors.reviveExecutor",
+        contract.revive_executor(enclave),
     )
+    .await?
+    .transaction_hash)
 }
 
 /// `deregisterExecutor(enclave)` from the owner's key.

@@ -7,6 +7,7 @@
 
 pub mod anvil;
 pub mod deploy;
+pub mod devnet;
 pub mod jobs;
 
 use std::sync::Arc;

@@ -153,8 +153,13 @@ pub enum Revert {
 /// The end of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxOutcome {
-    Mined { tx_hash: H256 },
-    Reverted { tx_hash: Option<H256>, revert: Revert },
+    Mined {
+        tx_hash: H256,
+    },
+    Reverted {
+        tx_hash: Option<H256>,
+        revert: Revert,
+    },
 }
 
 /// Transactions the executor sends, paid with the gas key.

@@ -85,7 +85,9 @@ mod tests {
 
     #[test]
     fn registration_digest_matches_ethers_typed_data() {
-        let owner: Address = "0x000000000000000000000000000000000000dEaD".parse().unwrap();
+        let owner: Address = "0x000000000000000000000000000000000000dEaD"
+            .parse()
+            .unwrap();
         let ours = registration_digest(owner, 20, 1, 1_700_000_000);
         let theirs = ethers_digest(serde_json::json!({
             "types": {

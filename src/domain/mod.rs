@@ -7,10 +7,10 @@ pub mod eip712;
 pub mod error;
 pub mod model;
 mod scheduler;
-#[cfg(test)]
-mod tests;
 #[cfg(any(test, feature = "mocks"))]
 pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -88,7 +88,8 @@ impl Executor {
 
     /// Puts a job on the timetable of settlement checks.
     pub(crate) fn schedule_settlement(&self, job: &Job) {
-        let due = job.window_end_ms(self.settings.execution_buffer_secs) + self.settings.settle_margin_ms;
+        let due =
+            job.window_end_ms(self.settings.execution_buffer_secs) + self.settings.settle_margin_ms;
         self.scheduler.push_settlement(due, job.id);
     }
 
@@ -111,7 +112,9 @@ impl Executor {
             if self.is_stopping() {
                 return;
             }
-            let next = lock(&self.scheduler.queue).peek().map(|Reverse(entry)| *entry);
+            let next = lock(&self.scheduler.queue)
+                .peek()
+                .map(|Reverse(entry)| *entry);
             let Some((window_end, id)) = next else {
                 self.wait_dispatch().await;
                 continue;
@@ -133,7 +136,10 @@ impl Executor {
                     tracing::error!(job = %id, error = %e, "cannot read the journal; job stays queued");
                     lock(&self.scheduler.queue).push(Reverse((window_end, id)));
                     drop(lease);
-                    self.ports.clock.sleep_ms(self.settings.retry_backoff_ms).await;
+                    self.ports
+                        .clock
+                        .sleep_ms(self.settings.retry_backoff_ms)
+                        .await;
                     continue;
                 }
             };

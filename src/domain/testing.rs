@@ -131,7 +131,11 @@ pub fn counting_slots(capacity: usize) -> super::dal::MockSlots {
     let f = free.clone();
     slots.expect_release().returning(move |slot| {
         let mut free = f.lock().unwrap();
-        assert!(!free.contains(&slot.index), "slot {} released twice", slot.index);
+        assert!(
+            !free.contains(&slot.index),
+            "slot {} released twice",
+            slot.index
+        );
         free.push(slot.index);
     });
     let f = free.clone();
@@ -185,7 +189,10 @@ pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job 
 pub fn store_contract(store: &dyn Store) {
     let owner = Address::repeat_byte(0x11);
     assert_eq!(store.owner().unwrap(), None, "a new store has no owner");
-    assert!(store.set_owner_once(owner).unwrap(), "the first owner is accepted");
+    assert!(
+        store.set_owner_once(owner).unwrap(),
+        "the first owner is accepted"
+    );
     assert!(
         !store.set_owner_once(Address::repeat_byte(0x22)).unwrap(),
         "a second owner is refused"
@@ -195,7 +202,11 @@ pub fn store_contract(store: &dyn Store) {
     assert_eq!(store.gas_key().unwrap(), None);
     store.set_gas_key([7; 32]).unwrap();
     store.set_gas_key([8; 32]).unwrap();
-    assert_eq!(store.gas_key().unwrap(), Some([8; 32]), "the gas key is replaceable");
+    assert_eq!(
+        store.gas_key().unwrap(),
+        Some([8; 32]),
+        "the gas key is replaceable"
+    );
 
     assert_eq!(store.cursor().unwrap(), None);
     store.set_cursor(42).unwrap();
@@ -209,12 +220,21 @@ pub fn store_contract(store: &dyn Store) {
     for id in [U256::from(300), U256::from(2), big] {
         let mut job = sample_job(0, vec![], 1);
         job.id = id;
-        store.put_job(&JobRecord::new(job, JobState::Queued)).unwrap();
+        store
+            .put_job(&JobRecord::new(job, JobState::Queued))
+            .unwrap();
     }
     let ids: Vec<U256> = store.jobs().unwrap().iter().map(|r| r.job.id).collect();
-    assert_eq!(ids, vec![U256::from(2), U256::from(300), big], "jobs come in id order");
+    assert_eq!(
+        ids,
+        vec![U256::from(2), U256::from(300), big],
+        "jobs come in id order"
+    );
 
-    let mut record = store.job(U256::from(2)).unwrap().expect("stored job is found");
+    let mut record = store
+        .job(U256::from(2))
+        .unwrap()
+        .expect("stored job is found");
     record.state = JobState::Executed {
         output: SignedOutput {
             job_id: U256::from(2),
@@ -227,7 +247,11 @@ pub fn store_contract(store: &dyn Store) {
     };
     record.output_count = 2;
     store.put_job(&record).unwrap();
-    assert_eq!(store.job(U256::from(2)).unwrap(), Some(record), "a record is replaced whole");
+    assert_eq!(
+        store.job(U256::from(2)).unwrap(),
+        Some(record),
+        "a record is replaced whole"
+    );
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
     assert_eq!(store.jobs().unwrap().len(), 2);
@@ -238,11 +262,19 @@ pub fn store_contract(store: &dyn Store) {
 pub fn signer_contract(signer: &dyn EnclaveSigner) {
     let public_key = signer.public_key();
     let derived = Address::from_slice(&ethers::utils::keccak256(public_key)[12..]);
-    assert_eq!(signer.address(), derived, "the address derives from the public key");
+    assert_eq!(
+        signer.address(),
+        derived,
+        "the address derives from the public key"
+    );
     for digest in [[0u8; 32], [0xab; 32], ethers::utils::keccak256(b"job")] {
         let sig = signer.sign_digest(digest).unwrap();
         assert!(sig[64] == 27 || sig[64] == 28, "v is 27 or 28");
-        assert_eq!(recover(digest, &sig), Some(signer.address()), "signature recovers");
+        assert_eq!(
+            recover(digest, &sig),
+            Some(signer.address()),
+            "signature recovers"
+        );
     }
 }
 

@@ -206,7 +206,11 @@ fn the_gas_key_is_validated_and_replaceable() {
         h.executor.configure_mutable([0xff; 32]),
         Err(DomainError::InvalidGasKey(_))
     ));
-    assert_eq!(h.store.gas_key().unwrap(), None, "a refused key is not stored");
+    assert_eq!(
+        h.store.gas_key().unwrap(),
+        None,
+        "a refused key is not stored"
+    );
     h.executor.configure_mutable([1; 32]).unwrap();
     h.executor.configure_mutable([2; 32]).unwrap();
     assert_eq!(h.store.gas_key().unwrap(), Some([2; 32]));
@@ -228,7 +232,10 @@ async fn registration_needs_both_configs_and_recovers_to_the_enclave() {
     assert_eq!(reg.sign_timestamp, T0_MS / 1000);
     let digest = registration_digest(owner, 2, 1, reg.sign_timestamp);
     assert_eq!(recover(digest, &reg.signature), Some(enclave()));
-    assert!(*follow.borrow(), "asking for the message starts the chain listener");
+    assert!(
+        *follow.borrow(),
+        "asking for the message starts the chain listener"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,7 +294,11 @@ async fn code_fetch_failures_become_codes_1_and_2_and_transient_ones_are_retried
         let outcome = h.executor.execute_job(&job, &slot).await.unwrap();
         assert_eq!(outcome.error_code, expected, "codehash byte {byte}");
     }
-    assert_eq!(*calls.lock().unwrap(), 6, "two transient failures were retried");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        6,
+        "two transient failures were retried"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -304,7 +315,11 @@ async fn events_are_ignored_until_registration_and_filtered_by_env() {
     h.executor
         .on_chain_event(log(2, ChainEvent::JobCreated(env2)))
         .unwrap();
-    assert_eq!(h.store.job(U256::from(2)).unwrap(), None, "env 2 is not ours");
+    assert_eq!(
+        h.store.job(U256::from(2)).unwrap(),
+        None,
+        "env 2 is not ours"
+    );
     h.executor
         .on_chain_event(log(3, ChainEvent::JobCreated(job_now(3, vec![me], b"x"))))
         .unwrap();
@@ -313,11 +328,17 @@ async fn events_are_ignored_until_registration_and_filtered_by_env() {
         .unwrap();
     let record = h.store.job(U256::from(3)).unwrap().unwrap();
     assert_eq!(record.state, JobState::Queued);
-    assert_eq!(record.job.code_inputs, b"x", "a duplicate log changes nothing");
+    assert_eq!(
+        record.job.code_inputs, b"x",
+        "a duplicate log changes nothing"
+    );
     assert_eq!(h.executor.load().0, 1);
     let other = Address::repeat_byte(0x99);
     h.executor
-        .on_chain_event(log(4, ChainEvent::JobCreated(job_now(4, vec![other], b"x"))))
+        .on_chain_event(log(
+            4,
+            ChainEvent::JobCreated(job_now(4, vec![other], b"x")),
+        ))
         .unwrap();
     assert_eq!(
         h.store.job(U256::from(4)).unwrap().unwrap().state,
@@ -328,7 +349,11 @@ async fn events_are_ignored_until_registration_and_filtered_by_env() {
     h.executor
         .on_chain_event(log(5, ChainEvent::ExecutorDrained { enclave: other }))
         .unwrap();
-    assert_eq!(h.store.cursor().unwrap(), Some(9), "the cursor never moves back");
+    assert_eq!(
+        h.store.cursor().unwrap(),
+        Some(9),
+        "the cursor never moves back"
+    );
     assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Serving);
 }
 
@@ -386,7 +411,10 @@ async fn selected_jobs_run_sign_and_land_and_others_are_settled() {
     }
     let other = Address::repeat_byte(0x99);
     h.executor
-        .on_chain_event(log(9, ChainEvent::JobCreated(job_now(9, vec![other], b"x"))))
+        .on_chain_event(log(
+            9,
+            ChainEvent::JobCreated(job_now(9, vec![other], b"x")),
+        ))
         .unwrap();
     settle_all(&h).await;
     let outputs = h.chain.outputs.lock().unwrap().clone();
@@ -417,7 +445,10 @@ async fn answered_jobs_are_not_settled() {
     registered(&h);
     let other = Address::repeat_byte(0x99);
     h.executor
-        .on_chain_event(log(2, ChainEvent::JobCreated(job_now(7, vec![other], b"x"))))
+        .on_chain_event(log(
+            2,
+            ChainEvent::JobCreated(job_now(7, vec![other], b"x")),
+        ))
         .unwrap();
     h.executor
         .on_chain_event(log(
@@ -475,7 +506,11 @@ async fn submission_refusals_are_classified() {
             "confirmed",
             2,
         ),
-        (vec![reverted(Revert::AlreadySubmittedOutput)], "confirmed", 1),
+        (
+            vec![reverted(Revert::AlreadySubmittedOutput)],
+            "confirmed",
+            1,
+        ),
         (
             vec![reverted(Revert::SignatureTooOld), mined()],
             "confirmed",
@@ -509,7 +544,10 @@ async fn a_settlement_refused_because_already_settled_is_final() {
         reverted(Revert::InvalidJob),
     ];
     h.executor
-        .on_chain_event(log(2, ChainEvent::JobCreated(job_now(8, vec![other], b"x"))))
+        .on_chain_event(log(
+            2,
+            ChainEvent::JobCreated(job_now(8, vec![other], b"x")),
+        ))
         .unwrap();
     settle_all(&h).await;
     assert_eq!(h.chain.slashes.lock().unwrap().len(), 3);
@@ -541,12 +579,7 @@ async fn recovery_requeues_accepted_jobs_and_resends_signed_outputs() {
     for (job, state) in [
         (queued, JobState::Queued),
         (running, JobState::Running),
-        (
-            executed,
-            JobState::Executed {
-                output: old_output,
-            },
-        ),
+        (executed, JobState::Executed { output: old_output }),
         (expired, JobState::Queued),
     ] {
         h.store.put_job(&JobRecord::new(job, state)).unwrap();

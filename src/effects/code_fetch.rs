@@ -80,7 +80,10 @@ pub fn decode_save_code(calldata: &[u8]) -> Result<String, CodeFetchError> {
                 hex::encode(selector),
                 hex::encode(SAVE_CODE_SELECTOR)
             ),
-            None => format!("{} bytes of calldata is shorter than a selector", calldata.len()),
+            None => format!(
+                "{} bytes of calldata is shorter than a selector",
+                calldata.len()
+            ),
         }));
     };
     // `string` and `bytes` share one encoding; decoding as bytes keeps the UTF-8 check ours
@@ -159,7 +162,10 @@ mod tests {
             decode_save_code(&junk),
             Err(CodeFetchError::BadCalldata(_))
         ));
-        let bad_utf8 = calldata(SAVE_CODE_SELECTOR, encode(&[Token::Bytes(vec![0xff, 0xfe])]));
+        let bad_utf8 = calldata(
+            SAVE_CODE_SELECTOR,
+            encode(&[Token::Bytes(vec![0xff, 0xfe])]),
+        );
         assert!(matches!(
             decode_save_code(&bad_utf8),
             Err(CodeFetchError::BadCalldata(m)) if m.contains("UTF-8")

@@ -140,9 +140,8 @@ impl Store for SledStore {
             .iter()
             .map(|entry| {
                 let (k, v) = entry.map_err(io)?;
-                serde_json::from_slice(&v).map_err(|e| {
-                    corrupt(&format!("jobs/{}", U256::from_big_endian(&k)), e)
-                })
+                serde_json::from_slice(&v)
+                    .map_err(|e| corrupt(&format!("jobs/{}", U256::from_big_endian(&k)), e))
             })
             .collect()
     }

@@ -35,7 +35,10 @@ impl From<DomainError> for ApiError {
             DomainError::Store(_) | DomainError::Signer(_) | DomainError::Chain(_) => {
                 // The executor failed, not the caller: log the detail, answer plainly.
                 tracing::error!(error = %e, "request failed inside the executor");
-                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the executor's log");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the executor's log",
+                );
             }
         };
         Self::new(status, e.to_string())

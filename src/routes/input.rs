@@ -28,7 +28,11 @@ pub async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
     }
     let body = read_limited(req.into_body()).await?;
     serde_json::from_slice(&body).map_err(|e| {
-        let what = if e.is_data() { "invalid request" } else { "malformed JSON" };
+        let what = if e.is_data() {
+            "invalid request"
+        } else {
+            "malformed JSON"
+        };
         ApiError::bad_request(format!("{what}: {e}"))
     })
 }
@@ -40,13 +44,18 @@ async fn read_limited(body: Incoming) -> Result<Bytes, ApiError> {
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than {MAX_BODY_BYTES} bytes"),
         )),
-        Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
     }
 }
 
 /// Decodes a `0x`-prefixed (or bare) hex field of exactly `N` bytes.
 pub fn hex_field<const N: usize>(field: &str, value: &str) -> Result<[u8; N], ApiError> {
-    let digits = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).unwrap_or(value);
+    let digits = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+        .unwrap_or(value);
     if digits.len() % 2 != 0 {
         return Err(ApiError::bad_request(format!(
             "{field}: odd number of hex digits ({})",

@@ -90,7 +90,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Serves the API on `listener` until `shutdown` turns true; then lets open requests finish.
-pub async fn serve(listener: TcpListener, executor: Arc<Executor>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    executor: Arc<Executor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -117,13 +121,14 @@ pub async fn serve(listener: TcpListener, executor: Arc<Executor>, mut shutdown:
         let service = service_fn(move |req| {
             let executor = executor.clone();
             async move {
-                let response = match tokio::time::timeout(REQUEST_TIMEOUT, handle(executor, req)).await {
-                    Ok(response) => response,
-                    Err(_) => error_response(ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request took too long",
-                    )),
-                };
+                let response =
+                    match tokio::time::timeout(REQUEST_TIMEOUT, handle(executor, req)).await {
+                        Ok(response) => response,
+                        Err(_) => error_response(ApiError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request took too long",
+                        )),
+                    };
                 Ok::<_, Infallible>(response)
             }
         });

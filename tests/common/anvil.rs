@@ -153,7 +153,10 @@ impl Devnet {
 
     /// Moves the chain's clock forward by `seconds` and mines a block.
     pub async fn advance(&self, seconds: u64) {
-        self.anvil.increase_time(seconds).await.expect("evm_increaseTime");
+        self.anvil
+            .increase_time(seconds)
+            .await
+            .expect("evm_increaseTime");
         self.anvil.mine().await.expect("evm_mine");
     }
 }

@@ -23,10 +23,16 @@ impl Executor {
 
     /// Sets or replaces the gas key; returns the gas address. Pending transactions move to it.
     pub fn configure_mutable(&self, gas_secret: [u8; 32]) -> Result<Address, DomainError> {
-        let gas_address = self.ports.chain.set_gas_key(gas_secret).map_err(|e| match e {
-            crate::domain::dal::ChainError::InvalidKey(reason) => DomainError::InvalidGasKey(reason),
-            other => DomainError::Chain(other),
-        })?;
+        let gas_address = self
+            .ports
+            .chain
+            .set_gas_key(gas_secret)
+            .map_err(|e| match e {
+                crate::domain::dal::ChainError::InvalidKey(reason) => {
+                    DomainError::InvalidGasKey(reason)
+                }
+                other => DomainError::Chain(other),
+            })?;
         if gas_address == self.ports.signer.address() {
             return Err(DomainError::InvalidGasKey(
                 "the gas key must not be the enclave key".into(),

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::domain::model::{ChainEvent, ChainLog, ChainStatus, Job, JobRecord, JobState, EXECUTOR_ENV};
+use crate::domain::model::{
+    ChainEvent, ChainLog, ChainStatus, Job, JobRecord, JobState, EXECUTOR_ENV,
+};
 use crate::domain::{DomainError, Executor};
 
 /// Whether the listener should keep following the chain.
@@ -125,7 +127,9 @@ impl Executor {
         } else {
             JobState::Observed
         };
-        self.ports.store.put_job(&JobRecord::new(job.clone(), state.clone()))?;
+        self.ports
+            .store
+            .put_job(&JobRecord::new(job.clone(), state.clone()))?;
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
         if state == JobState::Queued {
             self.enqueue(&job);

@@ -46,7 +46,12 @@ impl Executor {
                         total_time_ms: output.total_time_ms,
                     };
                     let signed = self.sign_output(&job, &outcome)?;
-                    self.set_state(&job, JobState::Executed { output: signed.clone() })?;
+                    self.set_state(
+                        &job,
+                        JobState::Executed {
+                            output: signed.clone(),
+                        },
+                    )?;
                     let executor = self.clone();
                     self.spawn_in_flight(async move {
                         if let Err(e) = executor.send_output(&job, signed).await {

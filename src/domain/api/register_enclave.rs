@@ -8,13 +8,13 @@ impl Executor {
     /// Signs `Register(owner, jobCapacity, env, signTimestamp)` with the enclave key and starts
     /// following the chain, so the registration event is not missed.
     pub fn register_enclave(&self) -> Result<Registration, DomainError> {
-        let owner = self
-            .ports
-            .store
-            .owner()?
-            .ok_or(DomainError::NotConfigured("the owner (POST /immutable-config)"))?;
+        let owner = self.ports.store.owner()?.ok_or(DomainError::NotConfigured(
+            "the owner (POST /immutable-config)",
+        ))?;
         if self.ports.chain.gas_address().is_none() {
-            return Err(DomainError::NotConfigured("the gas key (POST /mutable-config)"));
+            return Err(DomainError::NotConfigured(
+                "the gas key (POST /mutable-config)",
+            ));
         }
         let job_capacity = self.ports.slots.capacity() as u64;
         let sign_timestamp = self.ports.clock.now_ms() / 1000;

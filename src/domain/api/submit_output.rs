@@ -44,7 +44,12 @@ impl Executor {
         outcome: ExecutionOutcome,
     ) -> Result<(), DomainError> {
         let signed = self.sign_output(job, &outcome)?;
-        self.set_state(job, JobState::Executed { output: signed.clone() })?;
+        self.set_state(
+            job,
+            JobState::Executed {
+                output: signed.clone(),
+            },
+        )?;
         tracing::info!(job = %job.id, error_code = outcome.error_code.as_u8(), total_time_ms = outcome.total_time_ms, "job executed");
         self.send_output(job, signed).await
     }
@@ -95,15 +100,26 @@ impl Executor {
                         total_time_ms: signed.total_time_ms,
                     };
                     signed = self.sign_output(job, &outcome)?;
-                    self.set_state(job, JobState::Executed { output: signed.clone() })?;
+                    self.set_state(
+                        job,
+                        JobState::Executed {
+                            output: signed.clone(),
+                        },
+                    )?;
                 }
                 Ok(TxOutcome::Reverted { revert, tx_hash }) => {
-                    self.abandon(job, &format!("the chain refused the output: {revert:?} (tx {tx_hash:?})"));
+                    self.abandon(
+                        job,
+                        &format!("the chain refused the output: {revert:?} (tx {tx_hash:?})"),
+                    );
                     return Ok(());
                 }
                 Err(e @ (ChainError::Transient(_) | ChainError::NoGasKey)) => {
                     if self.ports.clock.now_ms() + backoff >= window_end {
-                        self.abandon(job, &format!("the window closed while sending the output: {e}"));
+                        self.abandon(
+                            job,
+                            &format!("the window closed while sending the output: {e}"),
+                        );
                         return Ok(());
                     }
                     tracing::warn!(job = %job.id, error = %e, backoff_ms = backoff, "output not sent; retrying");

@@ -81,6 +81,10 @@ mod tests {
     #[test]
     fn selectors_are_the_protocols() {
         assert_eq!(SaveCodeInCallDataCall::selector(), SAVE_CODE_SELECTOR);
+        assert_eq!(
+            crate::effects::code_fetch::SAVE_CODE_SELECTOR,
+            SAVE_CODE_SELECTOR
+        );
         assert_eq!(SubmitOutputCall::selector(), SUBMIT_OUTPUT_SELECTOR);
         assert_eq!(SlashOnExecutionTimeoutCall::selector(), SLASH_SELECTOR);
         assert_eq!(

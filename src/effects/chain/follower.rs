@@ -336,9 +336,7 @@ impl LogFollower {
         };
         let event = match event {
             ChainEvent::JobCreated(mut job) => {
-                job.exec_start_time = self
-                    .block_time(http, state, block_hash, removed)
-                    .await?;
+                job.exec_start_time = self.block_time(http, state, block_hash, removed).await?;
                 ChainEvent::JobCreated(job)
             }
             other => other,
@@ -414,9 +412,7 @@ impl LogFollower {
                 return Err(Skip::NotOurs);
             }
             // Every Executors event is indexed by the enclave address: skip other enclaves.
-            if !self.enclave.is_zero()
-                && log.topics.get(1) != Some(&H256::from(self.enclave))
-            {
+            if !self.enclave.is_zero() && log.topics.get(1) != Some(&H256::from(self.enclave)) {
                 return Err(Skip::NotOurs);
             }
         } else if !from_jobs {
@@ -442,7 +438,8 @@ impl LogFollower {
                 enclave: e.enclave_address,
             })
         } else if topic0 == ExecutorDeregisteredFilter::signature() {
-            let e = <ExecutorDeregisteredFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
+            let e =
+                <ExecutorDeregisteredFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
             Ok(ChainEvent::ExecutorDeregistered {
                 enclave: e.enclave_address,
             })
@@ -476,5 +473,149 @@ fn saturating_u64(value: U256) -> u64 {
         u64::MAX
     } else {
         value.as_u64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ethers::abi::{encode, Token};
+    use ethers::types::{Bytes, U64};
+
+    const ENCLAVE: Address = Address::repeat_byte(0xee);
+    const EXECUTORS: Address = Address::repeat_byte(0x01);
+    const JOBS: Address = Address::repeat_byte(0x02);
+
+    fn follower() -> LogFollower {
+        LogFollower::new(
+            ChainConfig {
+                // Never reached: the events below need no block header.
+                rpc_http_url: "http://127.0.0.1:9".into(),
+                rpc_ws_url: "ws://127.0.0.1:9".into(),
+                chain_id: 31337,
+                executors_address: EXECUTORS,
+                jobs_address: JOBS,
+                user_code_address: Address::repeat_byte(0x03),
+                execution_buffer_secs: 60,
+                selected_executors: 3,
+                code_cache_size: 10,
+                start_block: None,
+            },
+            ENCLAVE,
+        )
+    }
+
+    fn registered(enclave: Address, contract: Address, block: u64, index: u64) -> Log {
+        Log {
+            address: contract,
+            topics: vec![
+                ExecutorRegisteredFilter::signature(),
+                H256::from(enclave),
+                H256::from(Address::repeat_byte(0x0a)),
+            ],
+            data: Bytes::from(encode(&[Token::Uint(5.into()), Token::Uint(1.into())])),
+            block_hash: Some(H256::repeat_byte(block as u8)),
+            block_number: Some(U64::from(block)),
+            log_index: Some(U256::from(index)),
+            transaction_hash: Some(H256::repeat_byte(0x77)),
+            ..Default::default()
+        }
+    }
+
+    async fn delivered(follower: &LogFollower, state: &mut State, log: Log) -> Vec<FollowerItem> {
+        let http = Provider::<Http>::try_from("http://127.0.0.1:9").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        assert!(follower.deliver(&http, state, &tx, log).await.is_ok());
+        drop(tx);
+        let mut items = Vec::new();
+        while let Some(item) = rx.recv().await {
+            items.push(item);
+        }
+        items
+    }
+
+    #[test]
+    fn a_log_without_removed_field_is_live() {
+        let json = serde_json::json!({
+            "address": format!("{EXECUTORS:?}"),
+            "topics": [],
+            "data": "0x",
+            "blockHash": format!("{:?}", H256::repeat_byte(1)),
+            "blockNumber": "0x1",
+            "transactionHash": format!("{:?}", H256::repeat_byte(2)),
+            "transactionIndex": "0x0",
+            "logIndex": "0x0"
+        });
+        let log: Log = serde_json::from_value(json).unwrap();
+        assert_eq!(log.removed, None);
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_and_removals_delivered_once() {
+        let f = follower();
+        let mut state = State::new(Some(0));
+        let log = registered(ENCLAVE, EXECUTORS, 3, 0);
+        let first = delivered(&f, &mut state, log.clone()).await;
+        assert!(
+            matches!(
+                first.as_slice(),
+                [FollowerItem::Log(ChainLog {
+                    removed: false,
+                    event: ChainEvent::ExecutorRegistered { enclave, env: 1, .. },
+                    position: LogPosition { block_number: 3, log_index: 0 },
+                    ..
+                })] if *enclave == ENCLAVE
+            ),
+            "{first:?}"
+        );
+        assert!(delivered(&f, &mut state, log.clone()).await.is_empty());
+
+        let removed = Log {
+            removed: Some(true),
+            ..log.clone()
+        };
+        let gone = delivered(&f, &mut state, removed.clone()).await;
+        assert!(matches!(
+            gone.as_slice(),
+            [FollowerItem::Log(ChainLog { removed: true, .. })]
+        ));
+        assert!(delivered(&f, &mut state, removed).await.is_empty());
+        // Back again after the reorg is undone.
+        let back = Log {
+            removed: Some(false),
+            ..log
+        };
+        assert_eq!(delivered(&f, &mut state, back).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn other_enclaves_wrong_contracts_and_junk_are_not_delivered() {
+        let f = follower();
+        let mut state = State::new(Some(0));
+        let other = registered(Address::repeat_byte(0x99), EXECUTORS, 1, 0);
+        assert!(delivered(&f, &mut state, other).await.is_empty());
+        let wrong_contract = registered(ENCLAVE, JOBS, 1, 1);
+        assert!(delivered(&f, &mut state, wrong_contract).await.is_empty());
+        let junk = Log {
+            address: JOBS,
+            topics: vec![JobRespondedFilter::signature(), H256::zero(), H256::zero()],
+            data: Bytes::from(vec![1, 2, 3]),
+            ..registered(ENCLAVE, JOBS, 1, 2)
+        };
+        assert!(delivered(&f, &mut state, junk).await.is_empty());
+        let pending = Log {
+            block_hash: None,
+            ..registered(ENCLAVE, EXECUTORS, 1, 3)
+        };
+        assert!(delivered(&f, &mut state, pending).await.is_empty());
+    }
+
+    #[test]
+    fn the_seen_window_is_pruned_below_the_cursor() {
+        let mut state = State::new(Some(1000));
+        state.seen.insert((H256::repeat_byte(1), 0), (10, false));
+        state.seen.insert((H256::repeat_byte(2), 0), (900, false));
+        state.prune();
+        assert_eq!(state.seen.len(), 1);
     }
 }

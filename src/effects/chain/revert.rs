@@ -39,7 +39,10 @@ pub fn decode_revert(data: &[u8]) -> Revert {
     let known = [
         (JobsExecutionTimeOver::selector(), Revert::ExecutionTimeOver),
         (JobsSignatureTooOld::selector(), Revert::SignatureTooOld),
-        (JobsNotSelectedExecutor::selector(), Revert::NotSelectedExecutor),
+        (
+            JobsNotSelectedExecutor::selector(),
+            Revert::NotSelectedExecutor,
+        ),
         (
             JobsExecutorAlreadySubmittedOutput::selector(),
             Revert::AlreadySubmittedOutput,

@@ -179,7 +179,11 @@ impl TxSender {
         wallet: &LocalWallet,
         call: &Call,
     ) -> Result<TxOutcome, ChainError> {
-        let estimate = match rpc("eth_estimateGas", self.provider.estimate_gas(&call.request(), None)).await
+        let estimate = match rpc(
+            "eth_estimateGas",
+            self.provider.estimate_gas(&call.request(), None),
+        )
+        .await
         {
             Ok(gas) => gas,
             Err(e) => {
@@ -214,7 +218,12 @@ impl TxSender {
                 .map_err(|e| transient("signing", e))?;
             let raw = tx.rlp_signed(&signature);
             let hash = H256::from(keccak256(&raw));
-            match rpc("eth_sendRawTransaction", self.provider.send_raw_transaction(raw)).await {
+            match rpc(
+                "eth_sendRawTransaction",
+                self.provider.send_raw_transaction(raw),
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(e) => {
                     let message = e.to_string().to_ascii_lowercase();
@@ -286,10 +295,13 @@ impl TxSender {
 
     /// EIP-1559 fees when the latest block has a base fee, the legacy gas price otherwise.
     async fn fees(&self) -> Result<Fees, ChainError> {
-        let block = rpc("eth_getBlockByNumber", self.provider.get_block(BlockNumber::Latest))
-            .await
-            .map_err(|e| transient("eth_getBlockByNumber", e))?
-            .ok_or_else(|| ChainError::Transient("the node has no latest block".into()))?;
+        let block = rpc(
+            "eth_getBlockByNumber",
+            self.provider.get_block(BlockNumber::Latest),
+        )
+        .await
+        .map_err(|e| transient("eth_getBlockByNumber", e))?
+        .ok_or_else(|| ChainError::Transient("the node has no latest block".into()))?;
         match block.base_fee_per_gas {
             Some(base_fee) => {
                 let priority_fee = rpc(
@@ -314,7 +326,11 @@ impl TxSender {
     }
 
     /// Polls the receipts of every hash sent for one nonce until one is mined or time is up.
-    async fn wait_for_receipt(&self, hashes: &[H256], timeout: Duration) -> Option<TransactionReceipt> {
+    async fn wait_for_receipt(
+        &self,
+        hashes: &[H256],
+        timeout: Duration,
+    ) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             for hash in hashes {
