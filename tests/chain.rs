@@ -302,11 +302,19 @@ async fn chain_writer_contract_holds_for_the_tx_sender_and_windows_close() {
 }
 
 #[tokio::test]
-async fn concurrent_submits_use_distinct_nonces() {
-    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
+async fn concurrent_submits_use_distinct_nonces_from_the_chain() {
+    let (devnet, e1, e2, codehash) = two_executor_devnet().await;
     let first = devnet.create_job(codehash, b"1", 5_000).await;
     let second = devnet.create_job(codehash, b"2", 5_000).await;
     let now = devnet.chain_time().await;
+    // The gas account has already sent a transaction of its own: the chain's nonce wins.
+    send_raw(
+        &devnet,
+        FIRST_GAS_ACCOUNT,
+        Some(devnet.deployment.user_code),
+        vec![],
+    )
+    .await;
     let sender = TxSender::new(devnet.chain_config()).expect("sender");
     sender
         .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
@@ -314,25 +322,46 @@ async fn concurrent_submits_use_distinct_nonces() {
     let a = sign_output(&e1, first.job_id, b"a", 1, ErrorCode::Ok, now);
     let b = sign_output(&e1, second.job_id, b"b", 1, ErrorCode::Ok, now);
     let (ra, rb) = tokio::join!(sender.submit_output(&a), sender.submit_output(&b));
-    let hashes: Vec<H256> = [ra, rb]
-        .into_iter()
-        .map(|r| match r {
-            Ok(TxOutcome::Mined { tx_hash }) => tx_hash,
-            other => panic!("both land: {other:?}"),
-        })
-        .collect();
     let provider = devnet.provider();
     let mut nonces = Vec::new();
-    for hash in hashes {
-        let tx = provider
-            .get_transaction(hash)
-            .await
-            .expect("eth_getTransactionByHash")
-            .expect("the transaction exists");
-        nonces.push(tx.nonce);
+    for outcome in [ra, rb] {
+        nonces.push(mined_nonce(&provider, outcome).await);
     }
     nonces.sort();
-    assert_eq!(nonces, vec![U256::zero(), U256::one()]);
+    assert_eq!(nonces, vec![U256::from(1), U256::from(2)]);
+
+    // A new gas key starts from its own account's nonce.
+    let new_gas = sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT + 1))
+        .expect("gas key");
+    let c = sign_output(&e2, first.job_id, b"c", 1, ErrorCode::Ok, now);
+    let outcome = sender.submit_output(&c).await;
+    let tx_hash = match &outcome {
+        Ok(TxOutcome::Mined { tx_hash }) => *tx_hash,
+        other => panic!("mined: {other:?}"),
+    };
+    let tx = provider
+        .get_transaction(tx_hash)
+        .await
+        .expect("eth_getTransactionByHash")
+        .expect("the transaction exists");
+    assert_eq!((tx.from, tx.nonce), (new_gas, U256::zero()));
+}
+
+/// The nonce of a mined outcome's transaction.
+async fn mined_nonce(
+    provider: &ethers::providers::Provider<ethers::providers::Http>,
+    outcome: Result<TxOutcome, ChainError>,
+) -> U256 {
+    let Ok(TxOutcome::Mined { tx_hash }) = outcome else {
+        panic!("both land: {outcome:?}");
+    };
+    provider
+        .get_transaction(tx_hash)
+        .await
+        .expect("eth_getTransactionByHash")
+        .expect("the transaction exists")
+        .nonce
 }
 
 async fn set_automine(devnet: &Devnet, on: bool) {
@@ -532,8 +561,8 @@ async fn code_source_contract_holds_for_the_stub() {
 }
 
 /// Sends a raw transaction (explicit gas: it may revert) and returns its hash.
-async fn send_raw(devnet: &Devnet, to: Option<Address>, data: Vec<u8>) -> H256 {
-    let client = client::client(&devnet.http_url(), devnet.anvil.key(JOB_AUTHOR))
+async fn send_raw(devnet: &Devnet, account: usize, to: Option<Address>, data: Vec<u8>) -> H256 {
+    let client = client::client(&devnet.http_url(), devnet.anvil.key(account))
         .await
         .expect("client");
     let mut tx = TransactionRequest::new().data(data).gas(200_000u64);
@@ -561,16 +590,18 @@ async fn code_source_contract_holds_for_user_code_source() {
     let devnet = Devnet::start(params(1)).await;
     let user_code = devnet.deployment.user_code;
     let saved = devnet.save_code(OK_CODE).await;
-    let to_jobs = send_raw(&devnet, Some(devnet.deployment.jobs), vec![]).await;
-    let creation = send_raw(&devnet, None, vec![0x00]).await;
+    let to_jobs = send_raw(&devnet, JOB_AUTHOR, Some(devnet.deployment.jobs), vec![]).await;
+    let creation = send_raw(&devnet, JOB_AUTHOR, None, vec![0x00]).await;
     let junk = send_raw(
         &devnet,
+        JOB_AUTHOR,
         Some(user_code),
         calldata(SAVE_CODE_SELECTOR, vec![0xab; 10]),
     )
     .await;
     let other_selector = send_raw(
         &devnet,
+        JOB_AUTHOR,
         Some(user_code),
         calldata(
             [1, 2, 3, 4],
@@ -580,6 +611,7 @@ async fn code_source_contract_holds_for_user_code_source() {
     .await;
     let not_utf8 = send_raw(
         &devnet,
+        JOB_AUTHOR,
         Some(user_code),
         calldata(
             SAVE_CODE_SELECTOR,

@@ -1,12 +1,13 @@
 //! The transaction sender: owns the gas key and the nonce, sends `submitOutput` and
 //! `slashOnExecutionTimeout`.
 //!
-//! One send at a time (a tokio mutex), so two transactions never share a nonce. Each send:
-//! estimate gas (a revert there is the usual way the chain says no) → fees from the node
-//! (EIP-1559 when blocks carry a base fee, legacy otherwise) → nonce = max(local next nonce,
-//! chain pending nonce) → sign locally → send raw → poll for the receipt. A transaction not mined
-//! within `RECEIPT_TIMEOUT` is replaced (same nonce, fees bumped by `FEE_BUMP_PERCENT`) up to
-//! `MAX_SENDS` times. A receipt with status 0 is replayed with `eth_call` at its block to learn why.
+//! Each send: estimate gas (a revert there is the usual way the chain says no) → fees from the
+//! node (EIP-1559 when blocks carry a base fee, legacy otherwise) → under a tokio mutex, so two
+//! transactions never share a nonce: nonce = max(local next nonce, chain pending nonce), sign
+//! locally, send raw → outside the mutex, poll for the receipt. A transaction not mined within
+//! `RECEIPT_TIMEOUT` is replaced (same nonce, fees bumped by `FEE_BUMP_PERCENT`) up to
+//! `MAX_SENDS` times. A receipt with status 0 is replayed with `eth_call` at its block to learn
+//! why. The nonce is asked from the chain again after errors and after a gas key change.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +40,11 @@ pub const RECEIPT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_SENDS: usize = 4;
 /// Each replacement raises the fees by this much (nodes require at least 10–12.5 %).
 pub const FEE_BUMP_PERCENT: u64 = 25;
-/// Added to the gas estimate.
-pub const GAS_MARGIN_PERCENT: u64 = 25;
+/// Added to the gas estimate: the state can change between estimate and inclusion (another
+/// executor's output makes ours the one that settles the job and pays for it).
+pub const GAS_MARGIN_PERCENT: u64 = 50;
+/// Added on top of the margin, for the same reason.
+pub const GAS_MARGIN_FIXED: u64 = 50_000;
 /// The longest any single RPC request may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Priority fee used when the node does not answer `eth_maxPriorityFeePerGas`.
@@ -84,6 +88,37 @@ impl Fees {
                 gas_price: bump(gas_price),
             },
         }
+    }
+}
+
+/// Why sending a transaction with a new nonce failed.
+enum SendFailure {
+    /// The nonce was used meanwhile (by another sender of this key): take a new one.
+    NonceTooLow(ChainError),
+    /// Another transaction of ours holds the nonce in the pool: bid higher.
+    Underpriced(ChainError),
+    Other(ChainError),
+}
+
+/// The node's refusals of `eth_sendRawTransaction` the sender reacts to.
+enum Refusal {
+    /// The node already has this very transaction.
+    Known,
+    NonceTooLow,
+    /// A transaction with this nonce and higher fees is in the pool.
+    Underpriced,
+}
+
+fn classify(error: &ProviderError) -> Option<Refusal> {
+    let message = error.to_string().to_ascii_lowercase();
+    if message.contains("already known") || message.contains("already imported") {
+        Some(Refusal::Known)
+    } else if message.contains("nonce too low") {
+        Some(Refusal::NonceTooLow)
+    } else if message.contains("underpriced") {
+        Some(Refusal::Underpriced)
+    } else {
+        None
     }
 }
 
@@ -144,41 +179,24 @@ impl TxSender {
             .ok_or(ChainError::NoGasKey)
     }
 
-    /// Sends one call to the Jobs contract, serialised with every other send.
+    /// Sends one call to the Jobs contract and follows it to its end.
     async fn send(&self, name: &'static str, data: Vec<u8>) -> Result<TxOutcome, ChainError> {
-        let mut nonce = self.nonce.lock().await;
         let wallet = self.wallet()?;
-        let generation = self.key_generation.load(Ordering::SeqCst);
-        if nonce.key_generation != generation {
-            *nonce = NonceState {
-                key_generation: generation,
-                next: None,
-            };
-        }
         let call = Call {
             name,
             from: wallet.address(),
             to: self.config.jobs_address,
             data: data.into(),
         };
-        let result = self.send_locked(&mut nonce, &wallet, &call).await;
+        let result = self.send_call(&wallet, &call).await;
         match &result {
             Ok(outcome) => tracing::info!(call = name, ?outcome, "transaction finished"),
-            Err(e) => {
-                // The chain is the authority again for the next send.
-                nonce.next = None;
-                tracing::warn!(call = name, error = %e, "transaction failed");
-            }
+            Err(e) => tracing::warn!(call = name, error = %e, "transaction failed"),
         }
         result
     }
 
-    async fn send_locked(
-        &self,
-        nonce_state: &mut NonceState,
-        wallet: &LocalWallet,
-        call: &Call,
-    ) -> Result<TxOutcome, ChainError> {
+    async fn send_call(&self, wallet: &LocalWallet, call: &Call) -> Result<TxOutcome, ChainError> {
         let estimate = match rpc(
             "eth_estimateGas",
             self.provider.estimate_gas(&call.request(), None),
@@ -199,25 +217,38 @@ impl TxSender {
                 };
             }
         };
-        let gas = estimate + estimate * GAS_MARGIN_PERCENT / 100;
+        let gas = estimate + estimate * GAS_MARGIN_PERCENT / 100 + GAS_MARGIN_FIXED;
         let mut fees = self.fees().await?;
-        let pending = rpc(
-            "eth_getTransactionCount",
-            self.provider
-                .get_transaction_count(call.from, Some(BlockNumber::Pending.into())),
-        )
-        .await
-        .map_err(|e| transient("eth_getTransactionCount", e))?;
-        let nonce = nonce_state.next.map_or(pending, |local| local.max(pending));
 
-        let mut sent: Vec<H256> = Vec::new();
+        // A fresh nonce, under the lock; the receipt is awaited outside it so that other
+        // transactions are not held up by this one's block.
+        let mut tries = 0;
+        let (nonce, first_hash) = loop {
+            tries += 1;
+            match self.send_with_new_nonce(wallet, call, gas, fees).await {
+                Ok(sent) => break sent,
+                Err(SendFailure::NonceTooLow(_)) if tries < MAX_SENDS => {}
+                Err(SendFailure::Underpriced(_)) if tries < MAX_SENDS => fees = fees.bumped(),
+                Err(SendFailure::NonceTooLow(e) | SendFailure::Underpriced(e))
+                | Err(SendFailure::Other(e)) => return Err(e),
+            }
+        };
+
+        let mut sent = vec![first_hash];
         for attempt in 1..=MAX_SENDS {
-            let tx = self.transaction(call, nonce, gas, fees);
-            let signature = wallet
-                .sign_transaction_sync(&tx)
-                .map_err(|e| transient("signing", e))?;
-            let raw = tx.rlp_signed(&signature);
-            let hash = H256::from(keccak256(&raw));
+            if let Some(receipt) = self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
+                return self.outcome(call, gas, receipt).await;
+            }
+            if attempt == MAX_SENDS {
+                break;
+            }
+            fees = fees.bumped();
+            tracing::warn!(
+                call = call.name,
+                %nonce,
+                "not mined within {RECEIPT_TIMEOUT:?}; replacing it with higher fees"
+            );
+            let (raw, hash) = self.signed(wallet, call, nonce, gas, fees)?;
             match rpc(
                 "eth_sendRawTransaction",
                 self.provider.send_raw_transaction(raw),
@@ -225,45 +256,108 @@ impl TxSender {
             .await
             {
                 Ok(_) => {}
-                Err(e) => {
-                    let message = e.to_string().to_ascii_lowercase();
-                    if message.contains("already known") || message.contains("already imported") {
-                        // The node has this very transaction: wait for it like any other.
-                    } else if message.contains("underpriced") && attempt < MAX_SENDS {
-                        tracing::warn!(call = call.name, %nonce, "replacement underpriced; bumping again");
-                        fees = fees.bumped();
-                        continue;
-                    } else if message.contains("nonce too low") && !sent.is_empty() {
-                        // One of our earlier sends with this nonce was mined meanwhile.
-                        match self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
-                            Some(receipt) => return self.outcome(call, gas, receipt).await,
-                            None => return Err(transient("eth_sendRawTransaction", e)),
-                        }
-                    } else {
-                        return Err(transient("eth_sendRawTransaction", e));
+                Err(e) => match classify(&e) {
+                    // One of the earlier sends was mined meanwhile, or the node has this one.
+                    Some(Refusal::NonceTooLow) | Some(Refusal::Known) => {}
+                    // The next round bumps again.
+                    Some(Refusal::Underpriced) => {
+                        tracing::debug!(call = call.name, %nonce, "replacement underpriced")
                     }
-                }
+                    None => {
+                        tracing::warn!(call = call.name, %nonce, error = %e, "replacement not accepted")
+                    }
+                },
             }
             if !sent.contains(&hash) {
                 sent.push(hash);
             }
-            nonce_state.next = Some(nonce + 1);
-            tracing::info!(call = call.name, tx_hash = ?hash, %nonce, attempt, "transaction sent");
-            if let Some(receipt) = self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
-                return self.outcome(call, gas, receipt).await;
-            }
-            tracing::warn!(
-                call = call.name,
-                tx_hash = ?hash,
-                %nonce,
-                "not mined within {RECEIPT_TIMEOUT:?}; replacing it with higher fees"
-            );
-            fees = fees.bumped();
+            tracing::info!(call = call.name, tx_hash = ?hash, %nonce, attempt = attempt + 1, "replacement sent");
         }
+        // The chain is the authority on the nonce again for the next send.
+        self.nonce.lock().await.next = None;
         Err(ChainError::Transient(format!(
             "{} not mined after {MAX_SENDS} sends with nonce {nonce}",
             call.name
         )))
+    }
+
+    /// Takes the next nonce and sends the first transaction with it, under the send lock.
+    async fn send_with_new_nonce(
+        &self,
+        wallet: &LocalWallet,
+        call: &Call,
+        gas: U256,
+        fees: Fees,
+    ) -> Result<(U256, H256), SendFailure> {
+        let mut state = self.nonce.lock().await;
+        let generation = self.key_generation.load(Ordering::SeqCst);
+        if state.key_generation != generation {
+            *state = NonceState {
+                key_generation: generation,
+                next: None,
+            };
+        }
+        let pending = rpc(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(call.from, Some(BlockNumber::Pending.into())),
+        )
+        .await
+        .map_err(|e| SendFailure::Other(transient("eth_getTransactionCount", e)))?;
+        let nonce = state.next.map_or(pending, |local| local.max(pending));
+        let (raw, hash) = self
+            .signed(wallet, call, nonce, gas, fees)
+            .map_err(SendFailure::Other)?;
+        match rpc(
+            "eth_sendRawTransaction",
+            self.provider.send_raw_transaction(raw),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) => match classify(&e) {
+                Some(Refusal::Known) => {}
+                Some(Refusal::NonceTooLow) => {
+                    state.next = None;
+                    return Err(SendFailure::NonceTooLow(transient(
+                        "eth_sendRawTransaction",
+                        e,
+                    )));
+                }
+                Some(Refusal::Underpriced) => {
+                    // Another transaction of ours holds this nonce in the pool: outbid it.
+                    return Err(SendFailure::Underpriced(transient(
+                        "eth_sendRawTransaction",
+                        e,
+                    )));
+                }
+                None => {
+                    state.next = None;
+                    return Err(SendFailure::Other(transient("eth_sendRawTransaction", e)));
+                }
+            },
+        }
+        state.next = Some(nonce + 1);
+        tracing::info!(call = call.name, tx_hash = ?hash, %nonce, "transaction sent");
+        Ok((nonce, hash))
+    }
+
+    /// The raw signed transaction and its hash.
+    fn signed(
+        &self,
+        wallet: &LocalWallet,
+        call: &Call,
+        nonce: U256,
+        gas: U256,
+        fees: Fees,
+    ) -> Result<(Bytes, H256), ChainError> {
+        let tx = self.transaction(call, nonce, gas, fees);
+        let signature = wallet
+            .sign_transaction_sync(&tx)
+            .map_err(|e| transient("signing", e))?;
+        let raw = tx.rlp_signed(&signature);
+        let hash = H256::from(keccak256(&raw));
+        Ok((raw, hash))
     }
 
     fn transaction(&self, call: &Call, nonce: U256, gas: U256, fees: Fees) -> TypedTransaction {
