@@ -56,7 +56,7 @@ pub fn hex_field<const N: usize>(field: &str, value: &str) -> Result<[u8; N], Ap
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
         .unwrap_or(value);
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(ApiError::bad_request(format!(
             "{field}: odd number of hex digits ({})",
             digits.len()
