@@ -33,6 +33,10 @@ use crate::domain::model::{ChainEvent, ChainLog, Job, LogPosition};
 
 /// Largest block range of one `eth_getLogs` (halved on failure, down to one block).
 pub const BACKFILL_RANGE: u64 = 2000;
+/// With no cursor yet, the first scan starts this many blocks below the head, so that a
+/// registration mined just before the follower asked for the head is not missed.
+pub const START_LOOKBACK_BLOCKS: u64 = 256;
+
 /// How often the follower scans from its cursor to the head and reports `Synced`.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the WebSocket is asked for the block number to find a dead connection.
@@ -261,7 +265,9 @@ impl LogFollower {
         let head = rpc("eth_blockNumber", http.get_block_number())
             .await?
             .as_u64();
-        let mut from = *state.cursor.get_or_insert(head);
+        let mut from = *state
+            .cursor
+            .get_or_insert(head.saturating_sub(START_LOOKBACK_BLOCKS));
         let mut range = BACKFILL_RANGE;
         while from <= head {
             let to = head.min(from.saturating_add(range - 1));
