@@ -12,8 +12,10 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --features mocks -- -D warnings
 echo "== cargo test"
-cargo test --features mocks -- --nocapture 2>&1 | tee target/test-output.log
+log_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$log_dir"
+cargo test --features mocks -- --nocapture 2>&1 | tee "$log_dir/test-output.log"
 status=${PIPESTATUS[0]}
 # Say plainly which tests skipped a part for lack of privileges (cgroups).
-grep -h '^SKIP' target/test-output.log | sort -u || true
+grep -h '^SKIP' "$log_dir/test-output.log" | sort -u || true
 exit "$status"
