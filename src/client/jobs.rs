@@ -116,51 +116,55 @@ pub async fn register_executor(
         .transaction_hash)
 }
 
-/// `drainExecutor(enclave)` from the owner's key.
-pub async fn drain_executor(
+/// Sends one of the owner's calls on `Executors` for `enclave`.
+async fn owner_call(
     http_url: &str,
     owner_key: &str,
     executors: Address,
-    enclave: Address,
+    name: &str,
+    call: impl FnOnce(&Executors<Client>) -> ContractCall<Client, ()>,
 ) -> Result<H256> {
     let contract = Executors::new(executors, client(http_url, owner_key).await?);
-    Ok(
-        send("Executors.drainExecutor", contract.drain_executor(enclave))
-            .await?
-            .transaction_hash,
-    )
+    Ok(send(name, call(&contract)).await?.transaction_hash)
+}
+
+/// `drainExecutor(enclave)` from the owner's key.
+pub async fn drain_executor(
+    url: &str,
+    key: &str,
+    executors: Address,
+    enclave: Address,
+) -> Result<H256> {
+    owner_call(url, key, executors, "Executors.drainExecutor", |c| {
+        c.drain_executor(enclave)
+    })
+    .await
 }
 
 /// `reviveExecutor(enclave)` from the owner's key.
 pub async fn revive_executor(
-    http_url: &str,
-    owner_key: &str,
+    url: &str,
+    key: &str,
     executors: Address,
     enclave: Address,
 ) -> Result<H256> {
-    let contract = Executors::new(executors, client(http_url, owner_key).await?);
-    Ok(send(
-        "Executors.reviveExecutor",
-        contract.revive_executor(enclave),
-    )
-    .await?
-    .transaction_hash)
+    owner_call(url, key, executors, "Executors.reviveExecutor", |c| {
+        c.revive_executor(enclave)
+    })
+    .await
 }
 
 /// `deregisterExecutor(enclave)` from the owner's key.
 pub async fn deregister_executor(
-    http_url: &str,
-    owner_key: &str,
+    url: &str,
+    key: &str,
     executors: Address,
     enclave: Address,
 ) -> Result<H256> {
-    let contract = Executors::new(executors, client(http_url, owner_key).await?);
-    Ok(send(
-        "Executors.deregisterExecutor",
-        contract.deregister_executor(enclave),
-    )
-    .await?
-    .transaction_hash)
+    owner_call(url, key, executors, "Executors.deregisterExecutor", |c| {
+        c.deregister_executor(enclave)
+    })
+    .await
 }
 
 /// A job as `createJob` made it.
