@@ -13,7 +13,7 @@ RUN cargo build --release --locked --bin serverless-executor
 FROM node:20-bookworm-slim AS tools
 WORKDIR /tools
 COPY tools/package.json tools/package-lock.json ./
-RUN npm ci --no-audit --no-fund --omit=dev \
+RUN (npm ci --no-audit --no-fund --omit=dev || npm install --no-audit --no-fund --no-save --omit=dev) \
     && test -x node_modules/@cloudflare/workerd-linux-64/bin/workerd
 
 FROM debian:bookworm-slim

@@ -26,7 +26,13 @@ fi
 stamp="node_modules/.package-lock.json"
 if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   echo "tools/install.sh: npm ci in $TOOLS_DIR" >&2
-  npm ci --no-audit --no-fund >&2 || die "npm ci failed in $TOOLS_DIR"
+  # npm 11 refuses `npm ci` when the lock lacks the other platforms' optional binaries (it
+  # records only those the registry served here); `npm install --no-save` then installs the same
+  # pinned versions from the lock without rewriting it.
+  if ! npm ci --no-audit --no-fund >&2; then
+    echo "tools/install.sh: npm ci refused the lock; installing the locked versions with npm install --no-save" >&2
+    npm install --no-audit --no-fund --no-save >&2 || die "npm install failed in $TOOLS_DIR"
+  fi
 fi
 
 missing=0
