@@ -23,6 +23,17 @@ impl Executor {
 
     /// Sets or replaces the gas key; returns the gas address. Pending transactions move to it.
     pub fn configure_mutable(&self, gas_secret: [u8; 32]) -> Result<Address, DomainError> {
+        // Checked before anything changes: a refused key must not reach the sender.
+        let key = k256::ecdsa::SigningKey::from_slice(&gas_secret).map_err(|_| {
+            DomainError::InvalidGasKey(
+                "not a valid secp256k1 secret (zero, or not below the curve order)".into(),
+            )
+        })?;
+        if ethers::utils::secret_key_to_address(&key) == self.ports.signer.address() {
+            return Err(DomainError::InvalidGasKey(
+                "the gas key must not be the enclave key".into(),
+            ));
+        }
         let gas_address = self
             .ports
             .chain
@@ -33,11 +44,6 @@ impl Executor {
                 }
                 other => DomainError::Chain(other),
             })?;
-        if gas_address == self.ports.signer.address() {
-            return Err(DomainError::InvalidGasKey(
-                "the gas key must not be the enclave key".into(),
-            ));
-        }
         self.ports.store.set_gas_key(gas_secret)?;
         tracing::info!(gas_address = ?gas_address, "gas key configured");
         Ok(gas_address)
