@@ -234,7 +234,11 @@ impl Config {
             })?;
         let mut raw = HashMap::new();
         for (key, value) in table {
-            raw.insert(key.to_ascii_uppercase(), value.to_string());
+            let key = key.to_ascii_uppercase();
+            // EXECUTOR_CONFIG_FILE names the file itself (a command-line setting).
+            if key != "CONFIG_FILE" {
+                raw.insert(key, value.to_string());
+            }
         }
         Self::from_map(&raw)
     }
@@ -443,6 +447,28 @@ mod tests {
                 "{var}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_toml_file_sets_values_and_bad_ones_name_their_variable() {
+        let dir = std::env::temp_dir().join(format!("executor-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "port = 7001\njob_capacity = 3\negress = \"none\"\n").unwrap();
+        let c = Config::load(Some(&good)).unwrap();
+        assert_eq!(
+            (c.port, c.job_capacity, c.sandbox.egress),
+            (7001, 3, EgressPolicy::None)
+        );
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "job_capacity = \"many\"\n").unwrap();
+        let err = Config::load(Some(&bad)).unwrap_err().to_string();
+        assert!(err.starts_with("EXECUTOR_JOB_CAPACITY:"), "{err}");
+        let missing = Config::load(Some(&dir.join("none.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("none.toml"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
