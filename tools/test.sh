@@ -4,18 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+started=$SECONDS
+stage() { echo "== $1 (at ${SECONDS}s)"; }
+stage "install tools"
 bash tools/install.sh
 command -v cargo >/dev/null || { echo "error: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --all-targets --features mocks -- -D warnings
-echo "== cargo test"
+stage "cargo test"
 log_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$log_dir"
 cargo test --features mocks -- --nocapture 2>&1 | tee "$log_dir/test-output.log"
 status=${PIPESTATUS[0]}
 # Say plainly which tests skipped a part for lack of privileges (cgroups).
 grep -h '^SKIP' "$log_dir/test-output.log" | sort -u || true
+echo "== done in $((SECONDS - started))s, exit $status"
 exit "$status"
