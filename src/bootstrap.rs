@@ -38,12 +38,18 @@ pub struct Running {
 /// Builds everything from `config` and starts serving. Fails with a message naming the problem.
 pub async fn start(config: Config) -> Result<Running> {
     let enclave = Arc::new(EnclaveKey::load(&config.enclave_key_file)?);
-    let store = Arc::new(
-        SledStore::open(&config.data_dir)
-            .with_context(|| format!("EXECUTOR_DATA_DIR={}", config.data_dir.display()))?,
-    );
+    let unreadable = || {
+        format!(
+            "the store in EXECUTOR_DATA_DIR={} cannot be read. To rebuild the journal from the \
+             chain, move that directory aside and start again, then set the owner and gas key \
+             again (jobs are found again from EXECUTOR_START_BLOCK, or the last {} blocks)",
+            config.data_dir.display(),
+            crate::effects::chain::follower::START_LOOKBACK_BLOCKS
+        )
+    };
+    let store = Arc::new(SledStore::open(&config.data_dir).with_context(unreadable)?);
     // Warns loudly, once, when cgroups cannot be used.
-    let slots = Arc::new(CgroupSlots::new(config.job_capacity, &config.sandbox));
+    let slots = Arc::new(CgroupSlots::new(config.slots, &config.sandbox));
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
     let chain = Arc::new(TxSender::new(config.chain.clone())?);
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
@@ -59,19 +65,21 @@ pub async fn start(config: Config) -> Result<Running> {
     };
     let settings = Settings {
         execution_buffer_secs: config.chain.execution_buffer_secs,
+        job_capacity: Some(config.job_capacity),
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
-    if let Some(gas) = executor.restore_gas_key()? {
+    if let Some(gas) = executor.restore_gas_key().with_context(unreadable)? {
         tracing::info!(gas_address = ?gas, "gas key restored from the store");
     }
-    let report = executor.recover()?;
+    let report = executor.recover().with_context(unreadable)?;
     tracing::info!(?report, "journal recovered");
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(executor.clone().run_dispatcher());
     tasks.spawn(executor.clone().run_settler());
+    tasks.spawn(executor.clone().run_pruner());
 
     let listener = TcpListener::bind((config.listen_addr, config.port))
         .await

@@ -93,6 +93,8 @@ pub struct Config {
     pub enclave_key_file: PathBuf,
     pub data_dir: PathBuf,
     pub job_capacity: usize,
+    /// Sandbox slots (at most `job_capacity`): jobs beyond them wait in the queue.
+    pub slots: usize,
     pub log_level: String,
     pub log_format: LogFormat,
     pub chain: ChainConfig,
@@ -117,7 +119,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "JOB_CAPACITY",
         "20",
-        "number of job slots, announced on registration",
+        "jobs taken at once, announced on registration",
+    ),
+    (
+        "SLOTS",
+        "",
+        "sandboxes run at once (empty: JOB_CAPACITY); with fewer, jobs queue earliest deadline first",
     ),
     (
         "LOG_LEVEL",
@@ -259,6 +266,10 @@ impl Config {
             s => PathBuf::from(s),
         };
         let job_capacity: usize = r.number("JOB_CAPACITY", 1, 10_000)?;
+        let slots = match r.text("SLOTS") {
+            s if s.is_empty() => job_capacity,
+            _ => r.number("SLOTS", 1, job_capacity)?,
+        };
         let slot_memory_mb: u64 = r.number("SLOT_MEMORY_MB", 16, 1 << 20)?;
         let start_block = match r.text("START_BLOCK") {
             s if s.is_empty() => None,
@@ -270,6 +281,7 @@ impl Config {
             enclave_key_file: PathBuf::from(r.non_empty("ENCLAVE_KEY_FILE")?),
             data_dir: PathBuf::from(r.non_empty("DATA_DIR")?),
             job_capacity,
+            slots,
             log_level: r.non_empty("LOG_LEVEL")?,
             log_format: match r.text("LOG_FORMAT").as_str() {
                 "text" => LogFormat::Text,
@@ -421,6 +433,7 @@ mod tests {
         let c = with(&[]).unwrap();
         assert_eq!(c.port, 6001);
         assert_eq!(c.job_capacity, 20);
+        assert_eq!(c.slots, 20, "slots follow the job capacity");
         assert_eq!(c.sandbox.output_limit_bytes, 20480);
         assert_eq!(c.sandbox.slot_memory_bytes, 100 * 1024 * 1024);
         assert!(!c.chain.is_configured());
@@ -433,6 +446,8 @@ mod tests {
             ("PORT", "abc"),
             ("LISTEN_ADDR", "nowhere"),
             ("JOB_CAPACITY", "0"),
+            ("SLOTS", "21"),
+            ("SLOTS", "0"),
             ("JOBS_ADDRESS", "0x1234"),
             ("EXECUTORS_ADDRESS", "zz"),
             ("RPC_WS_URL", "http://x:1"),

@@ -29,11 +29,11 @@ use serverless_executor::effects::chain::sender::RECEIPT_TIMEOUT;
 use serverless_executor::effects::chain::{FollowerItem, LogFollower, TxSender};
 use serverless_executor::effects::code_fetch::{UserCodeSource, SAVE_CODE_SELECTOR};
 use serverless_executor::effects::signer::EnclaveKey;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use common::anvil::{random_enclave, sign_output, Devnet, FIRST_GAS_ACCOUNT, JOB_AUTHOR, OPERATOR};
+use common::proxy::Proxy;
 
 const OK_CODE: &str = "export default { fetch() { return new Response(\"ok\"); } };";
 
@@ -867,67 +867,6 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
         .await
         .expect("the follower returns once the receiver is gone")
         .expect("no panic");
-}
-
-/// A TCP proxy that can drop every connection and stop listening, then come back on its port.
-struct Proxy {
-    listen: SocketAddr,
-    target: SocketAddr,
-    accept: Option<JoinHandle<()>>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut proxy = Proxy {
-            listen: listener.local_addr().expect("local addr"),
-            target,
-            accept: None,
-            connections: Arc::default(),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        let (target, connections) = (self.target, self.connections.clone());
-        self.accept = Some(tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let handle = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                connections.lock().unwrap().push(handle);
-            }
-        }));
-    }
-
-    /// Closes every connection and the listening socket.
-    fn stop(&mut self) {
-        if let Some(accept) = self.accept.take() {
-            accept.abort();
-        }
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
-
-    async fn resume(&mut self) {
-        for _ in 0..50 {
-            if let Ok(listener) = TcpListener::bind(self.listen).await {
-                self.serve(listener);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("cannot listen on {} again", self.listen);
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}", self.listen)
-    }
 }
 
 #[tokio::test]

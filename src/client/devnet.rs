@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,6 +17,9 @@ use super::jobs::{register_executor, ExecutorRegistration};
 use crate::bootstrap::{self, Running};
 use crate::config::Config;
 use crate::effects::signer::EnclaveKey;
+
+/// Numbers the executors this process made (their cgroups must not collide).
+static NEXT_EXECUTOR: AtomicUsize = AtomicUsize::new(0);
 
 /// Anvil's account that deploys contracts and creates jobs.
 pub const AUTHOR_KEY_INDEX: usize = 0;
@@ -91,8 +95,9 @@ impl Devnet {
         self.anvil.key(AUTHOR_KEY_INDEX)
     }
 
-    /// The executor settings that point at this devnet.
-    pub fn executor_config(&self, dir: &Path, opts: &ExecutorOptions) -> Result<Config> {
+    /// The executor settings that point at this devnet, as `EXECUTOR_*` names without the
+    /// prefix (a separate executor process gets them as environment variables).
+    pub fn executor_settings(&self, dir: &Path, opts: &ExecutorOptions) -> HashMap<String, String> {
         let d = &self.deployment;
         let mut raw: HashMap<String, String> = [
             ("PORT", opts.api_port.to_string()),
@@ -118,11 +123,13 @@ impl Devnet {
                 self.options.deploy.executors_to_select.to_string(),
             ),
             (
+                // Unique per executor: tests run several devnets in one process at once.
                 "CGROUP_PARENT",
                 format!(
-                    "serverless-executor-devnet-{}-{}",
+                    "serverless-executor-devnet-{}-{}-{}",
                     std::process::id(),
-                    opts.account
+                    opts.account,
+                    NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed)
                 ),
             ),
         ]
@@ -132,35 +139,61 @@ impl Devnet {
         for (k, v) in &opts.extra {
             raw.insert(k.clone(), v.clone());
         }
-        Config::from_map(&raw).map_err(|e| anyhow!("devnet executor settings: {e}"))
+        raw
     }
 
-    /// Starts an executor with a fresh enclave key, configures it over its HTTP API, registers
-    /// it on chain and waits until it serves.
-    pub async fn start_executor(&self, opts: ExecutorOptions) -> Result<DevExecutor> {
-        if !(1..=4).contains(&opts.account) {
+    /// The executor settings that point at this devnet.
+    pub fn executor_config(&self, dir: &Path, opts: &ExecutorOptions) -> Result<Config> {
+        Config::from_map(&self.executor_settings(dir, opts))
+            .map_err(|e| anyhow!("devnet executor settings: {e}"))
+    }
+
+    /// The directory of account `account`'s executor, with its enclave key (made if missing).
+    pub fn executor_dir(&self, account: usize) -> Result<PathBuf> {
+        if !(1..=4).contains(&account) {
             bail!("devnet executor accounts are 1 to 4");
         }
-        let dir = self
-            .options
-            .work_dir
-            .join(format!("executor-{}", opts.account));
+        let dir = self.options.work_dir.join(format!("executor-{account}"));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let key_file = dir.join("enclave.key");
         if !key_file.exists() {
             EnclaveKey::generate(&key_file)?;
         }
+        Ok(dir)
+    }
+
+    /// Starts an executor with a fresh enclave key, configures it over its HTTP API, registers
+    /// it on chain and waits until it serves.
+    pub async fn start_executor(&self, opts: ExecutorOptions) -> Result<DevExecutor> {
+        let dir = self.executor_dir(opts.account)?;
         let config = self.executor_config(&dir, &opts)?;
         let running = bootstrap::start(config).await?;
         let api_url = format!("http://{}", running.api_addr);
-        let owner_key = self.anvil.key(opts.account).to_string();
-        let gas_key = self.anvil.key(opts.account + 5).to_string();
+        let enclave = self.enroll(&api_url, opts.account).await?;
+        let executor = DevExecutor {
+            running,
+            api_url,
+            enclave,
+            owner_key: self.anvil.key(opts.account).to_string(),
+        };
+        executor
+            .wait_for_status("serving", Duration::from_secs(30))
+            .await?;
+        Ok(executor)
+    }
+
+    /// Does what an operator does for the executor serving `api_url`, owned by anvil account
+    /// `account`: sets the owner and the gas key (account + 5) over its API, then registers its
+    /// enclave on chain with the signed registration message. Returns the enclave address.
+    pub async fn enroll(&self, api_url: &str, account: usize) -> Result<Address> {
+        let owner_key = self.anvil.key(account).to_string();
+        let gas_key = self.anvil.key(account + 5).to_string();
         let owner = super::wallet(&owner_key)?;
         let http = reqwest::Client::new();
         let api = Api {
             http: &http,
-            base: &api_url,
+            base: api_url,
         };
         api.post(
             "/immutable-config",
@@ -193,43 +226,43 @@ impl Devnet {
         )
         .await
         .context("registering the executor on chain")?;
-        let executor = DevExecutor {
-            running,
-            api_url,
-            enclave,
-            owner_key,
-        };
-        executor
-            .wait_for_status("serving", Duration::from_secs(30))
-            .await?;
-        Ok(executor)
+        Ok(enclave)
     }
 }
 
 impl DevExecutor {
     /// Waits until the executor's health reports `status` as its chain status.
     pub async fn wait_for_status(&self, status: &str, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::new();
-        let api = Api {
-            http: &http,
-            base: &self.api_url,
-        };
-        let started = tokio::time::Instant::now();
-        loop {
-            let health = api.get("/").await?;
+        wait_for_chain_status(&self.api_url, status, timeout).await
+    }
+
+    /// Stops the executor gracefully.
+    pub async fn stop(self) -> Result<()> {
+        self.running.shutdown(Duration::from_secs(10)).await
+    }
+}
+
+/// Waits until the executor serving `api_url` reports `status` as its chain status.
+pub async fn wait_for_chain_status(api_url: &str, status: &str, timeout: Duration) -> Result<()> {
+    let http = reqwest::Client::new();
+    let api = Api {
+        http: &http,
+        base: api_url,
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        // A process still starting refuses connections: that is not an answer yet.
+        if let Ok(health) = api.get("/").await {
             if health["chain_status"] == status {
                 return Ok(());
             }
             if started.elapsed() > timeout {
                 bail!("the executor did not reach chain status {status} in {timeout:?}: {health}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else if started.elapsed() > timeout {
+            bail!("the executor at {api_url} did not answer in {timeout:?}");
         }
-    }
-
-    /// Stops the executor gracefully.
-    pub async fn stop(self) -> Result<()> {
-        self.running.shutdown(Duration::from_secs(10)).await
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Settings {
     pub min_window_left_ms: u64,
     /// First pause between retries of a transient RPC failure (doubles, capped at 8×).
     pub retry_backoff_ms: u64,
+    /// Finished jobs stay in the journal this long after their window closed.
+    pub journal_retention_ms: u64,
+    /// Jobs announced on registration; None: one per slot. More than the slots queue.
+    pub job_capacity: Option<usize>,
 }
 
 impl Default for Settings {
@@ -55,6 +59,8 @@ impl Default for Settings {
             settle_margin_ms: 1_000,
             min_window_left_ms: 500,
             retry_backoff_ms: 250,
+            journal_retention_ms: 7 * 24 * 3_600_000,
+            job_capacity: None,
         }
     }
 }

@@ -169,6 +169,7 @@ impl Executor {
         let Some(slot) = lease.slot.as_ref() else {
             return;
         };
+        tracing::info!(job = %job.id, slot = slot.index, "job running");
         let outcome = self.execute_job(&job, slot).await;
         // The slot is free for the next job while this one's output is submitted.
         drop(lease);

@@ -606,6 +606,50 @@ async fn recovery_requeues_accepted_jobs_and_resends_signed_outputs() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn finished_jobs_past_the_retention_are_pruned_and_open_ones_kept() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    let week = Settings::default().journal_retention_ms / 1000;
+    let old = |id: u64| {
+        let mut job = job_now(id, vec![me], b"old");
+        job.exec_start_time -= week + 3600;
+        job
+    };
+    let confirmed = JobState::Confirmed {
+        output: None,
+        tx_hash: None,
+    };
+    let abandoned = JobState::Abandoned {
+        reason: "test".into(),
+    };
+    for (job, state) in [
+        (old(1), confirmed.clone()),
+        (old(2), abandoned.clone()),
+        (old(3), JobState::Observed),
+        // Old but never finished: recovery gives it up, pruning leaves it to a later round.
+        (old(4), JobState::Queued),
+        // Finished but recent: kept for the operator to look at.
+        (job_now(5, vec![me], b"new"), confirmed),
+    ] {
+        h.store.put_job(&JobRecord::new(job, state)).unwrap();
+    }
+    let report = h.executor.recover().unwrap();
+    assert_eq!(report.pruned, 3);
+    let left: Vec<U256> = h.store.jobs().unwrap().iter().map(|r| r.job.id).collect();
+    assert_eq!(left, vec![U256::from(4), U256::from(5)]);
+    // Recovery gave the old queued job up; the next round prunes it, then nothing is left to do.
+    assert_eq!(h.executor.prune_journal().unwrap(), 1);
+    assert_eq!(
+        h.executor.prune_journal().unwrap(),
+        0,
+        "pruning is idempotent"
+    );
+    let left: Vec<U256> = h.store.jobs().unwrap().iter().map(|r| r.job.id).collect();
+    assert_eq!(left, vec![U256::from(5)]);
+}
+
 #[test]
 fn the_memory_store_stub_keeps_the_store_contract() {
     store_contract(&memory_store());

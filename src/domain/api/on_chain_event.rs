@@ -69,6 +69,7 @@ impl Executor {
                         record.settled = true;
                     }
                     if executor == me && !matches!(record.state, JobState::Confirmed { .. }) {
+                        tracing::info!(job = %job_id, "our output seen on chain");
                         let output = match &record.state {
                             JobState::Executed { output } | JobState::Submitted { output, .. } => {
                                 Some(output.clone())

@@ -107,6 +107,19 @@ impl Executor {
                         },
                     )?;
                 }
+                Ok(TxOutcome::Reverted {
+                    revert: Revert::InvalidJob,
+                    ..
+                }) => {
+                    // If an earlier transaction of ours completed the job, the follower turns
+                    // this into `confirmed` when it reads our JobResponded.
+                    self.abandon(
+                        job,
+                        "the job is no longer on chain: fully answered (perhaps by an earlier \
+                         transaction of ours) or already settled",
+                    );
+                    return Ok(());
+                }
                 Ok(TxOutcome::Reverted { revert, tx_hash }) => {
                     self.abandon(
                         job,
@@ -147,14 +160,32 @@ impl Executor {
         Ok(())
     }
 
-    /// Gives a job up for good and says why, in the journal and the log.
+    /// Gives a job up for good and says why, in the journal and the log. A job whose output
+    /// the chain already shows stays confirmed (a refusal can race an earlier transaction).
     pub(crate) fn abandon(&self, job: &Job, reason: &str) {
-        tracing::warn!(job = %job.id, %reason, "job abandoned");
         let state = JobState::Abandoned {
             reason: reason.to_string(),
         };
-        if let Err(e) = self.set_state(job, state) {
-            tracing::error!(job = %job.id, error = %e, "cannot journal the abandoned job");
+        let journalled = {
+            let _journal = self.journal_lock();
+            self.ports.store.job(job.id).and_then(|found| {
+                let mut record =
+                    found.unwrap_or_else(|| JobRecord::new(job.clone(), state.clone()));
+                if matches!(record.state, JobState::Confirmed { .. }) {
+                    return Ok(false);
+                }
+                record.state = state;
+                self.ports.store.put_job(&record).map(|_| true)
+            })
+        };
+        match journalled {
+            Ok(true) => tracing::warn!(job = %job.id, %reason, "job abandoned"),
+            Ok(false) => {
+                tracing::info!(job = %job.id, %reason, "output already confirmed; not abandoned")
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, %reason, error = %e, "cannot journal the abandoned job")
+            }
         }
     }
 }
