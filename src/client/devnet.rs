@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ethers::types::Address;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::admin;
 use super::anvil::Anvil;
 use super::deploy::{deploy_dev_contracts, DeployParams, Deployment};
 use super::jobs::{register_executor, ExecutorRegistration};
@@ -41,6 +42,8 @@ pub struct Devnet {
 pub struct DevExecutor {
     pub running: Running,
     pub api_url: String,
+    /// The admin (operator) API.
+    pub admin_url: String,
     pub enclave: Address,
     /// The anvil account that owns it on chain.
     pub owner_key: String,
@@ -54,6 +57,8 @@ pub struct ExecutorOptions {
     pub job_capacity: usize,
     /// The executor's API port (0: any free one).
     pub api_port: u16,
+    /// The executor's admin API port (0: any free one).
+    pub admin_port: u16,
     /// Extra `EXECUTOR_*` settings (names without the prefix).
     pub extra: Vec<(String, String)>,
 }
@@ -64,6 +69,7 @@ impl Default for ExecutorOptions {
             account: 1,
             job_capacity: 4,
             api_port: 0,
+            admin_port: 0,
             extra: vec![],
         }
     }
@@ -96,6 +102,7 @@ impl Devnet {
         let d = &self.deployment;
         let mut raw: HashMap<String, String> = [
             ("PORT", opts.api_port.to_string()),
+            ("ADMIN_PORT", opts.admin_port.to_string()),
             (
                 "ENCLAVE_KEY_FILE",
                 dir.join("enclave.key").display().to_string(),
@@ -154,24 +161,26 @@ impl Devnet {
         let config = self.executor_config(&dir, &opts)?;
         let running = bootstrap::start(config).await?;
         let api_url = format!("http://{}", running.api_addr);
+        let admin_url = format!("http://{}", running.admin_addr);
         let owner_key = self.anvil.key(opts.account).to_string();
         let gas_key = self.anvil.key(opts.account + 5).to_string();
         let owner = super::wallet(&owner_key)?;
         let http = reqwest::Client::new();
-        let api = Api {
-            http: &http,
-            base: &api_url,
-        };
-        api.post(
+        // Configured like an operator would: the owner first, then the gas key signed by it.
+        let owner_address = ethers::signers::Signer::address(&owner);
+        admin::post(
+            &http,
+            &admin_url,
             "/immutable-config",
-            json!({ "owner_address_hex": format!("{:?}", ethers::signers::Signer::address(&owner)) }),
+            &admin::immutable_config_body(owner_address),
         )
         .await?;
-        api.post("/mutable-config", json!({ "gas_key_hex": gas_key }))
-            .await?;
-        let details = api.get("/executor-details").await?;
-        let registration = api.get("/signed-registration-message").await?;
-        let enclave: Address = field(&details, "enclave_address")?.parse()?;
+        let enclave = admin::enclave_address(&http, &api_url).await?;
+        let body =
+            admin::signed_mutable_config_body(&owner, enclave, &gas_key, admin::now_secs()).await?;
+        admin::post(&http, &admin_url, "/mutable-config", &body).await?;
+        let details = admin::get(&http, &api_url, "/executor-details").await?;
+        let registration = admin::get(&http, &api_url, "/signed-registration-message").await?;
         let public_key =
             hex::decode(field(&details, "enclave_public_key")?.trim_start_matches("0x"))?;
         let signature = hex::decode(field(&registration, "signature")?.trim_start_matches("0x"))?;
@@ -196,6 +205,7 @@ impl Devnet {
         let executor = DevExecutor {
             running,
             api_url,
+            admin_url,
             enclave,
             owner_key,
         };
@@ -210,13 +220,9 @@ impl DevExecutor {
     /// Waits until the executor's health reports `status` as its chain status.
     pub async fn wait_for_status(&self, status: &str, timeout: Duration) -> Result<()> {
         let http = reqwest::Client::new();
-        let api = Api {
-            http: &http,
-            base: &self.api_url,
-        };
         let started = tokio::time::Instant::now();
         loop {
-            let health = api.get("/").await?;
+            let health = admin::get(&http, &self.api_url, "/").await?;
             if health["chain_status"] == status {
                 return Ok(());
             }
@@ -230,37 +236,6 @@ impl DevExecutor {
     /// Stops the executor gracefully.
     pub async fn stop(self) -> Result<()> {
         self.running.shutdown(Duration::from_secs(10)).await
-    }
-}
-
-struct Api<'a> {
-    http: &'a reqwest::Client,
-    base: &'a str,
-}
-
-impl Api<'_> {
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await?;
-        Self::body(path, r).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await?;
-        Self::body(path, r).await
-    }
-
-    async fn body(path: &str, r: reqwest::Response) -> Result<Value> {
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path} answered {status}: {body}");
-        }
-        Ok(body)
     }
 }
 
