@@ -536,6 +536,61 @@ async fn selected_jobs_run_sign_and_land_and_others_are_settled() {
     let slashes = h.chain.slashes.lock().unwrap().clone();
     assert_eq!(slashes.iter().filter(|id| **id == U256::from(9)).count(), 1);
     assert!(h.store.job(U256::from(9)).unwrap().unwrap().settled);
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("executed_0 5\n"), "{metrics}");
+    assert!(metrics.contains("finished_Confirmed 5\n"), "{metrics}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_ends_once_in_the_metrics_whether_the_event_or_the_receipt_comes_first() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    let job = job_now(11, vec![me], b"x");
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    let output = h.executor.sign_output(&job, &outcome).unwrap();
+    h.store
+        .put_job(&JobRecord::new(
+            job.clone(),
+            JobState::Executed {
+                output: output.clone(),
+            },
+        ))
+        .unwrap();
+    // The chain's JobResponded for us arrives before the sender's receipt.
+    h.executor
+        .on_chain_event(log(
+            3,
+            ChainEvent::JobResponded {
+                job_id: job.id,
+                executor: me,
+                output_count: 1,
+            },
+        ))
+        .unwrap();
+    h.executor
+        .set_state(
+            &job,
+            JobState::Confirmed {
+                output: Some(output),
+                tx_hash: Some(H256::repeat_byte(1)),
+            },
+        )
+        .unwrap();
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("finished_Confirmed 1\n"), "{metrics}");
+    let status = h.executor.job_status(job.id).unwrap();
+    assert_eq!(status.state, "confirmed");
+    assert_eq!(status.tx_hash, Some(H256::repeat_byte(1)));
+    assert_eq!(status.error_code, Some(0));
+    assert!(matches!(
+        h.executor.job_status(U256::from(12)),
+        Err(DomainError::UnknownJob(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
