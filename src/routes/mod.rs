@@ -65,7 +65,8 @@ pub enum Surface {
     Admin,
 }
 
-/// What the routes of one listener can reach: the domain, plus process controls.
+/// What the routes of a listener reach: the domain (the log level goes through `crate::logging`,
+/// process plumbing rather than a port).
 pub struct Services {
     pub executor: Arc<Executor>,
 }
