@@ -13,15 +13,17 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::domain::api::FollowVerdict;
 use crate::domain::dal::{EnclaveSigner, Store};
-use crate::domain::model::ChainStatus;
+use crate::domain::model::{ChainStatus, Probe};
 use crate::domain::{Executor, Ports, Settings};
 use crate::effects::cgroup::CgroupSlots;
 use crate::effects::chain::{FollowerItem, LogFollower, TxSender};
 use crate::effects::clock::SystemClock;
 use crate::effects::code_fetch::UserCodeSource;
+use crate::effects::metrics::PromMetrics;
 use crate::effects::signer::EnclaveKey;
 use crate::effects::store::SledStore;
 use crate::effects::workerd::WorkerdSandbox;
+use crate::routes::{Services, Surface};
 
 /// How long a graceful shutdown waits for running jobs and their outputs.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -29,6 +31,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A started executor: its API address and the handles to stop it.
 pub struct Running {
     pub api_addr: SocketAddr,
+    /// Where the operator routes listen (loopback by default).
+    pub admin_addr: SocketAddr,
     pub executor: Arc<Executor>,
     store: Arc<SledStore>,
     shutdown: watch::Sender<bool>,
@@ -53,6 +57,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
     let chain = Arc::new(TxSender::new(config.chain.clone())?);
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
+    let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 
     let ports = Ports {
         signer: enclave.clone(),
@@ -61,11 +66,14 @@ pub async fn start(config: Config) -> Result<Running> {
         code,
         sandbox,
         slots,
-        chain,
+        chain: chain.clone(),
+        metrics: metrics.clone(),
     };
     let settings = Settings {
         execution_buffer_secs: config.chain.execution_buffer_secs,
         job_capacity: Some(config.job_capacity),
+        admin_signature_max_age_secs: config.admin.signature_max_age_secs,
+        admin_allow_unsigned: config.admin.allow_unsigned,
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
@@ -80,6 +88,13 @@ pub async fn start(config: Config) -> Result<Running> {
     tasks.spawn(executor.clone().run_dispatcher());
     tasks.spawn(executor.clone().run_settler());
     tasks.spawn(executor.clone().run_pruner());
+    tasks.spawn(probe(
+        executor.clone(),
+        chain,
+        metrics,
+        store.clone(),
+        config.clone(),
+    ));
 
     let listener = TcpListener::bind((config.listen_addr, config.port))
         .await
@@ -90,12 +105,43 @@ pub async fn start(config: Config) -> Result<Running> {
             )
         })?;
     let api_addr = listener.local_addr()?;
+    let admin_listener = TcpListener::bind((config.admin.listen_addr, config.admin.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} (EXECUTOR_ADMIN_LISTEN_ADDR, EXECUTOR_ADMIN_PORT)",
+                config.admin.listen_addr, config.admin.port
+            )
+        })?;
+    let admin_addr = admin_listener.local_addr()?;
+    let services = Arc::new(Services {
+        executor: executor.clone(),
+    });
     tasks.spawn(crate::routes::serve(
         listener,
-        executor.clone(),
+        services.clone(),
+        Surface::Public,
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(crate::routes::serve(
+        admin_listener,
+        services,
+        Surface::Admin,
         shutdown_rx.clone(),
     ));
     tracing::info!(%api_addr, enclave = ?enclave.address(), "executor API listening");
+    tracing::info!(%admin_addr, "operator (admin) API listening");
+    if !config.admin.listen_addr.is_loopback() {
+        tracing::warn!(
+            %admin_addr,
+            "the admin API is reachable from the network: anyone who reaches it first can set the owner"
+        );
+    }
+    if config.admin.allow_unsigned {
+        tracing::warn!(
+            "EXECUTOR_ADMIN_ALLOW_UNSIGNED is on: gas key changes need no owner signature"
+        );
+    }
 
     if config.chain.is_configured() {
         tasks.spawn(follow_chain(
@@ -109,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running> {
     }
     Ok(Running {
         api_addr,
+        admin_addr,
         executor,
         store,
         shutdown,
@@ -173,6 +220,50 @@ async fn follow_chain(
         }
     }
     follow.abort();
+}
+
+/// How often the chain and sandbox are probed for readiness and metrics.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Probes what the domain cannot see itself: the chain head (lag behind the cursor), pending
+/// transactions, the gas balance and the workerd binary; feeds readiness and metrics.
+async fn probe(
+    executor: Arc<Executor>,
+    chain: Arc<TxSender>,
+    metrics: Arc<PromMetrics>,
+    store: Arc<SledStore>,
+    config: Config,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    loop {
+        let head = if config.chain.is_configured() {
+            chain.head_block().await
+        } else {
+            None
+        };
+        let cursor = store.cursor().ok().flatten();
+        // The cursor is the first block not yet handled: head + 1 - cursor blocks are behind.
+        let lag = head
+            .zip(cursor)
+            .map(|(head, cursor)| (head + 1).saturating_sub(cursor));
+        let balance = match head {
+            Some(_) => chain.gas_balance().await,
+            None => None,
+        };
+        metrics.set_chain(head.is_some(), lag, chain.pending_transactions(), balance);
+        let workerd_found = std::fs::metadata(&config.sandbox.workerd_path)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        executor.record_probe(Probe {
+            chain_head: head,
+            workerd_found,
+            at_ms,
+        });
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {

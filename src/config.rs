@@ -99,6 +99,18 @@ pub struct Config {
     pub log_format: LogFormat,
     pub chain: ChainConfig,
     pub sandbox: SandboxConfig,
+    pub admin: AdminConfig,
+}
+
+/// The operator (admin) listener and how owner-signed configuration is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen_addr: IpAddr,
+    pub port: u16,
+    /// Oldest accepted owner signature on a mutable-config change, seconds.
+    pub signature_max_age_secs: u64,
+    /// Accept unsigned mutable-config changes after the owner is set (old tooling only).
+    pub allow_unsigned: bool,
 }
 
 /// Each variable (without prefix), its default and its meaning; `.env.example` and the README
@@ -209,6 +221,23 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "SANDBOX_DIR",
         "",
         "scratch directory of sandbox runs (empty: the system temp dir)",
+    ),
+    // Admin listener (operator routes) and owner-signed configuration.
+    (
+        "ADMIN_LISTEN_ADDR",
+        "127.0.0.1",
+        "address the admin (operator) API binds to",
+    ),
+    ("ADMIN_PORT", "6002", "port of the admin (operator) API"),
+    (
+        "ADMIN_SIGNATURE_MAX_AGE",
+        "300",
+        "oldest accepted owner signature on /mutable-config, seconds",
+    ),
+    (
+        "ADMIN_ALLOW_UNSIGNED",
+        "false",
+        "accept unsigned /mutable-config once the owner is set (old tooling only)",
     ),
 ];
 
@@ -329,6 +358,12 @@ impl Config {
                 },
                 work_dir: sandbox_dir,
             },
+            admin: AdminConfig {
+                listen_addr: r.parse("ADMIN_LISTEN_ADDR", "an IP address")?,
+                port: r.number("ADMIN_PORT", 0, u16::MAX)?,
+                signature_max_age_secs: r.number("ADMIN_SIGNATURE_MAX_AGE", 1, 86_400)?,
+                allow_unsigned: r.boolean("ADMIN_ALLOW_UNSIGNED")?,
+            },
         })
     }
 
@@ -390,6 +425,14 @@ impl Reader<'_> {
         Ok(n)
     }
 
+    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.text(name).to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            v => Err(invalid(name, format!("'{v}' is not true or false"))),
+        }
+    }
+
     fn address(&self, name: &str) -> Result<Address, ConfigError> {
         let v = self.text(name);
         let digits = v.strip_prefix("0x").unwrap_or(&v);
@@ -437,6 +480,11 @@ mod tests {
         assert_eq!(c.sandbox.output_limit_bytes, 20480);
         assert_eq!(c.sandbox.slot_memory_bytes, 100 * 1024 * 1024);
         assert!(!c.chain.is_configured());
+        assert!(
+            c.admin.listen_addr.is_loopback(),
+            "the admin API is local by default"
+        );
+        assert!(!c.admin.allow_unsigned);
     }
 
     #[test]
@@ -455,6 +503,9 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("CGROUP_PARENT", "../escape"),
             ("START_BLOCK", "-1"),
+            ("ADMIN_LISTEN_ADDR", "localhost"),
+            ("ADMIN_ALLOW_UNSIGNED", "maybe"),
+            ("ADMIN_SIGNATURE_MAX_AGE", "0"),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(

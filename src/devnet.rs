@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use ethers::types::{Address, H256};
+use serverless_executor::client::admin;
 use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::devnet::{Devnet, DevnetOptions, ExecutorOptions};
 use serverless_executor::client::jobs::{create_job, save_code, wait_for_response};
@@ -23,6 +24,9 @@ pub struct DevnetArgs {
     /// The executor's API port.
     #[arg(long, default_value_t = 6001)]
     api_port: u16,
+    /// The executor's admin (operator) API port.
+    #[arg(long, default_value_t = 6002)]
+    admin_port: u16,
     /// Scratch directory (emptied at start): executor key, data, client settings.
     #[arg(long, default_value = ".devnet")]
     dir: PathBuf,
@@ -36,6 +40,34 @@ pub struct DevnetArgs {
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
+    /// Operator: set the executor's owner (once) over its admin API.
+    SetOwner {
+        /// The owner's address (the account that registers the executor on chain).
+        #[arg(long)]
+        owner: Address,
+        #[command(flatten)]
+        api: ExecutorApiArgs,
+    },
+    /// Operator: set or replace the gas key, signed with the owner's key (EIP-191).
+    SetGasKey {
+        /// The new gas key (hex); better passed in the environment than on the command line.
+        #[arg(long, env = "GAS_KEY", hide_env_values = true)]
+        gas_key: String,
+        /// The owner's private key (hex), which signs the change.
+        #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
+        owner_key: String,
+        /// The enclave address (default: read from the public API).
+        #[arg(long)]
+        enclave: Option<Address>,
+        /// Signing time, unix seconds (default: now).
+        #[arg(long)]
+        timestamp: Option<u64>,
+        /// Print the signed request body instead of sending it (e.g. for curl).
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        api: ExecutorApiArgs,
+    },
     /// Save a JavaScript file as job code with UserCode; prints the codehash.
     DeployCode {
         #[arg(long)]
@@ -66,6 +98,17 @@ pub enum ClientCommand {
         #[command(flatten)]
         chain: ChainArgs,
     },
+}
+
+/// Where an executor's two APIs are.
+#[derive(Args)]
+pub struct ExecutorApiArgs {
+    /// The public API (read-only routes; the enclave address is read there).
+    #[arg(long, default_value = "http://127.0.0.1:6001")]
+    api_url: String,
+    /// The admin (operator) API.
+    #[arg(long, default_value = "http://127.0.0.1:6002")]
+    admin_url: String,
 }
 
 #[derive(Args)]
@@ -103,7 +146,36 @@ fn read_code(file: &PathBuf) -> Result<String> {
 }
 
 pub async fn run_client(command: ClientCommand) -> Result<()> {
+    let http = reqwest::Client::new();
     match command {
+        ClientCommand::SetOwner { owner, api } => {
+            let body = admin::immutable_config_body(owner);
+            let answer = admin::post(&http, &api.admin_url, "/immutable-config", &body).await?;
+            println!("{answer}");
+        }
+        ClientCommand::SetGasKey {
+            gas_key,
+            owner_key,
+            enclave,
+            timestamp,
+            print,
+            api,
+        } => {
+            let owner = serverless_executor::client::wallet(&owner_key).context("the owner key")?;
+            let enclave = match enclave {
+                Some(enclave) => enclave,
+                None => admin::enclave_address(&http, &api.api_url).await?,
+            };
+            let timestamp = timestamp.unwrap_or_else(admin::now_secs);
+            let body =
+                admin::signed_mutable_config_body(&owner, enclave, &gas_key, timestamp).await?;
+            if print {
+                println!("{body}");
+            } else {
+                let answer = admin::post(&http, &api.admin_url, "/mutable-config", &body).await?;
+                println!("{answer}");
+            }
+        }
         ClientCommand::DeployCode { file, chain } => {
             let codehash = save_code(
                 &chain.rpc_url,
@@ -197,12 +269,13 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
             account: 1,
             job_capacity: 20,
             api_port: args.api_port,
+            admin_port: args.admin_port,
             extra: vec![],
         })
         .await?;
     println!(
-        "executor     {} (enclave {:?}), registered and serving",
-        executor.api_url, executor.enclave
+        "executor     {} (enclave {:?}, admin API {}), registered and serving",
+        executor.api_url, executor.enclave, executor.admin_url
     );
 
     let env_file = work_dir.join("client.env");

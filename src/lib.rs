@@ -6,4 +6,5 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod effects;
+pub mod logging;
 pub mod routes;

@@ -16,7 +16,8 @@ use ethers::middleware::Middleware;
 use ethers::providers::{Http, Provider};
 use ethers::signers::Signer;
 use ethers::types::{Address, BlockNumber, H256, U256};
-use serde_json::{json, Value};
+use serde_json::Value;
+use serverless_executor::client::admin;
 use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::devnet::{
     wait_for_chain_status, Devnet, DevnetOptions, ExecutorOptions,
@@ -67,6 +68,7 @@ fn free_port() -> u16 {
 struct ExecutorProcess {
     child: Child,
     api_url: String,
+    admin_url: String,
     log: Arc<Mutex<Vec<Value>>>,
     settings: HashMap<String, String>,
 }
@@ -103,6 +105,7 @@ impl ExecutorProcess {
         ExecutorProcess {
             child,
             api_url: format!("http://127.0.0.1:{}", settings["PORT"]),
+            admin_url: format!("http://127.0.0.1:{}", settings["ADMIN_PORT"]),
             log,
             settings: settings.clone(),
         }
@@ -211,6 +214,7 @@ impl World {
                 account: ACCOUNT,
                 job_capacity,
                 api_port: free_port(),
+                admin_port: free_port(),
                 extra: vec![],
             },
         );
@@ -226,7 +230,7 @@ impl World {
         wait_for_api(&executor).await;
         self.enclave = self
             .net
-            .enroll(&executor.api_url, ACCOUNT)
+            .enroll(&executor.api_url, &executor.admin_url, ACCOUNT)
             .await
             .expect("enrolment");
         executor.wait_serving().await;
@@ -570,36 +574,32 @@ async fn job_while_down(world: &World, executor: ExecutorProcess) -> CreatedJob 
 }
 
 /// The operator's steps for an executor whose data directory was lost: the same enclave key,
-/// owner and gas key again; the registration on chain still holds.
+/// owner and gas key again (signed by the owner); the registration on chain still holds.
 async fn reconfigure(world: &World, executor: &ExecutorProcess) {
     let http = reqwest::Client::new();
-    let owner = serverless_executor::client::wallet(world.net.anvil.key(ACCOUNT))
-        .unwrap()
-        .address();
-    for (path, body) in [
-        (
-            "/immutable-config",
-            json!({ "owner_address_hex": format!("{owner:?}") }),
-        ),
-        (
-            "/mutable-config",
-            json!({ "gas_key_hex": world.net.anvil.key(ACCOUNT + 5) }),
-        ),
-    ] {
-        let r = http
-            .post(format!("{}{path}", executor.api_url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-    }
-    let r = http
-        .get(format!("{}/signed-registration-message", executor.api_url))
-        .send()
+    let owner = serverless_executor::client::wallet(world.net.anvil.key(ACCOUNT)).unwrap();
+    admin::post(
+        &http,
+        &executor.admin_url,
+        "/immutable-config",
+        &admin::immutable_config_body(owner.address()),
+    )
+    .await
+    .expect("owner set");
+    let body = admin::signed_mutable_config_body(
+        &owner,
+        world.enclave,
+        world.net.anvil.key(ACCOUNT + 5),
+        admin::now_secs(),
+    )
+    .await
+    .unwrap();
+    admin::post(&http, &executor.admin_url, "/mutable-config", &body)
         .await
-        .unwrap();
-    assert!(r.status().is_success());
+        .expect("gas key set");
+    admin::get(&http, &executor.api_url, "/signed-registration-message")
+        .await
+        .expect("registration message");
 }
 
 #[tokio::test]

@@ -9,22 +9,37 @@ use std::time::Duration;
 use ethers::types::Address;
 use serde_json::{json, Value};
 use serverless_executor::bootstrap::{self, Running};
+use serverless_executor::client::admin;
 use serverless_executor::config::Config;
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::{recover, registration_digest};
-use serverless_executor::domain::testing::{clock_contract, signer_contract, store_contract};
+use serverless_executor::domain::testing::{
+    clock_contract, metrics_contract, signer_contract, store_contract,
+};
 use serverless_executor::effects::clock::SystemClock;
 use serverless_executor::effects::signer::EnclaveKey;
 use serverless_executor::effects::store::SledStore;
 
-const OWNER: &str = "0x000000000000000000000000000000000000dEaD";
+// The owner: anvil's first dev account, so tests can sign as it.
+const OWNER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+const OWNER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+// Someone else (anvil's third dev account).
+const STRANGER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 // A valid secp256k1 secret (anvil's second dev account).
 const GAS_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 const GAS_ADDRESS: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
 
 fn config_for(dir: &Path) -> Config {
+    config_with(dir, &[])
+}
+
+fn config_with(dir: &Path, extra: &[(&str, &str)]) -> Config {
     let mut raw = HashMap::new();
     raw.insert("PORT".to_string(), "0".to_string());
+    raw.insert("ADMIN_PORT".to_string(), "0".to_string());
+    for (k, v) in extra {
+        raw.insert(k.to_string(), v.to_string());
+    }
     raw.insert(
         "ENCLAVE_KEY_FILE".to_string(),
         dir.join("enclave.key").display().to_string(),
@@ -48,23 +63,52 @@ fn config_for(dir: &Path) -> Config {
 struct Server {
     running: Option<Running>,
     base: String,
+    admin: String,
+    enclave: Address,
     http: reqwest::Client,
 }
 
 impl Server {
     async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[]).await
+    }
+
+    async fn start_with(dir: &Path, extra: &[(&str, &str)]) -> Self {
         if !dir.join("enclave.key").exists() {
             EnclaveKey::generate(&dir.join("enclave.key")).unwrap();
         }
-        let running = bootstrap::start(config_for(dir))
+        let enclave = EnclaveKey::load(&dir.join("enclave.key"))
+            .unwrap()
+            .address();
+        let running = bootstrap::start(config_with(dir, extra))
             .await
             .expect("executor starts");
         let base = format!("http://{}", running.api_addr);
+        let admin = format!("http://{}", running.admin_addr);
         Self {
             running: Some(running),
             base,
+            admin,
+            enclave,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The listener a path belongs on: operator routes on the admin one.
+    fn base_for(&self, path: &str) -> &str {
+        if path.ends_with("-config") {
+            &self.admin
+        } else {
+            &self.base
+        }
+    }
+
+    /// A gas key change signed by `signer_key` at `timestamp`, as the client builds it.
+    async fn signed_gas_key(&self, signer_key: &str, gas_key: &str, timestamp: u64) -> Value {
+        let signer = serverless_executor::client::wallet(signer_key).unwrap();
+        admin::signed_mutable_config_body(&signer, self.enclave, gas_key, timestamp)
+            .await
+            .unwrap()
     }
 
     async fn stop(mut self) {
@@ -76,7 +120,7 @@ impl Server {
     async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.base_for(path)))
             .send()
             .await
             .unwrap();
@@ -85,9 +129,20 @@ impl Server {
     }
 
     async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let base = self.base_for(path).to_string();
+        self.post_at(&base, path, content_type, body).await
+    }
+
+    async fn post_at(
+        &self,
+        base: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{base}{path}"))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -141,9 +196,10 @@ async fn operator_api_configures_and_signs_a_registration_that_recovers() {
     assert_eq!(status, 400);
     assert!(error_of(&body).contains("gas key"), "{body}");
 
-    let (status, body) = server
-        .post("/mutable-config", json!({"gas_key_hex": GAS_KEY}))
+    let signed = server
+        .signed_gas_key(OWNER_KEY, GAS_KEY, admin::now_secs())
         .await;
+    let (status, body) = server.post("/mutable-config", signed).await;
     assert_eq!(status, 200, "{body}");
     let (_, details) = server.get("/executor-details").await;
     assert_eq!(details["gas_address"], GAS_ADDRESS);
@@ -306,9 +362,11 @@ async fn the_owner_and_gas_key_survive_a_restart() {
     server
         .post("/immutable-config", json!({"owner_address_hex": OWNER}))
         .await;
-    server
-        .post("/mutable-config", json!({"gas_key_hex": GAS_KEY}))
+    let signed = server
+        .signed_gas_key(OWNER_KEY, GAS_KEY, admin::now_secs())
         .await;
+    let (status, body) = server.post("/mutable-config", signed.clone()).await;
+    assert_eq!(status, 200, "{body}");
     server.stop().await;
 
     let server = Server::start(dir.path()).await;
@@ -319,6 +377,12 @@ async fn the_owner_and_gas_key_survive_a_restart() {
         .post("/immutable-config", json!({"owner_address_hex": OWNER}))
         .await;
     assert_eq!(status, 409, "the owner is still set after a restart");
+    let (status, body) = server.post("/mutable-config", signed).await;
+    assert_eq!(
+        status, 409,
+        "a replay is refused after a restart too: {body}"
+    );
+    assert!(error_of(&body).contains("replayed"), "{body}");
     server.stop().await;
 
     use std::os::unix::fs::PermissionsExt;
@@ -331,6 +395,310 @@ async fn the_owner_and_gas_key_survive_a_restart() {
         0,
         "the data directory (holding the gas key) is private"
     );
+}
+
+#[tokio::test]
+async fn operator_routes_live_only_on_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let owner = json!({"owner_address_hex": OWNER}).to_string().into_bytes();
+    let (status, body) = server
+        .post_at(
+            &server.base,
+            "/immutable-config",
+            "application/json",
+            owner.clone(),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(error_of(&body).contains("admin listener"), "{body}");
+    let (_, details) = server.get("/executor-details").await;
+    assert_eq!(details["owner_address"], format!("{:?}", Address::zero()));
+    let (status, _) = server
+        .post_at(
+            &server.admin,
+            "/immutable-config",
+            "application/json",
+            owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let r = server
+        .http
+        .get(format!("{}/executor-details", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "public routes are not on the admin listener"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn gas_key_changes_are_refused_without_the_owners_fresh_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let (status, _) = server
+        .post("/immutable-config", json!({"owner_address_hex": OWNER}))
+        .await;
+    assert_eq!(status, 200);
+    let now = admin::now_secs();
+    let good = server.signed_gas_key(OWNER_KEY, GAS_KEY, now).await;
+    let with = |field: &str, value: Value| {
+        let mut body = good.clone();
+        body[field] = value;
+        body
+    };
+    let without = |field: &str| {
+        let mut body = good.clone();
+        body.as_object_mut().unwrap().remove(field);
+        body
+    };
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "missing",
+            json!({"gas_key_hex": GAS_KEY}),
+            401,
+            "needs the owner's signature",
+        ),
+        ("no signature", without("signature"), 400, "go together"),
+        ("no timestamp", without("timestamp"), 400, "go together"),
+        (
+            "short signature",
+            with("signature", json!("0x1234")),
+            400,
+            "must be 65 bytes",
+        ),
+        (
+            "non-hex signature",
+            with("signature", json!("0xzz")),
+            400,
+            "not a hex digit",
+        ),
+        (
+            "text timestamp",
+            with("timestamp", json!("now")),
+            400,
+            "invalid type",
+        ),
+        (
+            "not a signature",
+            with("signature", json!(format!("0x{}", "00".repeat(65)))),
+            400,
+            "not a valid secp256k1 signature",
+        ),
+        (
+            "wrong signer",
+            server.signed_gas_key(STRANGER_KEY, GAS_KEY, now).await,
+            403,
+            "not to the owner",
+        ),
+        (
+            "signed for another key",
+            with("gas_key_hex", json!(STRANGER_KEY)),
+            403,
+            "not to the owner",
+        ),
+        (
+            "signed for another time",
+            with("timestamp", json!(now - 1)),
+            403,
+            "not to the owner",
+        ),
+        (
+            "stale",
+            server.signed_gas_key(OWNER_KEY, GAS_KEY, now - 301).await,
+            401,
+            "at most 300 s",
+        ),
+        (
+            "from the future",
+            server.signed_gas_key(OWNER_KEY, GAS_KEY, now + 3600).await,
+            401,
+            "in the future",
+        ),
+    ];
+    for (what, body, status, needle) in cases {
+        let (got, reply) = server.post("/mutable-config", body).await;
+        assert_eq!(got, status, "{what}: {reply}");
+        assert!(error_of(&reply).contains(needle), "{what}: {reply}");
+    }
+    let (_, details) = server.get("/executor-details").await;
+    assert_eq!(
+        details["gas_address"],
+        format!("{:?}", Address::zero()),
+        "nothing refused was applied"
+    );
+
+    let (status, body) = server.post("/mutable-config", good.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post("/mutable-config", good).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(error_of(&body).contains("replayed"), "{body}");
+    let older = server.signed_gas_key(OWNER_KEY, GAS_KEY, now - 5).await;
+    let (status, body) = server.post("/mutable-config", older).await;
+    assert_eq!(status, 409, "an older signature is a replay too: {body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_subcommands_set_the_owner_and_a_signed_gas_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let client = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_serverless-executor"));
+        command
+            .arg("client")
+            .args(args)
+            .args(["--api-url", &server.base, "--admin-url", &server.admin])
+            .env("OWNER_KEY", OWNER_KEY)
+            .env("GAS_KEY", GAS_KEY);
+        let args = format!("{args:?}");
+        async move {
+            let out = command.output().await.unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(out.status.success(), "{args}: {stderr}");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    client(&["set-owner", "--owner", OWNER]).await;
+    // --print builds and signs the body without sending it.
+    let printed: Value = serde_json::from_str(&client(&["set-gas-key", "--print"]).await).unwrap();
+    assert_eq!(
+        printed["signature"].as_str().unwrap().len(),
+        132,
+        "{printed}"
+    );
+    let (_, details) = server.get("/executor-details").await;
+    assert_eq!(details["gas_address"], format!("{:?}", Address::zero()));
+    let answer = client(&["set-gas-key"]).await;
+    assert!(answer.contains(GAS_ADDRESS), "{answer}");
+    let (_, details) = server.get("/executor-details").await;
+    assert_eq!(details["gas_address"], GAS_ADDRESS);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_gas_key_changes_pass_only_when_explicitly_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("ADMIN_ALLOW_UNSIGNED", "true")]).await;
+    server
+        .post("/immutable-config", json!({"owner_address_hex": OWNER}))
+        .await;
+    let (status, body) = server
+        .post("/mutable-config", json!({"gas_key_hex": GAS_KEY}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["gas_address"], GAS_ADDRESS);
+    server.stop().await;
+}
+
+/// Journals `count` settled jobs (ids 1..=count): odd ones confirmed with an output and its
+/// transaction, even ones abandoned.
+fn journal_jobs(dir: &Path, enclave: Address, count: u64) {
+    use serverless_executor::domain::dal::Store;
+    use serverless_executor::domain::model::{ErrorCode, JobRecord, JobState, SignedOutput};
+    use serverless_executor::domain::testing::sample_job;
+    let store = SledStore::open(&dir.join("data")).unwrap();
+    for id in 1..=count {
+        let state = if id % 2 == 1 {
+            JobState::Confirmed {
+                output: Some(SignedOutput {
+                    job_id: id.into(),
+                    output: b"ok".to_vec(),
+                    total_time_ms: 40 + id,
+                    error_code: ErrorCode::LoadFailed,
+                    sign_timestamp: 1,
+                    signature: vec![1; 65],
+                }),
+                tx_hash: Some(ethers::types::H256::repeat_byte(id as u8)),
+            }
+        } else {
+            JobState::Abandoned {
+                reason: "window missed".into(),
+            }
+        };
+        // Recent: start-up prunes finished jobs older than the journal's retention.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut record = JobRecord::new(sample_job(id, vec![enclave], now), state);
+        record.settled = true;
+        store.put_job(&record).unwrap();
+    }
+    store.flush().unwrap();
+}
+
+#[tokio::test]
+async fn job_status_comes_from_the_journal_with_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
+    let enclave = EnclaveKey::load(&dir.path().join("enclave.key"))
+        .unwrap()
+        .address();
+    journal_jobs(dir.path(), enclave, 7);
+    let server = Server::start(dir.path()).await;
+
+    let (status, job) = server.get("/jobs/3").await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["id"], "3");
+    assert_eq!(job["state"], "confirmed");
+    assert_eq!(job["error_code"], 3);
+    assert_eq!(job["total_time_ms"], 43);
+    assert_eq!(job["selected"], true);
+    assert_eq!(
+        job["tx_hash"],
+        format!("{:?}", ethers::types::H256::repeat_byte(3))
+    );
+    let (_, hex_id) = server.get("/jobs/0x3").await;
+    assert_eq!(hex_id, job);
+    let (status, job) = server.get("/jobs/2").await;
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "abandoned");
+    assert_eq!(job["reason"], "window missed");
+    assert_eq!(job["error_code"], Value::Null);
+
+    // Pages of 3 walk every confirmed job once, in id order.
+    let mut seen = vec![];
+    let mut query = "/jobs?state=confirmed&limit=3".to_string();
+    loop {
+        let (status, page) = server.get(&query).await;
+        assert_eq!(status, 200, "{page}");
+        for job in page["jobs"].as_array().unwrap() {
+            assert_eq!(job["state"], "confirmed");
+            seen.push(job["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => query = format!("/jobs?state=confirmed&limit=3&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["1", "3", "5", "7"]);
+    let (_, all) = server.get("/jobs").await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 7);
+    assert_eq!(all["next"], Value::Null);
+
+    for (path, status, needle) in [
+        ("/jobs/8", 404, "no job 8"),
+        ("/jobs/abc", 400, "not a job id"),
+        ("/jobs/", 400, "not a job id"),
+        ("/jobs/-1", 400, "not a job id"),
+        ("/jobs?state=done", 400, "not one of"),
+        ("/jobs?limit=0", 400, "outside 1..=1000"),
+        ("/jobs?limit=1001", 400, "outside 1..=1000"),
+        ("/jobs?limit=many", 400, "not a whole number"),
+        ("/jobs?after=x", 400, "not a job id"),
+        ("/jobs?color=red", 400, "unknown query parameter"),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(error_of(&body).contains(needle), "{path}: {body}");
+    }
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -413,6 +781,23 @@ fn the_real_store_keeps_the_store_contract() {
 fn the_real_signer_keeps_the_signer_contract() {
     let dir = tempfile::tempdir().unwrap();
     signer_contract(&EnclaveKey::generate(&dir.path().join("k")).unwrap());
+}
+
+#[test]
+fn the_prometheus_metrics_keep_the_metrics_contract() {
+    use serverless_executor::domain::dal::Metrics;
+    let metrics = serverless_executor::effects::metrics::PromMetrics::new().unwrap();
+    metrics_contract(&metrics);
+    let text = metrics.render();
+    for line in [
+        "executor_jobs_executed_total{error_code=\"4\"} 1",
+        "executor_jobs_finished_total{error_code=\"none\",outcome=\"abandoned\"} 1",
+        "executor_sandbox_oom_kills_total 1",
+        "executor_slots_total 4",
+        "executor_job_execution_seconds_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ stage "cargo fmt --check"
 cargo fmt --check
 stage "cargo clippy"
 cargo clippy --all-targets --features mocks -- -D warnings
+stage "hadolint Dockerfile"
+bash tools/lint-dockerfile.sh
 stage "cargo test"
 log_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$log_dir"

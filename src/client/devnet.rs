@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ethers::types::Address;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::admin;
 use super::anvil::Anvil;
 use super::deploy::{deploy_dev_contracts, DeployParams, Deployment};
 use super::jobs::{register_executor, ExecutorRegistration};
@@ -45,6 +46,8 @@ pub struct Devnet {
 pub struct DevExecutor {
     pub running: Running,
     pub api_url: String,
+    /// The admin (operator) API.
+    pub admin_url: String,
     pub enclave: Address,
     /// The anvil account that owns it on chain.
     pub owner_key: String,
@@ -58,6 +61,8 @@ pub struct ExecutorOptions {
     pub job_capacity: usize,
     /// The executor's API port (0: any free one).
     pub api_port: u16,
+    /// The executor's admin API port (0: any free one).
+    pub admin_port: u16,
     /// Extra `EXECUTOR_*` settings (names without the prefix).
     pub extra: Vec<(String, String)>,
 }
@@ -68,6 +73,7 @@ impl Default for ExecutorOptions {
             account: 1,
             job_capacity: 4,
             api_port: 0,
+            admin_port: 0,
             extra: vec![],
         }
     }
@@ -101,6 +107,7 @@ impl Devnet {
         let d = &self.deployment;
         let mut raw: HashMap<String, String> = [
             ("PORT", opts.api_port.to_string()),
+            ("ADMIN_PORT", opts.admin_port.to_string()),
             (
                 "ENCLAVE_KEY_FILE",
                 dir.join("enclave.key").display().to_string(),
@@ -170,10 +177,12 @@ impl Devnet {
         let config = self.executor_config(&dir, &opts)?;
         let running = bootstrap::start(config).await?;
         let api_url = format!("http://{}", running.api_addr);
-        let enclave = self.enroll(&api_url, opts.account).await?;
+        let admin_url = format!("http://{}", running.admin_addr);
+        let enclave = self.enroll(&api_url, &admin_url, opts.account).await?;
         let executor = DevExecutor {
             running,
             api_url,
+            admin_url,
             enclave,
             owner_key: self.anvil.key(opts.account).to_string(),
         };
@@ -183,28 +192,29 @@ impl Devnet {
         Ok(executor)
     }
 
-    /// Does what an operator does for the executor serving `api_url`, owned by anvil account
-    /// `account`: sets the owner and the gas key (account + 5) over its API, then registers its
-    /// enclave on chain with the signed registration message. Returns the enclave address.
-    pub async fn enroll(&self, api_url: &str, account: usize) -> Result<Address> {
+    /// Does what an operator does for the executor serving `api_url` (public) and `admin_url`
+    /// (admin listener), owned by anvil account `account`: sets the owner, then the gas key
+    /// (account + 5) signed by the owner, then registers the enclave on chain with the signed
+    /// registration message. Returns the enclave address.
+    pub async fn enroll(&self, api_url: &str, admin_url: &str, account: usize) -> Result<Address> {
         let owner_key = self.anvil.key(account).to_string();
         let gas_key = self.anvil.key(account + 5).to_string();
         let owner = super::wallet(&owner_key)?;
         let http = reqwest::Client::new();
-        let api = Api {
-            http: &http,
-            base: api_url,
-        };
-        api.post(
+        let owner_address = ethers::signers::Signer::address(&owner);
+        admin::post(
+            &http,
+            admin_url,
             "/immutable-config",
-            json!({ "owner_address_hex": format!("{:?}", ethers::signers::Signer::address(&owner)) }),
+            &admin::immutable_config_body(owner_address),
         )
         .await?;
-        api.post("/mutable-config", json!({ "gas_key_hex": gas_key }))
-            .await?;
-        let details = api.get("/executor-details").await?;
-        let registration = api.get("/signed-registration-message").await?;
-        let enclave: Address = field(&details, "enclave_address")?.parse()?;
+        let enclave = admin::enclave_address(&http, api_url).await?;
+        let body =
+            admin::signed_mutable_config_body(&owner, enclave, &gas_key, admin::now_secs()).await?;
+        admin::post(&http, admin_url, "/mutable-config", &body).await?;
+        let details = admin::get(&http, api_url, "/executor-details").await?;
+        let registration = admin::get(&http, api_url, "/signed-registration-message").await?;
         let public_key =
             hex::decode(field(&details, "enclave_public_key")?.trim_start_matches("0x"))?;
         let signature = hex::decode(field(&registration, "signature")?.trim_start_matches("0x"))?;
@@ -245,55 +255,20 @@ impl DevExecutor {
 /// Waits until the executor serving `api_url` reports `status` as its chain status.
 pub async fn wait_for_chain_status(api_url: &str, status: &str, timeout: Duration) -> Result<()> {
     let http = reqwest::Client::new();
-    let api = Api {
-        http: &http,
-        base: api_url,
-    };
     let started = tokio::time::Instant::now();
     loop {
         // A process still starting refuses connections: that is not an answer yet.
-        if let Ok(health) = api.get("/").await {
-            if health["chain_status"] == status {
-                return Ok(());
+        match admin::get(&http, api_url, "/").await {
+            Ok(health) if health["chain_status"] == status => return Ok(()),
+            Ok(health) if started.elapsed() > timeout => {
+                bail!("the executor did not reach chain status {status} in {timeout:?}: {health}")
             }
-            if started.elapsed() > timeout {
-                bail!("the executor did not reach chain status {status} in {timeout:?}: {health}");
+            Err(e) if started.elapsed() > timeout => {
+                bail!("the executor at {api_url} did not answer in {timeout:?}: {e}")
             }
-        } else if started.elapsed() > timeout {
-            bail!("the executor at {api_url} did not answer in {timeout:?}");
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-struct Api<'a> {
-    http: &'a reqwest::Client,
-    base: &'a str,
-}
-
-impl Api<'_> {
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await?;
-        Self::body(path, r).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await?;
-        Self::body(path, r).await
-    }
-
-    async fn body(path: &str, r: reqwest::Response) -> Result<Value> {
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path} answered {status}: {body}");
-        }
-        Ok(body)
     }
 }
 

@@ -5,6 +5,7 @@
 //! Only `deploy` touches the dev contracts' artifacts (bytecode, `setJobsContract`); everything
 //! else goes through the protocol bindings of `effects::chain::bindings`.
 
+pub mod admin;
 pub mod anvil;
 pub mod deploy;
 pub mod devnet;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use ethers::types::{Address, H256, U256};
 use thiserror::Error;
 
-use super::model::{ChainStatus, JobRecord, SignedOutput};
+use super::model::{ChainStatus, ErrorCode, JobRecord, SignedOutput};
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -40,6 +40,11 @@ pub trait Store: Send + Sync {
     fn set_owner_once(&self, owner: Address) -> Result<bool, StoreError>;
     fn gas_key(&self) -> Result<Option<[u8; 32]>, StoreError>;
     fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), StoreError>;
+    /// The timestamp of the last accepted owner-signed configuration change.
+    fn config_timestamp(&self) -> Result<Option<u64>, StoreError>;
+    /// Records `timestamp` if it is later than the last one (atomically, durably); returns
+    /// false and changes nothing otherwise. This is what makes a replayed change fail.
+    fn advance_config_timestamp(&self, timestamp: u64) -> Result<bool, StoreError>;
     /// The first block whose logs are not yet known to be handled.
     fn cursor(&self) -> Result<Option<u64>, StoreError>;
     fn set_cursor(&self, next_block: u64) -> Result<(), StoreError>;
@@ -182,4 +187,37 @@ pub enum ChainError {
     /// RPC or network trouble; the same call may succeed later.
     #[error("chain request failed for now: {0}")]
     Transient(String),
+}
+
+/// How a job's journey ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Our output is on chain.
+    Confirmed,
+    /// Given up without our output landing.
+    Abandoned,
+}
+
+/// What the executor is doing right now, sampled when metrics are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Load {
+    pub slots_busy: usize,
+    pub slots_total: usize,
+    pub jobs_queued: usize,
+    pub jobs_in_flight: usize,
+}
+
+/// Operational metrics: the domain reports events as they happen and its load when read;
+/// the adapter renders them in the Prometheus text format.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Metrics: Send + Sync {
+    /// A job ran in the sandbox and produced `error_code` after `execution_ms`.
+    fn job_executed(&self, error_code: ErrorCode, execution_ms: u64);
+    /// A selected job's journey ended; `end_to_end_ms` runs from its creation on chain.
+    fn job_finished(&self, end: JobEnd, error_code: Option<ErrorCode>, end_to_end_ms: u64);
+    /// The kernel's OOM killer stopped a job in its slot.
+    fn sandbox_oom_kill(&self);
+    fn set_load(&self, load: Load);
+    /// Every metric in the Prometheus text exposition format.
+    fn render(&self) -> String;
 }

@@ -1,6 +1,6 @@
 //! The domain's one error type; `routes/` maps it to HTTP statuses.
 
-use ethers::types::Address;
+use ethers::types::{Address, U256};
 use thiserror::Error;
 
 use super::dal::{ChainError, SignerError, StoreError};
@@ -15,6 +15,13 @@ pub enum DomainError {
     InvalidGasKey(String),
     #[error("{0} is not configured yet")]
     NotConfigured(&'static str),
+    /// An operator request lacked the owner's authorisation or carried a bad one.
+    #[error("{0}")]
+    Unauthorized(AuthRejection),
+    #[error("no job {0} in the journal")]
+    UnknownJob(U256),
+    #[error("{0}")]
+    BadQuery(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -28,7 +35,31 @@ impl DomainError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::InvalidOwner(_) | Self::InvalidGasKey(_) | Self::NotConfigured(_)
+            Self::InvalidOwner(_)
+                | Self::InvalidGasKey(_)
+                | Self::NotConfigured(_)
+                | Self::Unauthorized(_)
+                | Self::UnknownJob(_)
+                | Self::BadQuery(_)
         )
     }
+}
+
+/// Why an owner-signed operator request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AuthRejection {
+    #[error("the owner is set: this change needs the owner's signature (fields timestamp and signature)")]
+    Missing,
+    #[error("the signature recovers to {recovered:?}, not to the owner {owner:?}")]
+    WrongSigner { recovered: Address, owner: Address },
+    #[error("the signature is not a valid secp256k1 signature")]
+    BadSignature,
+    #[error("the signature is {age_secs} s old; at most {max_age_secs} s is accepted")]
+    Stale { age_secs: u64, max_age_secs: u64 },
+    #[error("the signature's timestamp is {ahead_secs} s in the future")]
+    FromTheFuture { ahead_secs: u64 },
+    #[error("replayed: timestamp {timestamp} is not later than the last accepted change ({last})")]
+    Replayed { timestamp: u64, last: u64 },
+    #[error("no owner is set yet: set it with /immutable-config before sending a signed change")]
+    NoOwner,
 }

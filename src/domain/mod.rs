@@ -6,6 +6,7 @@ pub mod dal;
 pub mod eip712;
 pub mod error;
 pub mod model;
+pub mod owner_auth;
 mod scheduler;
 #[cfg(any(test, feature = "mocks"))]
 pub mod testing;
@@ -19,8 +20,8 @@ use ethers::types::U256;
 
 use tokio::sync::watch;
 
-use dal::{ChainWriter, Clock, CodeSource, EnclaveSigner, Sandbox, Slots, Store};
-pub use error::DomainError;
+use dal::{ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox, Slots, Store};
+pub use error::{AuthRejection, DomainError};
 use scheduler::Scheduler;
 
 /// Every port the domain talks through.
@@ -33,6 +34,7 @@ pub struct Ports {
     pub sandbox: Arc<dyn Sandbox>,
     pub slots: Arc<dyn Slots>,
     pub chain: Arc<dyn ChainWriter>,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 /// Protocol constants of the deployment and the executor's own timing choices.
@@ -50,6 +52,10 @@ pub struct Settings {
     pub journal_retention_ms: u64,
     /// Jobs announced on registration; None: one per slot. More than the slots queue.
     pub job_capacity: Option<usize>,
+    /// Oldest accepted owner signature on a mutable-config change, seconds.
+    pub admin_signature_max_age_secs: u64,
+    /// Accept unsigned mutable-config changes once the owner is set (old tooling only).
+    pub admin_allow_unsigned: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +67,8 @@ impl Default for Settings {
             retry_backoff_ms: 250,
             journal_retention_ms: 7 * 24 * 3_600_000,
             job_capacity: None,
+            admin_signature_max_age_secs: 300,
+            admin_allow_unsigned: false,
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct Executor {
     scheduler: Scheduler,
     /// Serialises read-modify-write of journal records (never held across an await).
     journal: Mutex<()>,
+    /// The last probe of the chain and sandbox (for readiness).
+    probe: Mutex<Option<model::Probe>>,
 }
 
 impl Executor {
@@ -88,6 +98,7 @@ impl Executor {
             stopping: AtomicBool::new(false),
             scheduler: Scheduler::default(),
             journal: Mutex::new(()),
+            probe: Mutex::new(None),
         })
     }
 

@@ -117,6 +117,30 @@ pub struct ExecutorDetails {
     pub owner_address: Address,
 }
 
+/// What the composition root last learned about the world outside the domain (sampled
+/// periodically): the chain's head block (None: the RPC did not answer) and the sandbox binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub chain_head: Option<u64>,
+    pub workerd_found: bool,
+    /// When it was taken, unix ms.
+    pub at_ms: u64,
+}
+
+/// Whether the executor can do its work, and each reason it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// Registered on chain (serving or draining).
+    pub registered: bool,
+    /// The RPC node answered the last probe, recently.
+    pub chain_connected: bool,
+    /// Slot limits are applied (not required to be ready; reported).
+    pub cgroups_enforced: bool,
+    pub workerd_found: bool,
+    /// registered, chain connected and workerd found.
+    pub ready: bool,
+}
+
 /// Where this executor stands on chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ChainStatus {

@@ -175,6 +175,9 @@ impl Executor {
         drop(lease);
         match outcome {
             Ok(outcome) => {
+                self.ports
+                    .metrics
+                    .job_executed(outcome.error_code, outcome.total_time_ms);
                 if let Err(e) = self.submit_output(&job, outcome).await {
                     tracing::error!(job = %job.id, error = %e, "output not submitted");
                 }

@@ -16,6 +16,7 @@ use super::model::{ChainStatus, ErrorCode, Job, JobRecord, JobState, SignedOutpu
 struct MemoryState {
     owner: Option<Address>,
     gas_key: Option<[u8; 32]>,
+    config_timestamp: Option<u64>,
     cursor: Option<u64>,
     status: ChainStatus,
     jobs: BTreeMap<U256, JobRecord>,
@@ -48,6 +49,15 @@ pub fn memory_store() -> MockStore {
     with!(expect_set_gas_key, |s, key| {
         s.gas_key = Some(key);
         Ok(())
+    });
+    with!(expect_config_timestamp, |s| Ok(s.config_timestamp));
+    with!(expect_advance_config_timestamp, |s, timestamp| {
+        if s.config_timestamp.is_some_and(|last| timestamp <= last) {
+            Ok(false)
+        } else {
+            s.config_timestamp = Some(timestamp);
+            Ok(true)
+        }
     });
     with!(expect_cursor, |s| Ok(s.cursor));
     with!(expect_set_cursor, |s, block| {
@@ -113,6 +123,65 @@ impl Clock for TokioClock {
     async fn sleep_ms(&self, ms: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+}
+
+/// A `MockMetrics` that counts what it is told and renders the counts as `name value` lines.
+pub fn counting_metrics() -> super::dal::MockMetrics {
+    let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let mut metrics = super::dal::MockMetrics::new();
+    let bump = |counts: &Arc<Mutex<BTreeMap<String, u64>>>, name: String| {
+        *counts.lock().unwrap().entry(name).or_default() += 1;
+    };
+    let c = counts.clone();
+    metrics
+        .expect_job_executed()
+        .returning(move |code, _| bump(&c, format!("executed_{}", code.as_u8())));
+    let c = counts.clone();
+    metrics
+        .expect_job_finished()
+        .returning(move |end, _, _| bump(&c, format!("finished_{end:?}")));
+    let c = counts.clone();
+    metrics
+        .expect_sandbox_oom_kill()
+        .returning(move || bump(&c, "oom_kills".into()));
+    let c = counts.clone();
+    metrics.expect_set_load().returning(move |load| {
+        c.lock()
+            .unwrap()
+            .insert("slots_busy".into(), load.slots_busy as u64);
+    });
+    metrics.expect_render().returning(move || {
+        counts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k} {v}\n"))
+            .collect()
+    });
+    metrics
+}
+
+/// What every `Metrics` must do: take every event without failing, and render text that
+/// changes when something is recorded.
+pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
+    use super::dal::{JobEnd, Load};
+    let before = metrics.render();
+    metrics.job_executed(ErrorCode::Ok, 12);
+    let after = metrics.render();
+    assert_ne!(before, after, "a recorded execution shows in the rendering");
+    metrics.job_executed(ErrorCode::DeadlineExceeded, 5_000);
+    metrics.job_finished(JobEnd::Confirmed, Some(ErrorCode::Ok), 2_500);
+    metrics.job_finished(JobEnd::Abandoned, None, 90_000);
+    metrics.sandbox_oom_kill();
+    metrics.set_load(Load {
+        slots_busy: 1,
+        slots_total: 4,
+        jobs_queued: 2,
+        jobs_in_flight: 1,
+    });
+    let last = metrics.render();
+    assert_ne!(after, last, "every event shows in the rendering");
+    assert!(!last.is_empty());
 }
 
 /// A `MockSlots` pool of `capacity` slots without cgroups.
@@ -207,6 +276,19 @@ pub fn store_contract(store: &dyn Store) {
         Some([8; 32]),
         "the gas key is replaceable"
     );
+
+    assert_eq!(store.config_timestamp().unwrap(), None);
+    assert!(store.advance_config_timestamp(100).unwrap());
+    assert!(
+        !store.advance_config_timestamp(100).unwrap(),
+        "the same timestamp is a replay"
+    );
+    assert!(
+        !store.advance_config_timestamp(99).unwrap(),
+        "older is refused"
+    );
+    assert!(store.advance_config_timestamp(101).unwrap());
+    assert_eq!(store.config_timestamp().unwrap(), Some(101));
 
     assert_eq!(store.cursor().unwrap(), None);
     store.set_cursor(42).unwrap();

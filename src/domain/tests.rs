@@ -8,8 +8,9 @@ use super::api::FollowVerdict;
 use super::dal::*;
 use super::eip712::{output_digest, recover, registration_digest};
 use super::model::*;
+use super::owner_auth::{mutable_config_message, OwnerSignature};
 use super::testing::*;
-use super::{DomainError, Executor, Ports, Settings};
+use super::{AuthRejection, DomainError, Executor, Ports, Settings};
 
 const ENCLAVE_SECRET: [u8; 32] = [0x42; 32];
 const T0_MS: u64 = 1_700_000_000_000;
@@ -116,6 +117,7 @@ fn harness_with(code: MockCodeSource, sandbox: MockSandbox, slots: usize) -> Har
         sandbox: Arc::new(sandbox),
         slots: Arc::new(counting_slots(slots)),
         chain: Arc::new(chain.writer()),
+        metrics: Arc::new(counting_metrics()),
     };
     let settings = Settings {
         execution_buffer_secs: 10,
@@ -199,11 +201,11 @@ fn the_owner_is_set_once_and_never_to_zero() {
 fn the_gas_key_is_validated_and_replaceable() {
     let h = harness();
     assert!(matches!(
-        h.executor.configure_mutable([0; 32]),
+        h.executor.configure_mutable([0; 32], None),
         Err(DomainError::InvalidGasKey(_))
     ));
     assert!(matches!(
-        h.executor.configure_mutable([0xff; 32]),
+        h.executor.configure_mutable([0xff; 32], None),
         Err(DomainError::InvalidGasKey(_))
     ));
     assert_eq!(
@@ -211,9 +213,102 @@ fn the_gas_key_is_validated_and_replaceable() {
         None,
         "a refused key is not stored"
     );
-    h.executor.configure_mutable([1; 32]).unwrap();
-    h.executor.configure_mutable([2; 32]).unwrap();
+    // Before an owner exists there is no one to sign: unsigned changes pass.
+    h.executor.configure_mutable([1; 32], None).unwrap();
+    h.executor.configure_mutable([2; 32], None).unwrap();
     assert_eq!(h.store.gas_key().unwrap(), Some([2; 32]));
+}
+
+/// The owner's EIP-191 signature of a gas key change, as the client builds it.
+fn owner_signs(
+    owner: &ethers::signers::LocalWallet,
+    gas: [u8; 32],
+    timestamp: u64,
+) -> OwnerSignature {
+    let gas_key = k256::ecdsa::SigningKey::from_slice(&gas).unwrap();
+    let gas = ethers::utils::secret_key_to_address(&gas_key);
+    let message = mutable_config_message(enclave(), gas, timestamp);
+    let signature = owner
+        .sign_hash(ethers::utils::hash_message(message))
+        .unwrap()
+        .to_vec();
+    OwnerSignature {
+        timestamp,
+        signature: signature.try_into().unwrap(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_owner_is_set_the_gas_key_needs_its_fresh_unreplayed_signature() {
+    use ethers::signers::Signer;
+    let h = harness();
+    let owner = ethers::signers::LocalWallet::from_bytes(&[7; 32]).unwrap();
+    let stranger = ethers::signers::LocalWallet::from_bytes(&[8; 32]).unwrap();
+    h.executor.configure_immutable(owner.address()).unwrap();
+    let now = T0_MS / 1000;
+    let rejection =
+        |auth: Option<&OwnerSignature>| match h.executor.configure_mutable([1; 32], auth) {
+            Err(DomainError::Unauthorized(r)) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+    assert_eq!(rejection(None), AuthRejection::Missing);
+    assert!(matches!(
+        rejection(Some(&owner_signs(&stranger, [1; 32], now))),
+        AuthRejection::WrongSigner { owner: o, .. } if o == owner.address()
+    ));
+    // Signed for another gas key: recovers to someone else.
+    assert!(matches!(
+        rejection(Some(&owner_signs(&owner, [2; 32], now))),
+        AuthRejection::WrongSigner { .. }
+    ));
+    assert!(matches!(
+        rejection(Some(&owner_signs(&owner, [1; 32], now - 301))),
+        AuthRejection::Stale {
+            age_secs: 301,
+            max_age_secs: 300
+        }
+    ));
+    assert!(matches!(
+        rejection(Some(&owner_signs(&owner, [1; 32], now + 3600))),
+        AuthRejection::FromTheFuture { .. }
+    ));
+    assert_eq!(
+        h.store.gas_key().unwrap(),
+        None,
+        "nothing refused was stored"
+    );
+
+    let good = owner_signs(&owner, [1; 32], now - 10);
+    h.executor.configure_mutable([1; 32], Some(&good)).unwrap();
+    assert_eq!(
+        rejection(Some(&good)),
+        AuthRejection::Replayed {
+            timestamp: now - 10,
+            last: now - 10
+        }
+    );
+    assert!(matches!(
+        rejection(Some(&owner_signs(&owner, [1; 32], now - 20))),
+        AuthRejection::Replayed { .. }
+    ));
+    h.executor
+        .configure_mutable([1; 32], Some(&owner_signs(&owner, [1; 32], now)))
+        .unwrap();
+}
+
+#[test]
+fn unsigned_changes_pass_only_when_explicitly_allowed() {
+    let mut h = harness();
+    let owner = Address::repeat_byte(3);
+    h.executor.configure_immutable(owner).unwrap();
+    assert!(h.executor.configure_mutable([1; 32], None).is_err());
+    let ports = h.executor.ports().clone();
+    let settings = Settings {
+        admin_allow_unsigned: true,
+        ..h.executor.settings().clone()
+    };
+    h.executor = Executor::new(ports, settings);
+    h.executor.configure_mutable([1; 32], None).unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -224,9 +319,13 @@ async fn registration_needs_both_configs_and_recovers_to_the_enclave() {
         h.executor.register_enclave(),
         Err(DomainError::NotConfigured(_))
     ));
+    h.executor.configure_mutable([1; 32], None).unwrap();
+    assert!(matches!(
+        h.executor.register_enclave(),
+        Err(DomainError::NotConfigured(_))
+    ));
     let owner = Address::repeat_byte(0x0e);
     h.executor.configure_immutable(owner).unwrap();
-    h.executor.configure_mutable([1; 32]).unwrap();
     let reg = h.executor.register_enclave().unwrap();
     assert_eq!((reg.owner, reg.job_capacity, reg.env), (owner, 2, 1));
     assert_eq!(reg.sign_timestamp, T0_MS / 1000);
@@ -437,6 +536,61 @@ async fn selected_jobs_run_sign_and_land_and_others_are_settled() {
     let slashes = h.chain.slashes.lock().unwrap().clone();
     assert_eq!(slashes.iter().filter(|id| **id == U256::from(9)).count(), 1);
     assert!(h.store.job(U256::from(9)).unwrap().unwrap().settled);
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("executed_0 5\n"), "{metrics}");
+    assert!(metrics.contains("finished_Confirmed 5\n"), "{metrics}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_ends_once_in_the_metrics_whether_the_event_or_the_receipt_comes_first() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    let job = job_now(11, vec![me], b"x");
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    let output = h.executor.sign_output(&job, &outcome).unwrap();
+    h.store
+        .put_job(&JobRecord::new(
+            job.clone(),
+            JobState::Executed {
+                output: output.clone(),
+            },
+        ))
+        .unwrap();
+    // The chain's JobResponded for us arrives before the sender's receipt.
+    h.executor
+        .on_chain_event(log(
+            3,
+            ChainEvent::JobResponded {
+                job_id: job.id,
+                executor: me,
+                output_count: 1,
+            },
+        ))
+        .unwrap();
+    h.executor
+        .set_state(
+            &job,
+            JobState::Confirmed {
+                output: Some(output),
+                tx_hash: Some(H256::repeat_byte(1)),
+            },
+        )
+        .unwrap();
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("finished_Confirmed 1\n"), "{metrics}");
+    let status = h.executor.job_status(job.id).unwrap();
+    assert_eq!(status.state, "confirmed");
+    assert_eq!(status.tx_hash, Some(H256::repeat_byte(1)));
+    assert_eq!(status.error_code, Some(0));
+    assert!(matches!(
+        h.executor.job_status(U256::from(12)),
+        Err(DomainError::UnknownJob(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -648,6 +802,11 @@ async fn finished_jobs_past_the_retention_are_pruned_and_open_ones_kept() {
     );
     let left: Vec<U256> = h.store.jobs().unwrap().iter().map(|r| r.job.id).collect();
     assert_eq!(left, vec![U256::from(5)]);
+}
+
+#[test]
+fn the_counting_metrics_stub_keeps_the_metrics_contract() {
+    metrics_contract(&counting_metrics());
 }
 
 #[test]

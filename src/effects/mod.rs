@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod chain;
 pub mod clock;
 pub mod code_fetch;
+pub mod metrics;
 pub mod signer;
 pub mod store;
 pub mod workerd;

@@ -11,6 +11,7 @@ use crate::domain::model::{ChainStatus, JobRecord};
 
 const OWNER: &str = "config/owner";
 const GAS_KEY: &str = "config/gas_key";
+const CONFIG_TIMESTAMP: &str = "config/signed_change_timestamp";
 const CURSOR: &str = "chain/cursor";
 const STATUS: &str = "chain/status";
 const JOBS_TREE: &str = "jobs";
@@ -85,6 +86,40 @@ impl Store for SledStore {
         self.db.insert(GAS_KEY, &secret[..]).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
+    }
+
+    fn config_timestamp(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .get_fixed::<8>(CONFIG_TIMESTAMP)?
+            .map(u64::from_be_bytes))
+    }
+
+    fn advance_config_timestamp(&self, timestamp: u64) -> Result<bool, StoreError> {
+        // Compare-and-swap loop: two concurrent changes cannot both pass with one timestamp.
+        loop {
+            let current = self.db.get(CONFIG_TIMESTAMP).map_err(io)?;
+            if let Some(bytes) = &current {
+                let last: [u8; 8] = bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt(CONFIG_TIMESTAMP, "expected 8 bytes"))?;
+                if timestamp <= u64::from_be_bytes(last) {
+                    return Ok(false);
+                }
+            }
+            let swapped = self
+                .db
+                .compare_and_swap(
+                    CONFIG_TIMESTAMP,
+                    current,
+                    Some(&timestamp.to_be_bytes()[..]),
+                )
+                .map_err(io)?;
+            if swapped.is_ok() {
+                self.db.flush().map_err(io)?;
+                return Ok(true);
+            }
+        }
     }
 
     fn cursor(&self) -> Result<Option<u64>, StoreError> {

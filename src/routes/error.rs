@@ -3,7 +3,7 @@
 use hyper::StatusCode;
 
 use crate::domain::dal::ChainError;
-use crate::domain::DomainError;
+use crate::domain::{AuthRejection, DomainError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -30,7 +30,17 @@ impl From<DomainError> for ApiError {
             DomainError::OwnerAlreadySet(_) => StatusCode::CONFLICT,
             DomainError::InvalidOwner(_)
             | DomainError::InvalidGasKey(_)
-            | DomainError::NotConfigured(_) => StatusCode::BAD_REQUEST,
+            | DomainError::NotConfigured(_)
+            | DomainError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            DomainError::UnknownJob(_) => StatusCode::NOT_FOUND,
+            DomainError::Unauthorized(rejection) => match rejection {
+                AuthRejection::Missing
+                | AuthRejection::Stale { .. }
+                | AuthRejection::FromTheFuture { .. } => StatusCode::UNAUTHORIZED,
+                AuthRejection::WrongSigner { .. } => StatusCode::FORBIDDEN,
+                AuthRejection::Replayed { .. } => StatusCode::CONFLICT,
+                AuthRejection::BadSignature | AuthRejection::NoOwner => StatusCode::BAD_REQUEST,
+            },
             DomainError::Chain(ChainError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::Store(_) | DomainError::Signer(_) | DomainError::Chain(_) => {
                 // The executor failed, not the caller: log the detail, answer plainly.

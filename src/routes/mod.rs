@@ -3,6 +3,7 @@
 
 mod error;
 mod input;
+mod jobs;
 mod operator;
 mod public;
 
@@ -42,41 +43,113 @@ fn respond(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>>
     response
 }
 
+/// The Prometheus text exposition format.
+fn metrics_response(text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 fn error_response(e: ApiError) -> Response<Full<Bytes>> {
     respond(e.status, serde_json::json!({"error": e.message}))
 }
 
-/// Routes one request.
-pub async fn handle(executor: Arc<Executor>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let allowed: &[Method] = match path.as_str() {
-        "/" | "/health" | "/executor-details" | "/signed-registration-message" => &[Method::GET],
-        "/immutable-config" | "/mutable-config" => &[Method::POST],
-        _ => {
-            return error_response(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no route {path}"),
+/// Which routes a listener serves: the read-only public API, or the operator (admin) API that
+/// binds to loopback by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Public,
+    Admin,
+}
+
+/// What the routes of a listener reach: the domain (the log level goes through `crate::logging`,
+/// process plumbing rather than a port).
+pub struct Services {
+    pub executor: Arc<Executor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Details,
+    Registration,
+    ImmutableConfig,
+    MutableConfig,
+    Jobs,
+    Job,
+    Metrics,
+    LogLevel,
+}
+
+const GET: &[Method] = &[Method::GET];
+const POST: &[Method] = &[Method::POST];
+const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
+
+/// The route at `path` on `surface` and the methods it takes; Err is the 404 message.
+fn route(surface: Surface, path: &str) -> Result<(Route, &'static [Method]), String> {
+    let found = match (surface, path) {
+        (Surface::Public, "/" | "/health") => (Route::Health, GET),
+        (Surface::Public, "/executor-details") => (Route::Details, GET),
+        (Surface::Public, "/signed-registration-message") => (Route::Registration, GET),
+        (Surface::Public, "/jobs") => (Route::Jobs, GET),
+        (Surface::Public, "/metrics") => (Route::Metrics, GET),
+        (Surface::Public, p) if p.starts_with("/jobs/") => (Route::Job, GET),
+        (Surface::Admin, "/immutable-config") => (Route::ImmutableConfig, POST),
+        (Surface::Admin, "/mutable-config") => (Route::MutableConfig, POST),
+        (Surface::Admin, "/log-level") => (Route::LogLevel, GET_PUT),
+        (Surface::Public, "/immutable-config" | "/mutable-config") => {
+            return Err(format!(
+                "no route {path} here: operator routes are served on the admin listener \
+                 (EXECUTOR_ADMIN_LISTEN_ADDR, EXECUTOR_ADMIN_PORT)"
             ))
         }
+        _ => return Err(format!("no route {path}")),
+    };
+    Ok(found)
+}
+
+/// Routes one request of `surface`.
+pub async fn handle(
+    services: Arc<Services>,
+    surface: Surface,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let (route, allowed) = match route(surface, &path) {
+        Ok(found) => found,
+        Err(message) => return error_response(ApiError::new(StatusCode::NOT_FOUND, message)),
     };
     if !allowed.contains(&method) {
+        let allow = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut response = error_response(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}; use {}", allowed[0]),
+            format!("{method} is not allowed on {path}; use {allow}"),
         ));
-        response.headers_mut().insert(
-            header::ALLOW,
-            header::HeaderValue::from_static(allowed[0].as_str()),
-        );
+        if let Ok(value) = header::HeaderValue::from_str(&allow) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
         return response;
     }
-    let result = match path.as_str() {
-        "/" | "/health" => public::health(&executor),
-        "/executor-details" => public::executor_details(&executor),
-        "/signed-registration-message" => public::signed_registration_message(&executor),
-        "/immutable-config" => operator::immutable_config(&executor, req).await,
-        _ => operator::mutable_config(&executor, req).await,
+    let executor = &services.executor;
+    let result = match route {
+        Route::Metrics => return metrics_response(executor.metrics_text()),
+        Route::Health => public::health(executor),
+        Route::Details => public::executor_details(executor),
+        Route::Registration => public::signed_registration_message(executor),
+        Route::ImmutableConfig => operator::immutable_config(executor, req).await,
+        Route::MutableConfig => operator::mutable_config(executor, req).await,
+        Route::Jobs => jobs::jobs(executor, req.uri().query()),
+        Route::Job => jobs::job(executor, &path["/jobs/".len()..]),
+        Route::LogLevel if method == Method::PUT => operator::set_log_level(req).await,
+        Route::LogLevel => operator::log_level(),
     };
     match result {
         Ok(body) => respond(StatusCode::OK, body),
@@ -89,10 +162,12 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Serves the API on `listener` until `shutdown` turns true; then lets open requests finish.
+/// Serves `surface`'s routes on `listener` until `shutdown` turns true; then lets open
+/// requests finish.
 pub async fn serve(
     listener: TcpListener,
-    executor: Arc<Executor>,
+    services: Arc<Services>,
+    surface: Surface,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -117,18 +192,18 @@ pub async fn serve(
             },
             _ = stopped(&mut shutdown) => break,
         };
-        let executor = executor.clone();
+        let services = services.clone();
         let service = service_fn(move |req| {
-            let executor = executor.clone();
+            let services = services.clone();
             async move {
-                let response =
-                    match tokio::time::timeout(REQUEST_TIMEOUT, handle(executor, req)).await {
-                        Ok(response) => response,
-                        Err(_) => error_response(ApiError::new(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "the request took too long",
-                        )),
-                    };
+                let handled = handle(services, surface, req);
+                let response = match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
+                    Ok(response) => response,
+                    Err(_) => error_response(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request took too long",
+                    )),
+                };
                 Ok::<_, Infallible>(response)
             }
         });

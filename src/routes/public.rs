@@ -1,4 +1,4 @@
-//! Read-only routes: health, executor details, and the signed registration message.
+//! Read-only routes: health and readiness, executor details, and the signed registration message.
 
 use serde_json::{json, Value};
 
@@ -10,14 +10,21 @@ fn hex0x(bytes: &[u8]) -> String {
 }
 
 pub fn health(executor: &Executor) -> Result<Value, ApiError> {
-    let (busy, total, enforced) = executor.slot_usage();
+    let (busy, total, _) = executor.slot_usage();
     let (queued, in_flight) = executor.load();
+    let readiness = executor.readiness()?;
     Ok(json!({
+        // The process answers: alive. `ready` says whether it can do its work, and the
+        // fields after it say why not.
         "status": "ok",
+        "ready": readiness.ready,
+        "registered": readiness.registered,
+        "chain_connected": readiness.chain_connected,
+        "cgroups_enforced": readiness.cgroups_enforced,
+        "workerd_found": readiness.workerd_found,
         "chain_status": format!("{:?}", executor.chain_status()?).to_lowercase(),
         "slots_busy": busy,
         "slots_total": total,
-        "cgroups_enforced": enforced,
         "jobs_queued": queued,
         "jobs_in_flight": in_flight,
     }))

@@ -77,6 +77,7 @@ impl Executor {
                 // The code ran and died: like an uncaught exception, error 0 with a body that says why.
                 let oom = self.ports.slots.oom_kills(slot) > ooms_before;
                 let body = if oom {
+                    self.ports.metrics.sandbox_oom_kill();
                     tracing::warn!(job = %job.id, slot = slot.index, "job killed by the OOM killer");
                     "the job exceeded its memory limit".to_string()
                 } else {

@@ -3,11 +3,14 @@
 mod configure;
 mod details;
 mod execute_job;
+mod job_status;
+mod observe;
 mod on_chain_event;
 mod recover;
 mod register_enclave;
 mod settle;
 mod submit_output;
 
+pub use job_status::{JobPage, JobStatus, JOB_STATES, MAX_JOBS_PAGE};
 pub use on_chain_event::FollowVerdict;
 pub use recover::RecoveryReport;

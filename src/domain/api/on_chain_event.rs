@@ -63,6 +63,7 @@ impl Executor {
                 executor,
                 output_count,
             } if !log.removed => {
+                let mut ended = None;
                 self.update_job(job_id, |record| {
                     record.output_count = record.output_count.max(output_count);
                     if usize::from(record.output_count) >= record.job.selected_executors.len() {
@@ -70,6 +71,9 @@ impl Executor {
                     }
                     if executor == me && !matches!(record.state, JobState::Confirmed { .. }) {
                         tracing::info!(job = %job_id, "our output seen on chain");
+                        if !matches!(record.state, JobState::Abandoned { .. }) {
+                            ended = Some(record.job.clone());
+                        }
                         let output = match &record.state {
                             JobState::Executed { output } | JobState::Submitted { output, .. } => {
                                 Some(output.clone())
@@ -82,6 +86,12 @@ impl Executor {
                         };
                     }
                 })?;
+                // Our output seen on chain before the sender's receipt: the job ends here.
+                if let Some(job) = ended {
+                    if let Some(record) = self.ports.store.job(job.id)? {
+                        self.count_job_end(&job, &record.state);
+                    }
+                }
                 FollowVerdict::Continue
             }
             other => {

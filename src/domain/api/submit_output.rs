@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::dal::{ChainError, Revert, TxOutcome};
+use crate::domain::dal::{ChainError, JobEnd, Revert, TxOutcome};
 use crate::domain::eip712::output_digest;
 use crate::domain::model::{ExecutionOutcome, Job, JobRecord, JobState, SignedOutput};
 use crate::domain::{DomainError, Executor};
@@ -155,9 +155,32 @@ impl Executor {
             .store
             .job(job.id)?
             .unwrap_or_else(|| JobRecord::new(job.clone(), state.clone()));
+        let was_final = matches!(
+            record.state,
+            JobState::Confirmed { .. } | JobState::Abandoned { .. }
+        );
         record.state = state;
         self.ports.store.put_job(&record)?;
+        if !was_final {
+            self.count_job_end(job, &record.state);
+        }
         Ok(())
+    }
+
+    /// Reports a job's first final state to the metrics.
+    pub(crate) fn count_job_end(&self, job: &Job, state: &JobState) {
+        let (end, error_code) = match state {
+            JobState::Confirmed { output, .. } => {
+                (JobEnd::Confirmed, output.as_ref().map(|o| o.error_code))
+            }
+            JobState::Abandoned { .. } => (JobEnd::Abandoned, None),
+            _ => return,
+        };
+        let created_ms = job.exec_start_time.saturating_mul(1000);
+        let end_to_end_ms = self.ports.clock.now_ms().saturating_sub(created_ms);
+        self.ports
+            .metrics
+            .job_finished(end, error_code, end_to_end_ms);
     }
 
     /// Gives a job up for good and says why, in the journal and the log. A job whose output
@@ -174,8 +197,13 @@ impl Executor {
                 if matches!(record.state, JobState::Confirmed { .. }) {
                     return Ok(false);
                 }
+                let first_end = !matches!(record.state, JobState::Abandoned { .. });
                 record.state = state;
-                self.ports.store.put_job(&record).map(|_| true)
+                self.ports.store.put_job(&record)?;
+                if first_end {
+                    self.count_job_end(job, &record.state);
+                }
+                Ok(true)
             })
         };
         match journalled {

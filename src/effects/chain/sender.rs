@@ -57,6 +57,8 @@ pub struct TxSender {
     /// Bumped on every gas key change; the nonce state of an older key is discarded.
     key_generation: AtomicU64,
     nonce: Mutex<NonceState>,
+    /// Transactions being sent or waited for (for metrics).
+    pending: AtomicU64,
 }
 
 /// What the sender knows about the gas account's nonce. Only touched under the send lock.
@@ -140,6 +142,22 @@ impl Call {
     }
 }
 
+/// Counts one transaction as pending until dropped (also when the send is cancelled).
+struct Pending<'a>(&'a AtomicU64);
+
+impl<'a> Pending<'a> {
+    fn start(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn transient(what: &str, error: impl std::fmt::Display) -> ChainError {
     ChainError::Transient(format!("{what}: {error}"))
 }
@@ -168,7 +186,29 @@ impl TxSender {
             wallet: RwLock::new(None),
             key_generation: AtomicU64::new(0),
             nonce: Mutex::new(NonceState::default()),
+            pending: AtomicU64::new(0),
         })
+    }
+
+    /// Transactions being sent or waited for now.
+    pub fn pending_transactions(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// The chain's head block, or None when the node does not answer.
+    pub async fn head_block(&self) -> Option<u64> {
+        rpc("eth_blockNumber", self.provider.get_block_number())
+            .await
+            .ok()
+            .map(|n| n.as_u64())
+    }
+
+    /// The gas account's balance, when a gas key is set and the node answers.
+    pub async fn gas_balance(&self) -> Option<U256> {
+        let address = self.wallet().ok()?.address();
+        rpc("eth_getBalance", self.provider.get_balance(address, None))
+            .await
+            .ok()
     }
 
     fn wallet(&self) -> Result<LocalWallet, ChainError> {
@@ -188,7 +228,9 @@ impl TxSender {
             to: self.config.jobs_address,
             data: data.into(),
         };
+        let pending = Pending::start(&self.pending);
         let result = self.send_call(&wallet, &call).await;
+        drop(pending);
         match &result {
             Ok(outcome) => tracing::info!(call = name, ?outcome, "transaction finished"),
             Err(e) => tracing::warn!(call = name, error = %e, "transaction failed"),

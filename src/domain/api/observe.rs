@@ -1,0 +1,47 @@
+//! What operators watch: the metrics exposition and an honest readiness report.
+
+use crate::domain::dal::Load;
+use crate::domain::model::{ChainStatus, Probe, Readiness};
+use crate::domain::{DomainError, Executor};
+
+/// A probe older than this no longer proves the chain is reachable.
+const PROBE_FRESH_MS: u64 = 30_000;
+
+impl Executor {
+    /// Every metric in the Prometheus text format, with the current load.
+    pub fn metrics_text(&self) -> String {
+        let (slots_busy, slots_total, _) = self.slot_usage();
+        let (jobs_queued, jobs_in_flight) = self.load();
+        self.ports.metrics.set_load(Load {
+            slots_busy,
+            slots_total,
+            jobs_queued,
+            jobs_in_flight,
+        });
+        self.ports.metrics.render()
+    }
+
+    /// Records what the periodic probe of the chain and sandbox found.
+    pub fn record_probe(&self, probe: Probe) {
+        *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);
+    }
+
+    pub fn readiness(&self) -> Result<Readiness, DomainError> {
+        let registered = matches!(
+            self.chain_status()?,
+            ChainStatus::Serving | ChainStatus::Draining
+        );
+        let probe = *self.probe.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.ports.clock.now_ms();
+        let fresh = probe.filter(|p| now.saturating_sub(p.at_ms) <= PROBE_FRESH_MS);
+        let chain_connected = fresh.is_some_and(|p| p.chain_head.is_some());
+        let workerd_found = probe.is_some_and(|p| p.workerd_found);
+        Ok(Readiness {
+            registered,
+            chain_connected,
+            cgroups_enforced: self.ports.slots.enforced(),
+            workerd_found,
+            ready: registered && chain_connected && workerd_found,
+        })
+    }
+}
