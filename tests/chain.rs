@@ -20,8 +20,8 @@ use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::jobs;
 use serverless_executor::config::Config;
 use serverless_executor::domain::dal::{
-    ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter, MockCodeSource, Revert,
-    TxOutcome,
+    ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter,
+    MockCodeSource, Revert, TxOutcome,
 };
 use serverless_executor::domain::eip712::{output_digest, recover};
 use serverless_executor::domain::model::{ChainEvent, ErrorCode, SignedOutput};
@@ -79,7 +79,7 @@ struct WriterCase {
 async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
     assert_eq!(writer.gas_address(), None, "no gas key at first");
     assert_eq!(
-        writer.submit_output(&case.output).await,
+        writer.submit_output(&case.output, ignore_sent()).await,
         Err(ChainError::NoGasKey)
     );
     assert_eq!(
@@ -100,21 +100,25 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
     assert_eq!(writer.set_gas_key(case.gas_secret), Ok(expected));
     assert_eq!(writer.gas_address(), Some(expected));
 
-    let first = writer.submit_output(&case.output).await;
+    let first = writer.submit_output(&case.output, ignore_sent()).await;
     assert!(is_mined(&first), "a valid output is mined: {first:?}");
-    let again = writer.submit_output(&case.output).await;
+    let again = writer.submit_output(&case.output, ignore_sent()).await;
     assert_eq!(
         revert_of(&again),
         Some(Revert::AlreadySubmittedOutput),
         "{again:?}"
     );
-    let stale = writer.submit_output(&case.stale_output).await;
+    let stale = writer
+        .submit_output(&case.stale_output, ignore_sent())
+        .await;
     assert_eq!(
         revert_of(&stale),
         Some(Revert::SignatureTooOld),
         "{stale:?}"
     );
-    let unselected = writer.submit_output(&case.unselected_output).await;
+    let unselected = writer
+        .submit_output(&case.unselected_output, ignore_sent())
+        .await;
     assert_eq!(
         revert_of(&unselected),
         Some(Revert::NotSelectedExecutor),
@@ -179,7 +183,7 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
     stub.expect_gas_address()
         .returning(move || *k.lock().unwrap());
     let (k, w) = (key.clone(), world.clone());
-    stub.expect_submit_output().returning(move |output| {
+    stub.expect_submit_output().returning(move |output, _sent| {
         if k.lock().unwrap().is_none() {
             return Err(ChainError::NoGasKey);
         }
@@ -289,7 +293,7 @@ async fn chain_writer_contract_holds_for_the_tx_sender_and_windows_close() {
     devnet.advance(5 + 5 + 2).await;
     let now = devnet.chain_time().await;
     let late = sign_output(&e2, job.job_id, b"late", 1, ErrorCode::Ok, now);
-    let outcome = sender.submit_output(&late).await;
+    let outcome = sender.submit_output(&late, ignore_sent()).await;
     assert_eq!(
         revert_of(&outcome),
         Some(Revert::ExecutionTimeOver),
@@ -321,7 +325,10 @@ async fn concurrent_submits_use_distinct_nonces_from_the_chain() {
         .expect("gas key");
     let a = sign_output(&e1, first.job_id, b"a", 1, ErrorCode::Ok, now);
     let b = sign_output(&e1, second.job_id, b"b", 1, ErrorCode::Ok, now);
-    let (ra, rb) = tokio::join!(sender.submit_output(&a), sender.submit_output(&b));
+    let (ra, rb) = tokio::join!(
+        sender.submit_output(&a, ignore_sent()),
+        sender.submit_output(&b, ignore_sent())
+    );
     let provider = devnet.provider();
     let mut nonces = Vec::new();
     for outcome in [ra, rb] {
@@ -335,7 +342,7 @@ async fn concurrent_submits_use_distinct_nonces_from_the_chain() {
         .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT + 1))
         .expect("gas key");
     let c = sign_output(&e2, first.job_id, b"c", 1, ErrorCode::Ok, now);
-    let outcome = sender.submit_output(&c).await;
+    let outcome = sender.submit_output(&c, ignore_sent()).await;
     let tx_hash = match &outcome {
         Ok(TxOutcome::Mined { tx_hash }) => *tx_hash,
         other => panic!("mined: {other:?}"),
@@ -409,7 +416,7 @@ async fn a_reverted_receipt_is_replayed_for_its_reason() {
         .iter()
         .map(|sender| {
             let (sender, output) = (sender.clone(), output.clone());
-            tokio::spawn(async move { sender.submit_output(&output).await })
+            tokio::spawn(async move { sender.submit_output(&output, ignore_sent()).await })
         })
         .collect();
     wait_for_pool(&devnet, 2).await;
@@ -449,7 +456,7 @@ async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
     set_automine(&devnet, false).await;
     let task = {
         let sender = sender.clone();
-        tokio::spawn(async move { sender.submit_output(&output).await })
+        tokio::spawn(async move { sender.submit_output(&output, ignore_sent()).await })
     };
     wait_for_pool(&devnet, 1).await;
     let provider = devnet.provider();
@@ -794,7 +801,9 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
     };
     let now = devnet.chain_time().await;
     let output = sign_output(selected, first.job_id, b"ok", 3, ErrorCode::Ok, now);
-    assert!(is_mined(&sender.submit_output(&output).await));
+    assert!(is_mined(
+        &sender.submit_output(&output, ignore_sent()).await
+    ));
     collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
         job_ids(items).len() >= 6
             && items.iter().any(|i| {

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use ethers::types::{Address, H256, U256};
 use thiserror::Error;
@@ -167,6 +169,22 @@ pub enum TxOutcome {
     },
 }
 
+/// Hears the hash of each transaction `ChainWriter::submit_output` broadcasts.
+pub trait OnSent: Send + Sync {
+    fn sent(&self, tx_hash: H256);
+}
+
+impl<F: Fn(H256) + Send + Sync> OnSent for F {
+    fn sent(&self, tx_hash: H256) {
+        self(tx_hash)
+    }
+}
+
+/// For `ChainWriter::submit_output` callers with no use for the transaction hash.
+pub fn ignore_sent() -> Arc<dyn OnSent> {
+    Arc::new(|_tx_hash: H256| {})
+}
+
 /// Transactions the executor sends, paid with the gas key.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -174,7 +192,13 @@ pub trait ChainWriter: Send + Sync {
     /// Replaces the key that pays gas; returns its address.
     fn set_gas_key(&self, secret: [u8; 32]) -> Result<Address, ChainError>;
     fn gas_address(&self) -> Option<Address>;
-    async fn submit_output(&self, output: &SignedOutput) -> Result<TxOutcome, ChainError>;
+    /// Sends `submitOutput` and follows it to its end; `sent` hears each transaction hash as
+    /// it is broadcast (a replacement has a new one), before any receipt.
+    async fn submit_output(
+        &self,
+        output: &SignedOutput,
+        sent: Arc<dyn OnSent>,
+    ) -> Result<TxOutcome, ChainError>;
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError>;
 }
 

@@ -26,6 +26,8 @@ struct ChainScript {
     slashes: Arc<Mutex<Vec<U256>>>,
     submit_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
     slash_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
+    /// The journal's state of each output's job right after its transaction was broadcast.
+    journal_when_sent: Arc<Mutex<Vec<JobState>>>,
 }
 
 fn mined() -> Result<TxOutcome, ChainError> {
@@ -42,7 +44,7 @@ fn reverted(revert: Revert) -> Result<TxOutcome, ChainError> {
 }
 
 impl ChainScript {
-    fn writer(&self) -> MockChainWriter {
+    fn writer(&self, store: Arc<dyn Store>) -> MockChainWriter {
         let mut chain = MockChainWriter::new();
         chain.expect_set_gas_key().returning(|secret| {
             k256::ecdsa::SigningKey::from_slice(&secret)
@@ -53,8 +55,13 @@ impl ChainScript {
             .expect_gas_address()
             .return_const(Some(Address::repeat_byte(0x6a)));
         let (outputs, answers) = (self.outputs.clone(), self.submit_answers.clone());
-        chain.expect_submit_output().returning(move |output| {
+        let journal_when_sent = self.journal_when_sent.clone();
+        chain.expect_submit_output().returning(move |output, sent| {
             outputs.lock().unwrap().push(output.clone());
+            sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
+            if let Ok(Some(record)) = store.job(output.job_id) {
+                journal_when_sent.lock().unwrap().push(record.state);
+            }
             let mut answers = answers.lock().unwrap();
             if answers.is_empty() {
                 mined()
@@ -116,7 +123,7 @@ fn harness_with(code: MockCodeSource, sandbox: MockSandbox, slots: usize) -> Har
         code: Arc::new(code),
         sandbox: Arc::new(sandbox),
         slots: Arc::new(counting_slots(slots)),
-        chain: Arc::new(chain.writer()),
+        chain: Arc::new(chain.writer(store.clone())),
         metrics: Arc::new(counting_metrics()),
     };
     let settings = Settings {
@@ -758,6 +765,28 @@ async fn recovery_requeues_accepted_jobs_and_resends_signed_outputs() {
         h.store.job(U256::from(4)).unwrap().unwrap().state.name(),
         "abandoned"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sent_output_is_journalled_with_its_transaction_hash_before_the_receipt() {
+    let h = harness();
+    registered(&h);
+    let job = job_now(7, vec![enclave()], b"hello");
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(job.clone())))
+        .unwrap();
+    settle_all(&h).await;
+    let seen = h.chain.journal_when_sent.lock().unwrap().clone();
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [JobState::Submitted { tx_hash, output }]
+                if *tx_hash == H256::from_low_u64_be(7) && output.output == b"hello"
+        ),
+        "{seen:?}"
+    );
+    let record = h.store.job(job.id).unwrap().unwrap();
+    assert_eq!(record.state.name(), "confirmed");
 }
 
 #[tokio::test(start_paused = true)]

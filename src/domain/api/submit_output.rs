@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use ethers::types::H256;
+
 use crate::domain::dal::{ChainError, JobEnd, Revert, TxOutcome};
 use crate::domain::eip712::output_digest;
 use crate::domain::model::{ExecutionOutcome, Job, JobRecord, JobState, SignedOutput};
@@ -64,7 +66,11 @@ impl Executor {
         let mut backoff = self.settings.retry_backoff_ms;
         let mut resigns = 0;
         loop {
-            match self.ports.chain.submit_output(&signed).await {
+            let sent = {
+                let (executor, job, signed) = (self.clone(), job.clone(), signed.clone());
+                Arc::new(move |tx_hash| executor.journal_sent(&job, &signed, tx_hash))
+            };
+            match self.ports.chain.submit_output(&signed, sent).await {
                 Ok(TxOutcome::Mined { tx_hash }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
                     return self.set_state(
@@ -144,6 +150,25 @@ impl Executor {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Journals the hash of a broadcast output transaction, unless the job has moved on.
+    fn journal_sent(&self, job: &Job, signed: &SignedOutput, tx_hash: H256) {
+        let result = self.update_job(job.id, |record| {
+            if matches!(
+                record.state,
+                JobState::Executed { .. } | JobState::Submitted { .. }
+            ) {
+                record.state = JobState::Submitted {
+                    output: signed.clone(),
+                    tx_hash,
+                };
+            }
+        });
+        match result {
+            Ok(()) => tracing::info!(job = %job.id, tx = ?tx_hash, "output sent"),
+            Err(e) => tracing::error!(job = %job.id, error = %e, "cannot journal the sent output"),
         }
     }
 

@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
 use super::revert::revert_of;
 use crate::config::ChainConfig;
-use crate::domain::dal::{ChainError, ChainWriter, Revert, TxOutcome};
+use crate::domain::dal::{ignore_sent, ChainError, ChainWriter, OnSent, Revert, TxOutcome};
 use crate::domain::model::SignedOutput;
 
 /// How long one sent transaction may stay unmined before it is replaced.
@@ -220,7 +220,12 @@ impl TxSender {
     }
 
     /// Sends one call to the Jobs contract and follows it to its end.
-    async fn send(&self, name: &'static str, data: Vec<u8>) -> Result<TxOutcome, ChainError> {
+    async fn send(
+        &self,
+        name: &'static str,
+        data: Vec<u8>,
+        sent: &dyn OnSent,
+    ) -> Result<TxOutcome, ChainError> {
         let wallet = self.wallet()?;
         let call = Call {
             name,
@@ -229,7 +234,7 @@ impl TxSender {
             data: data.into(),
         };
         let pending = Pending::start(&self.pending);
-        let result = self.send_call(&wallet, &call).await;
+        let result = self.send_call(&wallet, &call, sent).await;
         drop(pending);
         match &result {
             Ok(outcome) => tracing::info!(call = name, ?outcome, "transaction finished"),
@@ -238,7 +243,12 @@ impl TxSender {
         result
     }
 
-    async fn send_call(&self, wallet: &LocalWallet, call: &Call) -> Result<TxOutcome, ChainError> {
+    async fn send_call(
+        &self,
+        wallet: &LocalWallet,
+        call: &Call,
+        on_sent: &dyn OnSent,
+    ) -> Result<TxOutcome, ChainError> {
         let estimate = match rpc(
             "eth_estimateGas",
             self.provider.estimate_gas(&call.request(), None),
@@ -276,6 +286,7 @@ impl TxSender {
             }
         };
 
+        on_sent.sent(first_hash);
         let mut sent = vec![first_hash];
         for attempt in 1..=MAX_SENDS {
             if let Some(receipt) = self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
@@ -297,7 +308,7 @@ impl TxSender {
             )
             .await
             {
-                Ok(_) => {}
+                Ok(_) => on_sent.sent(hash),
                 Err(e) => match classify(&e) {
                     // One of the earlier sends was mined meanwhile, or the node has this one.
                     Some(Refusal::NonceTooLow) | Some(Refusal::Known) => {}
@@ -541,7 +552,11 @@ impl ChainWriter for TxSender {
             .map(|w| w.address())
     }
 
-    async fn submit_output(&self, output: &SignedOutput) -> Result<TxOutcome, ChainError> {
+    async fn submit_output(
+        &self,
+        output: &SignedOutput,
+        sent: Arc<dyn OnSent>,
+    ) -> Result<TxOutcome, ChainError> {
         let data = SubmitOutputCall {
             signature: output.signature.clone().into(),
             job_id: output.job_id,
@@ -551,11 +566,12 @@ impl ChainWriter for TxSender {
             sign_timestamp: U256::from(output.sign_timestamp),
         }
         .encode();
-        self.send("submitOutput", data).await
+        self.send("submitOutput", data, sent.as_ref()).await
     }
 
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError> {
         let data = SlashOnExecutionTimeoutCall { job_id }.encode();
-        self.send("slashOnExecutionTimeout", data).await
+        self.send("slashOnExecutionTimeout", data, ignore_sent().as_ref())
+            .await
     }
 }
