@@ -114,7 +114,7 @@ pub struct AdminConfig {
 }
 
 /// Each variable (without prefix), its default and its meaning; `.env.example` and the README
-/// list the same. A test checks that `.env.example` names them all.
+/// list the same. Tests check that `.env.example` and the README's table name them all.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("LISTEN_ADDR", "127.0.0.1", "address the HTTP API binds to"),
     ("PORT", "6001", "port of the HTTP API"),
@@ -184,7 +184,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "START_BLOCK",
         "",
-        "first block to follow when no cursor is stored (empty: the head)",
+        "first block to follow when no cursor is stored (empty: 256 blocks below the head)",
     ),
     (
         "WORKERD_PATH",
@@ -551,6 +551,23 @@ mod tests {
             assert!(
                 example.lines().any(|l| l.trim() == line),
                 ".env.example lacks the line {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn readme_configuration_table_lists_every_variable() {
+        let readme = include_str!("../README.md");
+        for (name, default, _) in VARIABLES {
+            let shown = if default.is_empty() {
+                "(empty)".to_string()
+            } else {
+                format!("`{default}`")
+            };
+            let row = format!("| `{}` | {shown} |", Config::var(name));
+            assert!(
+                readme.lines().any(|l| l.starts_with(&row)),
+                "README's configuration table lacks the row {row}"
             );
         }
     }
