@@ -33,6 +33,8 @@ pub enum EgressPolicy {
 pub enum SandboxMode {
     /// A new workerd process for every job.
     Process,
+    /// One warm workerd per slot; each job in a fresh isolate of it (Worker Loader).
+    Warm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +177,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "SANDBOX_MODE",
         "process",
-        "process: a new workerd process per job",
+        "process: a new workerd per job; warm: one workerd per slot, a fresh isolate per job",
     ),
     ("SLOT_MEMORY_MB", "100", "memory limit of each slot, MiB"),
     (
@@ -292,7 +294,8 @@ impl Config {
                 workerd_path,
                 mode: match r.text("SANDBOX_MODE").as_str() {
                     "process" => SandboxMode::Process,
-                    _ => return Err(invalid("SANDBOX_MODE", "must be process")),
+                    "warm" => SandboxMode::Warm,
+                    _ => return Err(invalid("SANDBOX_MODE", "must be process or warm")),
                 },
                 slot_memory_bytes: slot_memory_mb * 1024 * 1024,
                 slot_cpu_percent: r.number("SLOT_CPU_PERCENT", 1, 100 * 1024)?,
@@ -437,6 +440,7 @@ mod tests {
             ("EXECUTORS_ADDRESS", "zz"),
             ("RPC_WS_URL", "http://x:1"),
             ("EGRESS", "some"),
+            ("SANDBOX_MODE", "cold"),
             ("LOG_FORMAT", "xml"),
             ("CGROUP_PARENT", "../escape"),
             ("START_BLOCK", "-1"),
