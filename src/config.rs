@@ -176,8 +176,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "SANDBOX_MODE",
-        "process",
-        "process: a new workerd per job; warm: one workerd per slot, a fresh isolate per job",
+        "warm",
+        "warm: one workerd per slot, a fresh isolate per job; process: a new workerd per job",
     ),
     ("SLOT_MEMORY_MB", "100", "memory limit of each slot, MiB"),
     (
@@ -426,6 +426,7 @@ mod tests {
         assert_eq!(c.job_capacity, 20);
         assert_eq!(c.sandbox.output_limit_bytes, 20480);
         assert_eq!(c.sandbox.slot_memory_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.sandbox.mode, SandboxMode::Warm);
         assert!(!c.chain.is_configured());
     }
 

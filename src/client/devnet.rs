@@ -93,6 +93,13 @@ impl Devnet {
 
     /// The executor settings that point at this devnet.
     pub fn executor_config(&self, dir: &Path, opts: &ExecutorOptions) -> Result<Config> {
+        let raw = self.executor_settings(dir, opts);
+        Config::from_map(&raw).map_err(|e| anyhow!("devnet executor settings: {e}"))
+    }
+
+    /// The same settings as raw `EXECUTOR_*` values (names without the prefix), e.g. for an
+    /// executor started as a separate process.
+    pub fn executor_settings(&self, dir: &Path, opts: &ExecutorOptions) -> HashMap<String, String> {
         let d = &self.deployment;
         let mut raw: HashMap<String, String> = [
             ("PORT", opts.api_port.to_string()),
@@ -132,7 +139,7 @@ impl Devnet {
         for (k, v) in &opts.extra {
             raw.insert(k.clone(), v.clone());
         }
-        Config::from_map(&raw).map_err(|e| anyhow!("devnet executor settings: {e}"))
+        raw
     }
 
     /// Starts an executor with a fresh enclave key, configures it over its HTTP API, registers
@@ -154,13 +161,29 @@ impl Devnet {
         let config = self.executor_config(&dir, &opts)?;
         let running = bootstrap::start(config).await?;
         let api_url = format!("http://{}", running.api_addr);
-        let owner_key = self.anvil.key(opts.account).to_string();
-        let gas_key = self.anvil.key(opts.account + 5).to_string();
+        let enclave = self.register_over_api(&api_url, opts.account).await?;
+        let executor = DevExecutor {
+            running,
+            api_url,
+            enclave,
+            owner_key: self.anvil.key(opts.account).to_string(),
+        };
+        executor
+            .wait_for_status("serving", Duration::from_secs(30))
+            .await?;
+        Ok(executor)
+    }
+
+    /// Configures the executor serving `api_url` over its API (owner: anvil account
+    /// `account`, gas: the account 5 above) and registers it on chain; returns its enclave.
+    pub async fn register_over_api(&self, api_url: &str, account: usize) -> Result<Address> {
+        let owner_key = self.anvil.key(account).to_string();
+        let gas_key = self.anvil.key(account + 5).to_string();
         let owner = super::wallet(&owner_key)?;
         let http = reqwest::Client::new();
         let api = Api {
             http: &http,
-            base: &api_url,
+            base: api_url,
         };
         api.post(
             "/immutable-config",
@@ -193,26 +216,29 @@ impl Devnet {
         )
         .await
         .context("registering the executor on chain")?;
-        let executor = DevExecutor {
-            running,
-            api_url,
-            enclave,
-            owner_key,
-        };
-        executor
-            .wait_for_status("serving", Duration::from_secs(30))
-            .await?;
-        Ok(executor)
+        Ok(enclave)
     }
 }
 
 impl DevExecutor {
     /// Waits until the executor's health reports `status` as its chain status.
     pub async fn wait_for_status(&self, status: &str, timeout: Duration) -> Result<()> {
+        wait_for_chain_status(&self.api_url, status, timeout).await
+    }
+
+    /// Stops the executor gracefully.
+    pub async fn stop(self) -> Result<()> {
+        self.running.shutdown(Duration::from_secs(10)).await
+    }
+}
+
+/// Waits until the health of the executor at `api_url` reports `status` as its chain status.
+pub async fn wait_for_chain_status(api_url: &str, status: &str, timeout: Duration) -> Result<()> {
+    {
         let http = reqwest::Client::new();
         let api = Api {
             http: &http,
-            base: &self.api_url,
+            base: api_url,
         };
         let started = tokio::time::Instant::now();
         loop {
@@ -225,11 +251,6 @@ impl DevExecutor {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// Stops the executor gracefully.
-    pub async fn stop(self) -> Result<()> {
-        self.running.shutdown(Duration::from_secs(10)).await
     }
 }
 
