@@ -108,6 +108,15 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
         mem_total_mib()
     );
     println!(
+        "load:      {} (1, 5, 15 min, before the bench)",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
         "kernel:    {}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -137,8 +146,8 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
         "\n## 1. Sandbox latency ({} runs per row, one at a time, in one slot)\n",
         args.sandbox_runs
     );
-    println!("| mode | job | p50 | p99 | max | mean | ready p50 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| mode | job | p50 | p99 | max | mean | ready p50 | runs throttled |");
+    println!("|---|---|---|---|---|---|---|---|");
     for mode in modes {
         sandbox_latency(*mode, args.sandbox_runs, work_dir).await?;
     }
@@ -187,18 +196,24 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
         "\n## 3. Throughput (capacity {}, {} echo jobs created as fast as the chain takes them)\n",
         args.capacity, args.throughput_jobs
     );
-    println!("| mode | jobs/s | wall | executor peak RSS | executor CPU | workerd peak RSS (all) | createJob retries |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| mode | jobs/s | wall | executor peak RSS | executor CPU | workerd peak RSS (all) | anvil CPU | machine CPU busy | createJob retries |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let share = |cpu: Duration, wall: Duration| 100.0 * cpu.as_secs_f64() / wall.as_secs_f64();
     for (mode, part) in &e2e {
         let t = &part.throughput;
         println!(
-            "| {mode:?} | {:.1} | {:.1} s | {:.1} MiB | {:.2} s ({:.0}% of one core) | {:.0} MiB | {} |",
+            "| {mode:?} | {:.1} | {:.1} s | {:.1} MiB | {:.2} s ({:.0}% of a core) | {:.0} MiB | {:.2} s ({:.0}%) | {:.1} s ({:.0}% of {} cores) | {} |",
             t.jobs as f64 / t.wall.as_secs_f64(),
             t.wall.as_secs_f64(),
             t.peak_rss as f64 / 1048576.0,
             t.cpu.as_secs_f64(),
-            100.0 * t.cpu.as_secs_f64() / t.wall.as_secs_f64(),
+            share(t.cpu, t.wall),
             t.peak_workerd_rss as f64 / 1048576.0,
+            t.anvil_cpu.as_secs_f64(),
+            share(t.anvil_cpu, t.wall),
+            t.machine_cpu.as_secs_f64(),
+            share(t.machine_cpu, t.wall) / cores() as f64,
+            cores(),
             t.retries
         );
     }
@@ -240,8 +255,13 @@ async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) -> Res
         sandbox.run(&slot, code, input, 30_000).await?;
         let mut total = Vec::with_capacity(runs);
         let mut ready = Vec::with_capacity(runs);
+        let mut throttled_runs = 0;
         for _ in 0..runs {
+            let throttled = nr_throttled(&slots, slot.index);
             let report = sandbox.run_detailed(&slot, code, input, 30_000).await?;
+            if nr_throttled(&slots, slot.index) > throttled {
+                throttled_runs += 1;
+            }
             if report.result != RunResult::Output(expected.to_vec()) {
                 bail!("{mode:?} {name}: unexpected result {:?}", report.result);
             }
@@ -250,18 +270,38 @@ async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) -> Res
         }
         let mean = total.iter().sum::<f64>() / total.len() as f64;
         println!(
-            "| {mode:?} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            "| {mode:?} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
             pct(&mut total, 0.5),
             pct(&mut total, 0.99),
             pct(&mut total, 1.0),
             mean,
-            pct(&mut ready, 0.5)
+            pct(&mut ready, 0.5),
+            if slots.enforced() {
+                format!("{throttled_runs} of {runs}")
+            } else {
+                "no cgroup".into()
+            }
         );
     }
     slots.release(slot);
     drop(sandbox);
     slots.cleanup();
     Ok(())
+}
+
+/// How many CFS periods the slot's CPU quota has throttled so far (`cpu.stat`).
+fn nr_throttled(slots: &CgroupSlots, index: usize) -> u64 {
+    slots
+        .slot_dirs(index)
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("nr_throttled "))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// The `q` quantile (nearest rank) of `v`, sorting it.
@@ -285,6 +325,9 @@ struct Throughput {
     peak_rss: u64,
     peak_workerd_rss: u64,
     cpu: Duration,
+    anvil_cpu: Duration,
+    /// Busy CPU time of the whole machine (all processes, all cores).
+    machine_cpu: Duration,
     retries: usize,
 }
 
@@ -376,6 +419,9 @@ async fn devnet_part(mode: SandboxMode, args: &BenchArgs, work_dir: &Path) -> Re
     );
     let mined_before = log.mined_count();
     let cpu_before = cpu_time(executor.pid);
+    let anvil_pid = child_named(std::process::id(), "anvil");
+    let anvil_before = anvil_pid.map(cpu_time).unwrap_or_default();
+    let machine_before = machine_busy();
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
@@ -419,6 +465,11 @@ async fn devnet_part(mode: SandboxMode, args: &BenchArgs, work_dir: &Path) -> Re
     }
     let wall = started.elapsed();
     let cpu = cpu_time(executor.pid).saturating_sub(cpu_before);
+    let anvil_cpu = anvil_pid
+        .map(cpu_time)
+        .unwrap_or_default()
+        .saturating_sub(anvil_before);
+    let machine_cpu = machine_busy().saturating_sub(machine_before);
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let (peak_rss, peak_workerd_rss) = sampler.await?;
 
@@ -432,6 +483,8 @@ async fn devnet_part(mode: SandboxMode, args: &BenchArgs, work_dir: &Path) -> Re
             peak_rss,
             peak_workerd_rss,
             cpu,
+            anvil_cpu,
+            machine_cpu,
             retries,
         },
     })
@@ -730,6 +783,48 @@ fn cpu_time(pid: u32) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The first child of `pid` whose command name is `name`.
+fn child_named(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            status_kib(*p, "PPid:") == u64::from(pid)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == name)
+        })
+}
+
+/// Busy (non-idle, non-iowait) CPU time of the machine since boot, all cores.
+fn machine_busy() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(busy * 1_000_000 / hz)
 }
 
 fn cpu_model() -> String {
