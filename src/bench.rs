@@ -383,111 +383,116 @@ async fn devnet_part(mode: SandboxMode, args: &BenchArgs, work_dir: &Path) -> Re
 
     let log = Arc::new(StageLog::default());
     let mut executor = start_executor(&devnet, mode, args.capacity, &dir, log.clone()).await?;
-    let creator = Creator::new(&http, devnet.author_key(), jobs).await?;
+    // Whatever happens, the executor stops gracefully (its slots' cgroups are removed).
+    let part = async {
+        let creator = Creator::new(&http, devnet.author_key(), jobs).await?;
 
-    // Warm-up (not counted): the code fetch fills the cache, the first slots start.
-    for i in 0..3 {
-        let (id, _) = creator
-            .create(codehash, format!("{{\"warmup\":{i}}}").as_bytes())
-            .await?;
-        wait_mined(&log, &id, Duration::from_secs(60)).await?;
-    }
-
-    eprintln!("[bench] {mode:?}: {} jobs one at a time", args.e2e_jobs);
-    let mut stage_ms = vec![Vec::new(); STAGES.len() + 1];
-    for i in 0..args.e2e_jobs {
-        let input = format!("{{\"job\":{i}}}");
-        let (id, sent_us) = creator.create(codehash, input.as_bytes()).await?;
-        wait_mined(&log, &id, Duration::from_secs(60)).await?;
-        let marks = log
-            .get(&id)
-            .ok_or_else(|| anyhow!("no marks for job {id}"))?;
-        let mut previous = sent_us;
-        for (n, (stage, _)) in STAGES.iter().enumerate() {
-            let at = *marks
-                .get(*stage)
-                .ok_or_else(|| anyhow!("job {id}: no {stage} mark in the executor's log"))?;
-            stage_ms[n].push(at.saturating_sub(previous) as f64 / 1000.0);
-            previous = at.max(previous);
+        // Warm-up (not counted): the code fetch fills the cache, the first slots start.
+        for i in 0..3 {
+            let (id, _) = creator
+                .create(codehash, format!("{{\"warmup\":{i}}}").as_bytes())
+                .await?;
+            wait_mined(&log, &id, Duration::from_secs(60)).await?;
         }
-        stage_ms[STAGES.len()].push(previous.saturating_sub(sent_us) as f64 / 1000.0);
-    }
 
-    eprintln!(
-        "[bench] {mode:?}: throughput, {} jobs",
-        args.throughput_jobs
-    );
-    let mined_before = log.mined_count();
-    let cpu_before = cpu_time(executor.pid);
-    let anvil_pid = child_named(std::process::id(), "anvil");
-    let anvil_before = anvil_pid.map(cpu_time).unwrap_or_default();
-    let machine_before = machine_busy();
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = {
-        let sampling = sampling.clone();
-        let pid = executor.pid;
-        tokio::spawn(async move {
-            let (mut peak, mut peak_workerd) = (0u64, 0u64);
-            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_bytes(pid));
-                peak_workerd = peak_workerd.max(children_rss(pid));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        eprintln!("[bench] {mode:?}: {} jobs one at a time", args.e2e_jobs);
+        let mut stage_ms = vec![Vec::new(); STAGES.len() + 1];
+        for i in 0..args.e2e_jobs {
+            let input = format!("{{\"job\":{i}}}");
+            let (id, sent_us) = creator.create(codehash, input.as_bytes()).await?;
+            wait_mined(&log, &id, Duration::from_secs(60)).await?;
+            let marks = log
+                .get(&id)
+                .ok_or_else(|| anyhow!("no marks for job {id}"))?;
+            let mut previous = sent_us;
+            for (n, (stage, _)) in STAGES.iter().enumerate() {
+                let at = *marks
+                    .get(*stage)
+                    .ok_or_else(|| anyhow!("job {id}: no {stage} mark in the executor's log"))?;
+                stage_ms[n].push(at.saturating_sub(previous) as f64 / 1000.0);
+                previous = at.max(previous);
             }
-            (peak, peak_workerd)
-        })
-    };
-    let started = Instant::now();
-    let mut retries = 0;
-    for i in 0..args.throughput_jobs {
-        let input = format!("{{\"load\":{i}}}");
-        loop {
-            match creator.try_create(codehash, input.as_bytes()).await? {
-                true => break,
-                // Every slot of the executor is taken on chain: wait for an output.
-                false => {
-                    retries += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+            stage_ms[STAGES.len()].push(previous.saturating_sub(sent_us) as f64 / 1000.0);
+        }
+
+        eprintln!(
+            "[bench] {mode:?}: throughput, {} jobs",
+            args.throughput_jobs
+        );
+        let mined_before = log.mined_count();
+        let cpu_before = cpu_time(executor.pid);
+        let anvil_pid = child_named(std::process::id(), "anvil");
+        let anvil_before = anvil_pid.map(cpu_time).unwrap_or_default();
+        let machine_before = machine_busy();
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let sampling = sampling.clone();
+            let pid = executor.pid;
+            tokio::spawn(async move {
+                let (mut peak, mut peak_workerd) = (0u64, 0u64);
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(rss_bytes(pid));
+                    peak_workerd = peak_workerd.max(children_rss(pid));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (peak, peak_workerd)
+            })
+        };
+        let started = Instant::now();
+        let mut retries = 0;
+        for i in 0..args.throughput_jobs {
+            let input = format!("{{\"load\":{i}}}");
+            loop {
+                match creator.try_create(codehash, input.as_bytes()).await? {
+                    true => break,
+                    // Every slot of the executor is taken on chain: wait for an output.
+                    false => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
                 }
             }
         }
-    }
-    let target = mined_before + args.throughput_jobs;
-    let limit = Instant::now() + Duration::from_secs(300);
-    while log.mined_count() < target {
-        if Instant::now() > limit {
-            bail!(
-                "{mode:?}: only {} of {} jobs answered",
-                log.mined_count() - mined_before,
-                args.throughput_jobs
-            );
+        let target = mined_before + args.throughput_jobs;
+        let limit = Instant::now() + Duration::from_secs(300);
+        while log.mined_count() < target {
+            if Instant::now() > limit {
+                bail!(
+                    "{mode:?}: only {} of {} jobs answered",
+                    log.mined_count() - mined_before,
+                    args.throughput_jobs
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), log.mined.notified()).await;
         }
-        let _ = tokio::time::timeout(Duration::from_millis(100), log.mined.notified()).await;
-    }
-    let wall = started.elapsed();
-    let cpu = cpu_time(executor.pid).saturating_sub(cpu_before);
-    let anvil_cpu = anvil_pid
-        .map(cpu_time)
-        .unwrap_or_default()
-        .saturating_sub(anvil_before);
-    let machine_cpu = machine_busy().saturating_sub(machine_before);
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    let (peak_rss, peak_workerd_rss) = sampler.await?;
+        let wall = started.elapsed();
+        let cpu = cpu_time(executor.pid).saturating_sub(cpu_before);
+        let anvil_cpu = anvil_pid
+            .map(cpu_time)
+            .unwrap_or_default()
+            .saturating_sub(anvil_before);
+        let machine_cpu = machine_busy().saturating_sub(machine_before);
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (peak_rss, peak_workerd_rss) = sampler.await?;
 
+        Ok::<_, anyhow::Error>(DevnetPart {
+            stage_ms,
+            throughput: Throughput {
+                jobs: args.throughput_jobs,
+                wall,
+                peak_rss,
+                peak_workerd_rss,
+                cpu,
+                anvil_cpu,
+                machine_cpu,
+                retries,
+            },
+        })
+    }
+    .await;
     stop_executor(&mut executor).await;
     drop(devnet);
-    Ok(DevnetPart {
-        stage_ms,
-        throughput: Throughput {
-            jobs: args.throughput_jobs,
-            wall,
-            peak_rss,
-            peak_workerd_rss,
-            cpu,
-            anvil_cpu,
-            machine_cpu,
-            retries,
-        },
-    })
+    part
 }
 
 async fn start_executor(
