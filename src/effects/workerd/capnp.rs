@@ -246,6 +246,40 @@ mod tests {
     }
 
     #[test]
+    fn warm_config_has_the_same_egress_and_only_the_loader_and_internet_bindings() {
+        for egress in [EgressPolicy::Public, EgressPolicy::None] {
+            let warm = render_warm_config(egress);
+            let network = |c: &str| {
+                c.lines()
+                    .find(|l| l.contains("network ="))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            };
+            assert_eq!(network(&warm), network(&render_config(egress)));
+            assert!(warm.contains(r#"(name = "LOADER", workerLoader = ()),"#));
+            assert!(warm.contains(r#"(name = "INTERNET", service = "internet"),"#));
+            // Two services, one socket, one module, two bindings: nothing else.
+            assert_eq!(warm.matches("(name = \"").count(), 6, "{warm}");
+            assert!(warm.contains(r#"globalOutbound = "internet""#));
+        }
+    }
+
+    #[test]
+    fn host_worker_loads_each_job_fresh_with_no_env_and_the_egress_service() {
+        let js = render_host_js();
+        // load() never caches: a new isolate per job (get(id) could return an old one).
+        assert!(js.contains("env.LOADER.load({"));
+        assert!(!js.contains("LOADER.get("));
+        assert!(js.contains("env: {},"));
+        assert!(js.contains("globalOutbound: env.INTERNET,"));
+        assert!(js.contains(&format!("compatibilityDate: \"{COMPATIBILITY_DATE}\"")));
+        // The job's modules are per-job mode's, the entry check included.
+        assert!(js.contains(&serde_json::to_string(ENTRY_JS).unwrap()));
+        assert!(js.contains(&format!("\"{JOB_MODULE}\": code")));
+    }
+
+    #[test]
     fn config_names_the_modules_socket_and_date() {
         let c = render_config(EgressPolicy::Public);
         assert!(c.contains(&format!("embed \"{ENTRY_MODULE}\"")));
