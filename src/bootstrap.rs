@@ -55,6 +55,7 @@ pub async fn start(config: Config) -> Result<Running> {
     // Warns loudly, once, when cgroups cannot be used.
     let slots = Arc::new(CgroupSlots::new(config.slots, &config.sandbox));
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
+    prewarm(&sandbox, slots.as_ref()).await?;
     let chain = Arc::new(TxSender::new(config.chain.clone())?);
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
@@ -264,6 +265,18 @@ async fn probe(
         });
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
+}
+
+/// Warm mode: starts every slot's workerd now, so the first jobs find them warm.
+async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
+    use crate::domain::dal::Slots;
+    let all: Vec<_> = std::iter::from_fn(|| slots.try_acquire()).collect();
+    let warmed = sandbox.prewarm(&all).await;
+    for slot in all {
+        slots.release(slot);
+    }
+    warmed.context("starting the warm sandbox slots")?;
+    Ok(())
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {

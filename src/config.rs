@@ -33,6 +33,8 @@ pub enum EgressPolicy {
 pub enum SandboxMode {
     /// A new workerd process for every job.
     Process,
+    /// One warm workerd per slot; each job in a fresh isolate of it (Worker Loader).
+    Warm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +195,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "SANDBOX_MODE",
-        "process",
-        "process: a new workerd process per job",
+        "warm",
+        "warm: one workerd per slot, a fresh isolate per job; process: a new workerd per job",
     ),
     ("SLOT_MEMORY_MB", "100", "memory limit of each slot, MiB"),
     (
@@ -333,7 +335,8 @@ impl Config {
                 workerd_path,
                 mode: match r.text("SANDBOX_MODE").as_str() {
                     "process" => SandboxMode::Process,
-                    _ => return Err(invalid("SANDBOX_MODE", "must be process")),
+                    "warm" => SandboxMode::Warm,
+                    _ => return Err(invalid("SANDBOX_MODE", "must be process or warm")),
                 },
                 slot_memory_bytes: slot_memory_mb * 1024 * 1024,
                 slot_cpu_percent: r.number("SLOT_CPU_PERCENT", 1, 100 * 1024)?,
@@ -479,6 +482,7 @@ mod tests {
         assert_eq!(c.slots, 20, "slots follow the job capacity");
         assert_eq!(c.sandbox.output_limit_bytes, 20480);
         assert_eq!(c.sandbox.slot_memory_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.sandbox.mode, SandboxMode::Warm);
         assert!(!c.chain.is_configured());
         assert!(
             c.admin.listen_addr.is_loopback(),
@@ -500,6 +504,7 @@ mod tests {
             ("EXECUTORS_ADDRESS", "zz"),
             ("RPC_WS_URL", "http://x:1"),
             ("EGRESS", "some"),
+            ("SANDBOX_MODE", "cold"),
             ("LOG_FORMAT", "xml"),
             ("CGROUP_PARENT", "../escape"),
             ("START_BLOCK", "-1"),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod devnet;
 use serverless_executor::config::{Config, LogFormat};
 use serverless_executor::domain::dal::EnclaveSigner;
@@ -36,6 +37,9 @@ enum Command {
     },
     /// Start a local devnet: anvil, the dev contracts, a registered executor and a demo job.
     Devnet(devnet::DevnetArgs),
+    /// Measure sandbox latency, end-to-end latency and throughput on a local devnet, in
+    /// each sandbox mode; prints markdown tables (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Job-author commands: deploy code, run a job.
     #[command(subcommand)]
     Client(devnet::ClientCommand),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Devnet(args) => run_async("info", |_| devnet::run_devnet(args)),
+        Command::Bench(args) => run_async("warn", |_| bench::run_bench(args)),
         Command::Client(command) => run_async("warn", |_| devnet::run_client(command)),
         Command::Serve => {
             let config = match Config::load(cli.config.as_deref()) {

@@ -2,6 +2,9 @@
 //! Run with `cargo test --features mocks --test sandbox`: with the feature, the shared contracts
 //! also run against the mockall stubs (without it, only against the real adapters).
 //! Cgroup-specific assertions print "SKIP: cgroups not available: <why>" when they cannot run.
+//! Every sandbox test runs in both modes (`<test>::process` and `<test>::warm`); the `warm_*`
+//! tests check what only warm slots promise: no state from one job to the next, and a job that
+//! fails its slot restarts that slot's workerd only.
 
 #[path = "common/contracts_sandbox.rs"]
 mod contracts_sandbox;
@@ -104,11 +107,56 @@ fn unlimited_slot() -> Slot {
     }
 }
 
-fn sandbox_new(work: &tempfile::TempDir, egress: EgressPolicy) -> WorkerdSandbox {
+fn sandbox_new(
+    work: &tempfile::TempDir,
+    egress: EgressPolicy,
+    mode: SandboxMode,
+) -> WorkerdSandbox {
     let mut config = sandbox_config(work.path(), "unused");
     config.egress = egress;
+    config.mode = mode;
     WorkerdSandbox::new(&config).expect("workerd is installed (tools/install.sh)")
 }
+
+/// Stops the sandbox (warm mode: kills the slots' processes) and checks nothing is left.
+fn finish(sandbox: WorkerdSandbox, work: &tempfile::TempDir) {
+    drop(sandbox);
+    assert_dir_empty(work.path());
+}
+
+/// Runs the sandbox test `$name(mode)` once per sandbox mode, as `$name::process` and `$name::warm`.
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn process() {
+                super::$name(SandboxMode::Process).await
+            }
+            #[tokio::test]
+            async fn warm() {
+                super::$name(SandboxMode::Warm).await
+            }
+        }
+    )*};
+}
+
+both_modes!(
+    prime_factorisation_and_invalid_input,
+    code_that_does_not_load_is_a_load_failure,
+    deadline_kills_workerd,
+    cancelled_run_leaves_no_process_or_directory,
+    output_limit,
+    uncaught_exception_gives_workerds_error_body,
+    binary_and_utf8_pass_unchanged,
+    version_and_self_check,
+    egress_to_loopback_is_refused_and_nothing_arrives,
+    egress_to_metadata_private_and_link_local_is_refused,
+    public_egress_tries_public_addresses_and_none_refuses_them,
+    memory_bomb_is_contained,
+    concurrent_runs_one_per_slot,
+    sandbox_contract_holds_for_workerd,
+);
 
 fn assert_dir_empty(dir: &Path) {
     let left: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -129,11 +177,10 @@ fn process_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[tokio::test]
-async fn prime_factorisation_and_invalid_input() {
+async fn prime_factorisation_and_invalid_input(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
     let (a, b, c, d) = tokio::join!(
         sandbox.run(&slot, PRIMES_JOB, br#"{"num":600}"#, 30_000),
@@ -145,14 +192,13 @@ async fn prime_factorisation_and_invalid_input() {
     assert_eq!(output(b), "2,5");
     assert_eq!(output(c), "invalid input");
     assert_eq!(output(d), "invalid input");
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
-#[tokio::test]
-async fn code_that_does_not_load_is_a_load_failure() {
+async fn code_that_does_not_load_is_a_load_failure(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
     let syntax = "export default { async fetch(r) { return new Response(await r.text() } }";
     let (syntax, named_only, no_exports, no_fetch) = tokio::join!(
@@ -173,14 +219,13 @@ async fn code_that_does_not_load_is_a_load_failure() {
             "{m}"
         );
     }
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
-#[tokio::test]
-async fn deadline_kills_workerd() {
+async fn deadline_kills_workerd(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let report = sandbox
         .run_detailed(&unlimited_slot(), LOOP_JOB, b"x", 1_500)
         .await
@@ -192,14 +237,13 @@ async fn deadline_kills_workerd() {
         "workerd {} still exists",
         report.pid
     );
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
-#[tokio::test]
-async fn cancelled_run_leaves_no_process_or_directory() {
+async fn cancelled_run_leaves_no_process_or_directory(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
     let run = sandbox.run(&slot, LOOP_JOB, b"x", 60_000);
     assert!(tokio::time::timeout(Duration::from_millis(800), run)
@@ -225,11 +269,10 @@ fn live_process_under(dir: &Path) -> bool {
     })
 }
 
-#[tokio::test]
-async fn output_limit() {
+async fn output_limit(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
     let job = |n: usize| {
         format!("export default {{ fetch() {{ return new Response(\"x\".repeat({n})); }} }};")
@@ -250,14 +293,13 @@ async fn output_limit() {
     assert_eq!(output(at_limit).len(), 20480);
     assert_eq!(over, Ok(RunResult::OutputTooLarge));
     assert_eq!(streamed, Ok(RunResult::OutputTooLarge));
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
-#[tokio::test]
-async fn uncaught_exception_gives_workerds_error_body() {
+async fn uncaught_exception_gives_workerds_error_body(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let report = sandbox
         .run_detailed(&unlimited_slot(), THROW_JOB, b"x", 30_000)
         .await
@@ -271,14 +313,13 @@ async fn uncaught_exception_gives_workerds_error_body() {
         "{}",
         report.stderr
     );
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
-#[tokio::test]
-async fn binary_and_utf8_pass_unchanged() {
+async fn binary_and_utf8_pass_unchanged(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
     let binary: Vec<u8> = (0..=255u8).collect();
     let utf8 = "héllo wörld — 日本語 — 🎉🦀 ∑ ﷽".as_bytes().to_vec();
@@ -288,7 +329,7 @@ async fn binary_and_utf8_pass_unchanged() {
     );
     assert_eq!(b, Ok(RunResult::Output(binary)));
     assert_eq!(u, Ok(RunResult::Output(utf8)));
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
 #[tokio::test]
@@ -300,14 +341,13 @@ async fn missing_binary_is_a_sandbox_error() {
     assert!(err.0.contains("no-such-workerd"), "{err}");
 }
 
-#[tokio::test]
-async fn version_and_self_check() {
+async fn version_and_self_check(mode: SandboxMode) {
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::None);
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
     let version = sandbox.version().await.unwrap();
     assert!(version.starts_with("workerd "), "{version}");
     sandbox.self_check().await.unwrap();
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
 }
 
 /// A loopback HTTP server that counts the connections it accepts.
@@ -353,8 +393,7 @@ fn assert_refused(report: &RunReport, targets: &[(&str, &str)]) {
     }
 }
 
-#[tokio::test]
-async fn egress_to_loopback_is_refused_and_nothing_arrives() {
+async fn egress_to_loopback_is_refused_and_nothing_arrives(mode: SandboxMode) {
     sandbox_init_logs();
     let (port, hits) = counting_server().await;
     // The server works (so "no request" below means refused, not broken).
@@ -366,7 +405,7 @@ async fn egress_to_loopback_is_refused_and_nothing_arrives() {
 
     for egress in [EgressPolicy::Public, EgressPolicy::None] {
         let work = tempfile::tempdir().unwrap();
-        let sandbox = sandbox_new(&work, egress);
+        let sandbox = sandbox_new(&work, egress, mode);
         let list = vec![
             format!("http://127.0.0.1:{port}/secret"),
             format!("http://localhost:{port}/secret"),
@@ -383,7 +422,7 @@ async fn egress_to_loopback_is_refused_and_nothing_arrives() {
                 (&list[1], &format!("localhost:{port}")),
             ],
         );
-        assert_dir_empty(work.path());
+        finish(sandbox, &work);
     }
     assert_eq!(
         hits.load(Ordering::SeqCst),
@@ -409,7 +448,11 @@ fn in_empty_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     .map_err(|_| "the namespace thread panicked".to_string())?
 }
 
-fn run_in_netns(egress: EgressPolicy, list: Vec<String>) -> Result<RunReport, String> {
+fn run_in_netns(
+    egress: EgressPolicy,
+    mode: SandboxMode,
+    list: Vec<String>,
+) -> Result<RunReport, String> {
     in_empty_netns(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -417,19 +460,18 @@ fn run_in_netns(egress: EgressPolicy, list: Vec<String>) -> Result<RunReport, St
             .unwrap();
         runtime.block_on(async move {
             let work = tempfile::tempdir().unwrap();
-            let sandbox = sandbox_new(&work, egress);
+            let sandbox = sandbox_new(&work, egress, mode);
             let report = sandbox
                 .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
                 .await
                 .unwrap();
-            assert_dir_empty(work.path());
+            finish(sandbox, &work);
             report
         })
     })
 }
 
-#[tokio::test]
-async fn egress_to_metadata_private_and_link_local_is_refused() {
+async fn egress_to_metadata_private_and_link_local_is_refused(mode: SandboxMode) {
     sandbox_init_logs();
     let list = vec![
         "http://169.254.169.254/latest/meta-data/".to_string(),
@@ -447,13 +489,13 @@ async fn egress_to_metadata_private_and_link_local_is_refused() {
     ];
     for egress in [EgressPolicy::Public, EgressPolicy::None] {
         // In an empty network namespace nothing can leave even if the policy were wrong.
-        let report = match run_in_netns(egress, list.clone()) {
+        let report = match run_in_netns(egress, mode, list.clone()) {
             Ok(report) => report,
             Err(why) => {
                 // The loopback test has shown the same policy refusing before connecting.
                 println!("note: no empty network namespace ({why}); testing in this one");
                 let work = tempfile::tempdir().unwrap();
-                sandbox_new(&work, egress)
+                sandbox_new(&work, egress, mode)
                     .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
                     .await
                     .unwrap()
@@ -463,13 +505,12 @@ async fn egress_to_metadata_private_and_link_local_is_refused() {
     }
 }
 
-#[tokio::test]
-async fn public_egress_tries_public_addresses_and_none_refuses_them() {
+async fn public_egress_tries_public_addresses_and_none_refuses_them(mode: SandboxMode) {
     sandbox_init_logs();
     // Only inside an empty network namespace: nothing is ever sent to a public address.
     let list = vec!["http://1.1.1.1/".to_string()];
-    let public = run_in_netns(EgressPolicy::Public, list.clone());
-    let none = run_in_netns(EgressPolicy::None, list.clone());
+    let public = run_in_netns(EgressPolicy::Public, mode, list.clone());
+    let none = run_in_netns(EgressPolicy::None, mode, list.clone());
     let (public, none) = match (public, none) {
         (Ok(p), Ok(n)) => (p, n),
         (Err(why), _) | (_, Err(why)) => {
@@ -497,12 +538,11 @@ fn skip_reason(slots: &CgroupSlots) -> Option<String> {
         .map(|why| format!("SKIP: cgroups not available: {why}"))
 }
 
-#[tokio::test]
-async fn memory_bomb_is_contained() {
+async fn memory_bomb_is_contained(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
-    let slots = cgroup_slots(1, work.path(), "memory-bomb");
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
+    let slots = cgroup_slots(1, work.path(), &format!("memory-bomb-{mode:?}"));
     let slot = slots.try_acquire().unwrap();
     if let Some(skip) = skip_reason(&slots) {
         println!("{skip} (the bomb runs without a limit, until V8's own heap limit)");
@@ -547,16 +587,15 @@ async fn memory_bomb_is_contained() {
     let echo = sandbox.run(&slot, ECHO_JOB, b"still alive", 30_000).await;
     assert_eq!(echo, Ok(RunResult::Output(b"still alive".to_vec())));
     slots.release(slot);
+    finish(sandbox, &work);
     slots.cleanup();
-    assert_dir_empty(work.path());
 }
 
-#[tokio::test]
-async fn concurrent_runs_one_per_slot() {
+async fn concurrent_runs_one_per_slot(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = Arc::new(sandbox_new(&work, EgressPolicy::Public));
-    let slots = cgroup_slots(4, work.path(), "concurrent");
+    let sandbox = Arc::new(sandbox_new(&work, EgressPolicy::Public, mode));
+    let slots = cgroup_slots(4, work.path(), &format!("concurrent-{mode:?}"));
     if let Some(skip) = skip_reason(&slots) {
         println!("{skip} (the runs go unlimited)");
     }
@@ -585,12 +624,14 @@ async fn concurrent_runs_one_per_slot() {
         slots.release(slot);
     }
     assert_eq!(slots.busy(), 0);
+    // Warm processes live in the slots' cgroups until the sandbox goes.
+    let sandbox = Arc::try_unwrap(sandbox).expect("no run holds the sandbox");
+    finish(sandbox, &work);
     let dirs: Vec<PathBuf> = (0..4).flat_map(|i| slots.slot_dirs(i)).collect();
     slots.cleanup();
     for dir in dirs {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
-    assert_dir_empty(work.path());
 }
 
 #[tokio::test]
@@ -706,17 +747,146 @@ async fn sandbox_contract_holds_for_the_mock() {
     sandbox_contract(&mock, &unlimited_slot()).await;
 }
 
-#[tokio::test]
-async fn sandbox_contract_holds_for_workerd() {
+async fn sandbox_contract_holds_for_workerd(mode: SandboxMode) {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
-    let sandbox = sandbox_new(&work, EgressPolicy::Public);
-    let slots = cgroup_slots(1, work.path(), "sandbox-contract");
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
+    let slots = cgroup_slots(1, work.path(), &format!("sandbox-contract-{mode:?}"));
     if let Some(skip) = skip_reason(&slots) {
         println!("{skip} (contract checked in an unlimited slot)");
     }
     let slot = slots.try_acquire().unwrap();
     sandbox_contract(&sandbox, &slot).await;
     slots.release(slot);
-    assert_dir_empty(work.path());
+    finish(sandbox, &work);
+}
+
+/// Reads what an earlier job may have left (a global, a module variable), then leaves its own
+/// input there; also lists the bindings it sees.
+const SNOOP_JOB: &str = r#"
+let moduleState;
+export default {
+  async fetch(request, env) {
+    const seen = { global: globalThis.leak ?? null, module: moduleState ?? null };
+    const input = await request.text();
+    globalThis.leak = input;
+    moduleState = input;
+    return new Response(JSON.stringify({ seen, env: Object.keys(env) }));
+  },
+};
+"#;
+
+fn slot(index: usize) -> Slot {
+    Slot {
+        index,
+        cgroup_procs: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn warm_jobs_share_no_state_and_see_no_host_bindings() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slot = unlimited_slot();
+    let first = sandbox
+        .run_detailed(&slot, SNOOP_JOB, b"secret of job 1", 30_000)
+        .await
+        .unwrap();
+    let second = sandbox
+        .run_detailed(&slot, SNOOP_JOB, b"job 2", 30_000)
+        .await
+        .unwrap();
+    // One warm process served both jobs ...
+    assert_eq!(first.pid, second.pid);
+    assert!(!process_gone(first.pid));
+    // ... and neither saw anything of the other, nor any binding of the host worker.
+    let nothing = r#"{"seen":{"global":null,"module":null},"env":[]}"#;
+    assert_eq!(first.result, RunResult::Output(nothing.as_bytes().to_vec()));
+    assert_eq!(
+        second.result,
+        RunResult::Output(nothing.as_bytes().to_vec())
+    );
+    finish(sandbox, &work);
+}
+
+#[tokio::test]
+async fn warm_deadline_restarts_only_its_own_slot() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    sandbox.prewarm(&[slot(0), slot(1)]).await.unwrap();
+    let (Some(pid0), Some(pid1)) = (sandbox.warm_pid(0).await, sandbox.warm_pid(1).await) else {
+        panic!("prewarm started no process");
+    };
+    assert_ne!(pid0, pid1);
+    let report = sandbox
+        .run_detailed(&slot(0), LOOP_JOB, b"x", 1_500)
+        .await
+        .unwrap();
+    assert_eq!(report.result, RunResult::DeadlineExceeded);
+    assert_eq!(report.pid, pid0);
+    assert!(process_gone(pid0), "slot 0's workerd {pid0} still exists");
+    let new0 = sandbox.warm_pid(0).await.expect("slot 0 restarted");
+    assert_ne!(new0, pid0);
+    assert_eq!(sandbox.warm_pid(1).await, Some(pid1), "slot 1 was touched");
+    // Both slots serve the next job: slot 0 from its new process, slot 1 from its old one.
+    for (index, pid) in [(0, new0), (1, pid1)] {
+        let echo = sandbox
+            .run_detailed(&slot(index), ECHO_JOB, b"next", 30_000)
+            .await
+            .unwrap();
+        assert_eq!(echo.result, RunResult::Output(b"next".to_vec()));
+        assert_eq!(echo.pid, pid);
+    }
+    finish(sandbox, &work);
+}
+
+#[tokio::test]
+async fn warm_out_of_memory_restarts_only_its_own_slot() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slots = cgroup_slots(2, work.path(), "warm-oom");
+    if let Some(skip) = skip_reason(&slots) {
+        println!("{skip} (no slot memory limit to exhaust)");
+        return;
+    }
+    let (a, b) = (slots.try_acquire().unwrap(), slots.try_acquire().unwrap());
+    sandbox.prewarm(&[a.clone(), b.clone()]).await.unwrap();
+    let (pid_a, pid_b) = (
+        sandbox.warm_pid(a.index).await.unwrap(),
+        sandbox.warm_pid(b.index).await.unwrap(),
+    );
+    let before = slots.oom_kills(&a);
+    let report = sandbox
+        .run_detailed(&a, MEMORY_BOMB_JOB, b"x", 20_000)
+        .await
+        .expect("the sandbox itself survives");
+    assert!(
+        matches!(report.result, RunResult::Crashed(_)),
+        "{:?}",
+        report.result
+    );
+    assert!(
+        slots.oom_kills(&a) > before,
+        "the slot's OOM killer did not fire"
+    );
+    assert_eq!(report.pid, pid_a);
+    assert!(process_gone(pid_a));
+    let new_a = sandbox.warm_pid(a.index).await.expect("slot restarted");
+    assert_ne!(new_a, pid_a);
+    assert_eq!(sandbox.warm_pid(b.index).await, Some(pid_b));
+    for (slot, pid) in [(&a, new_a), (&b, pid_b)] {
+        let echo = sandbox
+            .run_detailed(slot, ECHO_JOB, b"still alive", 30_000)
+            .await
+            .unwrap();
+        assert_eq!(echo.result, RunResult::Output(b"still alive".to_vec()));
+        assert_eq!(echo.pid, pid);
+    }
+    slots.release(a);
+    slots.release(b);
+    finish(sandbox, &work);
+    slots.cleanup();
 }

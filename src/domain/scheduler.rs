@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use ethers::types::U256;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::dal::{Slot, Slots};
 use super::model::{Job, JobState};
@@ -149,7 +150,11 @@ impl Executor {
                 continue;
             }
             let executor = self.clone();
-            self.spawn_in_flight(async move { executor.run_job(job, lease).await });
+            // The span names the job in the adapters' events (e.g. their stage marks).
+            let span = tracing::info_span!(target: "job_stage", "job", job = %job.id);
+            self.spawn_in_flight(
+                async move { executor.run_job(job, lease).await }.instrument(span),
+            );
         }
     }
 

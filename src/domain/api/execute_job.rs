@@ -44,6 +44,7 @@ impl Executor {
             }
         };
 
+        tracing::debug!(target: "job_stage", job = %job.id, stage = "code_fetched");
         let ooms_before = self.ports.slots.oom_kills(slot);
         let mut attempts = 0;
         let (result, start) = loop {
@@ -63,6 +64,7 @@ impl Executor {
             }
         };
         let elapsed = clock.now_ms().saturating_sub(start);
+        tracing::debug!(target: "job_stage", job = %job.id, stage = "executed");
         Ok(match result {
             RunResult::Output(body) => outcome(body, ErrorCode::Ok, elapsed),
             RunResult::LoadFailed(reason) => {

@@ -143,6 +143,8 @@ impl Executor {
             .put_job(&JobRecord::new(job.clone(), state.clone()))?;
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
         if state == JobState::Queued {
+            // Stage marks (target `job_stage`, debug): the benchmark reads their timestamps.
+            tracing::debug!(target: "job_stage", job = %job.id, stage = "seen");
             self.enqueue(&job);
         }
         self.schedule_settlement(&job);

@@ -46,6 +46,7 @@ impl Executor {
         outcome: ExecutionOutcome,
     ) -> Result<(), DomainError> {
         let signed = self.sign_output(job, &outcome)?;
+        tracing::debug!(target: "job_stage", job = %job.id, stage = "signed");
         self.set_state(
             job,
             JobState::Executed {
@@ -73,6 +74,7 @@ impl Executor {
             match self.ports.chain.submit_output(&signed, sent).await {
                 Ok(TxOutcome::Mined { tx_hash }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
+                    tracing::debug!(target: "job_stage", job = %job.id, stage = "mined");
                     return self.set_state(
                         job,
                         JobState::Confirmed {

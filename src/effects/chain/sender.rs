@@ -34,8 +34,11 @@ use crate::domain::model::SignedOutput;
 
 /// How long one sent transaction may stay unmined before it is replaced.
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(6);
-/// How often the receipt is polled (small: anvil's automine answers at once).
+/// How often the receipt is polled at most (small: anvil's automine answers at once).
 pub const RECEIPT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The first wait between receipt polls; doubled up to `RECEIPT_POLL_INTERVAL`. (An automining
+/// node mines within a few ms of the send: a flat 100 ms wait added up to 100 ms to a job.)
+pub const RECEIPT_FIRST_POLL: Duration = Duration::from_millis(2);
 /// The first send plus the replacements (same nonce, higher fees).
 pub const MAX_SENDS: usize = 4;
 /// Each replacement raises the fees by this much (nodes require at least 10–12.5 %).
@@ -361,12 +364,13 @@ impl TxSender {
         let (raw, hash) = self
             .signed(wallet, call, nonce, gas, fees)
             .map_err(SendFailure::Other)?;
-        match rpc(
+        let sent = rpc(
             "eth_sendRawTransaction",
             self.provider.send_raw_transaction(raw),
         )
-        .await
-        {
+        .await;
+        tracing::debug!(target: "job_stage", stage = "sent", call = call.name);
+        match sent {
             Ok(_) => {}
             Err(e) => match classify(&e) {
                 Some(Refusal::Known) => {}
@@ -479,6 +483,7 @@ impl TxSender {
         timeout: Duration,
     ) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = RECEIPT_FIRST_POLL;
         loop {
             for hash in hashes {
                 match rpc(
@@ -495,7 +500,8 @@ impl TxSender {
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
-            tokio::time::sleep(RECEIPT_POLL_INTERVAL).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
         }
     }
 

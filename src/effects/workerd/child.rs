@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::capnp::{CONFIG_FILE, SOCKET_NAME};
+use super::capnp::{CONFIG_FILE, JOB_DONE_LINE, SOCKET_NAME};
 use crate::domain::dal::{SandboxError, Slot};
 
 /// How much of workerd's stderr is kept for the run's report (all of it is logged).
@@ -33,15 +33,21 @@ pub(super) struct Workerd {
     reaped: Option<ExitStatus>,
     stderr: Arc<Mutex<String>>,
     pipes: Vec<JoinHandle<()>>,
+    /// How many "job done" lines the warm host worker has written so far.
+    jobs_done: tokio::sync::watch::Receiver<u64>,
+    /// Read end of `--control-fd`: workerd writes a line on it once its socket listens.
+    control: Option<tokio::net::unix::pipe::Receiver>,
 }
 
 impl Workerd {
-    /// Spawns `workerd serve config.capnp --socket-fd http=<fd>` in `run_dir`.
+    /// Spawns `workerd serve config.capnp --socket-fd http=<fd>` in `run_dir` (with
+    /// `--experimental` for the warm host worker's Worker Loader).
     pub(super) fn spawn(
         workerd: &Path,
         run_dir: &Path,
         listener: &UnixListener,
         slot: &Slot,
+        experimental: bool,
     ) -> Result<Self, SandboxError> {
         // Everything the child needs is prepared here: after fork only async-signal-safe calls.
         let procs = slot
@@ -53,12 +59,17 @@ impl Workerd {
         let listen_fd = listener.as_raw_fd();
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
+        let (control_read, control_write) = control_pipe()?;
+        let control_fd = control_write.as_raw_fd();
 
         let mut cmd = Command::new(workerd);
         cmd.arg("serve")
             .arg(CONFIG_FILE)
             .arg("--socket-fd")
             .arg(format!("{SOCKET_NAME}={listen_fd}"))
+            .arg("--control-fd")
+            .arg(control_fd.to_string())
+            .args(experimental.then_some("--experimental"))
             .current_dir(run_dir)
             // Nothing of the executor's environment (keys, RPC URLs) reaches the sandbox.
             .env_clear()
@@ -99,8 +110,11 @@ impl Workerd {
                         return Err(err);
                     }
                 }
-                // Let the listening socket survive exec (everything else is close-on-exec).
-                if libc::fcntl(listen_fd, libc::F_SETFD, 0) != 0 {
+                // Let the listening socket and the control pipe survive exec (everything else
+                // is close-on-exec).
+                if libc::fcntl(listen_fd, libc::F_SETFD, 0) != 0
+                    || libc::fcntl(control_fd, libc::F_SETFD, 0) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
@@ -113,11 +127,22 @@ impl Workerd {
                 slot.index
             ))
         })?;
+        // Only workerd writes to the control pipe now.
+        drop(control_write);
+        let control = tokio::net::unix::pipe::Receiver::from_owned_fd(control_read).ok();
         let pid = child.id().unwrap_or_default();
         let stderr = Arc::new(Mutex::new(String::new()));
+        let (done_tx, jobs_done) = tokio::sync::watch::channel(0u64);
+        let done_tx = Arc::new(done_tx);
         let mut pipes = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pipes.push(tokio::spawn(forward(out, pid, "stdout", None)));
+            pipes.push(tokio::spawn(forward(
+                out,
+                pid,
+                "stdout",
+                None,
+                done_tx.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
             pipes.push(tokio::spawn(forward(
@@ -125,6 +150,7 @@ impl Workerd {
                 pid,
                 "stderr",
                 Some(stderr.clone()),
+                done_tx,
             )));
         }
         tracing::debug!(pid, slot = slot.index, "workerd started");
@@ -134,7 +160,60 @@ impl Workerd {
             reaped: None,
             stderr,
             pipes,
+            jobs_done,
+            control,
         })
+    }
+
+    /// Waits until workerd says its socket listens (its config and modules are loaded);
+    /// false if it never will (it died first). Once true, stays true.
+    pub(super) async fn listening(&mut self) -> bool {
+        let Some(pipe) = self.control.as_mut() else {
+            return true;
+        };
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        let ok = matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0);
+        self.control = None;
+        ok
+    }
+
+    /// How workerd ended, if it has (without waiting).
+    pub(super) fn try_exited(&mut self) -> Option<ExitStatus> {
+        if self.reaped.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.reaped = Some(status);
+            }
+        }
+        self.reaped
+    }
+
+    /// Empties the kept stderr and returns what it held (warm mode: one job's lines).
+    pub(super) fn take_stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+
+    /// How many jobs the warm host worker has reported done on stderr.
+    pub(super) fn jobs_done(&self) -> u64 {
+        *self.jobs_done.borrow()
+    }
+
+    /// Waits (at most `limit`) until the host worker has reported `count` jobs done, so
+    /// that every log line of those jobs has been read.
+    pub(super) async fn wait_jobs_done(&mut self, count: u64, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.jobs_done.wait_for(|n| *n >= count)).await;
+    }
+
+    /// workerd's resident anonymous memory (heaps; not its mapped binary), bytes (None once
+    /// it is gone).
+    pub(super) fn anon_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     pub(super) fn pid(&self) -> u32 {
@@ -197,12 +276,14 @@ impl Drop for Workerd {
     }
 }
 
-/// Logs each line of a pipe at debug level; keeps the start of stderr for the report.
+/// Logs each line of a pipe at debug level; keeps the start of stderr for the report; counts
+/// the warm host worker's "job done" lines instead of logging them.
 async fn forward(
     pipe: impl AsyncRead + Unpin,
     pid: u32,
     stream: &'static str,
     keep: Option<Arc<Mutex<String>>>,
+    jobs_done: Arc<tokio::sync::watch::Sender<u64>>,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::new();
@@ -213,6 +294,10 @@ async fn forward(
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end();
+                if text == JOB_DONE_LINE {
+                    jobs_done.send_modify(|n| *n += 1);
+                    continue;
+                }
                 tracing::debug!(pid, stream, "workerd: {text}");
                 if let Some(keep) = &keep {
                     if let Ok(mut kept) = keep.lock() {
@@ -225,6 +310,32 @@ async fn forward(
             }
         }
     }
+}
+
+/// A close-on-exec pipe; the read end non-blocking (for tokio).
+fn control_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SandboxError> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SandboxError(format!(
+            "cannot make workerd's control pipe: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(read.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(read.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    Ok((read, write))
 }
 
 /// Describes how workerd ended, for reports and crash reasons.

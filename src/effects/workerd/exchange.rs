@@ -1,9 +1,10 @@
-//! The one HTTP exchange of a run: `POST /` with the input as body over the already-connected
-//! socket, reading the response body up to the output limit.
+//! The one HTTP exchange of a run: `POST /` over the already-connected socket (per-job mode: the
+//! input as body; warm mode: code and input, framed by a header), reading the response body up
+//! to the output limit.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::HOST;
+use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -19,30 +20,54 @@ pub(super) enum Answer {
 /// Sends the request and reads the answer. An error means the connection failed before a
 /// whole answer arrived (typically: workerd died or never served).
 pub(super) async fn post(stream: UnixStream, input: Bytes, limit: usize) -> Result<Answer, String> {
+    post_with(stream, input, None, None, limit)
+        .await
+        .map(|(answer, _)| answer)
+}
+
+/// [`post`] with an optional extra request header, returning also the value of the response
+/// header `read_header` (when asked for and present).
+pub(super) async fn post_with(
+    stream: UnixStream,
+    body: Bytes,
+    header: Option<(&'static str, String)>,
+    read_header: Option<&'static str>,
+    limit: usize,
+) -> Result<(Answer, Option<String>), String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let request = Request::post("/")
+    let mut request = Request::post("/")
         .header(HOST, "localhost")
-        .body(Full::new(input))
+        .body(Full::new(body))
         .map_err(|e| format!("request: {e}"))?;
+    if let Some((name, value)) = header {
+        let value = HeaderValue::from_str(&value).map_err(|e| format!("header: {e}"))?;
+        request
+            .headers_mut()
+            .insert(HeaderName::from_static(name), value);
+    }
     let exchange = async move {
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| format!("no answer: {e}"))?;
+        let read = read_header
+            .and_then(|name| response.headers().get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut body = response.into_body();
         let mut output = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("answer cut short: {e}"))?;
             if let Ok(data) = frame.into_data() {
                 if output.len() + data.len() > limit {
-                    return Ok(Answer::TooLarge);
+                    return Ok((Answer::TooLarge, read));
                 }
                 output.extend_from_slice(&data);
             }
         }
-        Ok(Answer::Body(output))
+        Ok((Answer::Body(output), read))
     };
     tokio::pin!(conn);
     tokio::pin!(exchange);

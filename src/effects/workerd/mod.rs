@@ -5,10 +5,14 @@
 //!
 //! Load failures are seen without polling: the exchange is raced against workerd's exit, and
 //! workerd exits non-zero before serving when the job does not load.
+//!
+//! `SANDBOX_MODE=warm` keeps one workerd per slot instead and loads each job into a fresh
+//! isolate of it (`warm.rs`); both modes give the same results for the same jobs.
 
 mod capnp;
 mod child;
 mod exchange;
+mod warm;
 
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
@@ -21,12 +25,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use capnp::{render_config, ALWAYS_DENIED, COMPATIBILITY_DATE, ENTRY_JS};
+pub use capnp::{
+    render_config, render_host_js, render_warm_config, ALWAYS_DENIED, COMPATIBILITY_DATE, ENTRY_JS,
+};
 
 use self::capnp::{CONFIG_FILE, ENTRY_MODULE, JOB_MODULE};
 use self::child::{describe_exit, Workerd};
 use self::exchange::Answer;
-use crate::config::{EgressPolicy, SandboxConfig};
+use self::warm::WarmPool;
+use crate::config::{EgressPolicy, SandboxConfig, SandboxMode};
 use crate::domain::dal::{RunResult, Sandbox, SandboxError, Slot};
 
 /// Longest Unix socket path (sun_path is 108 bytes with the terminating NUL).
@@ -37,7 +44,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Distinguishes run directories of one process (the pid distinguishes processes).
 static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Runs jobs in a new workerd process each (`SANDBOX_MODE=process`).
+/// Runs jobs in a new workerd process each (`SANDBOX_MODE=process`), or in each slot's warm
+/// workerd (`SANDBOX_MODE=warm`).
 #[derive(Debug)]
 pub struct WorkerdSandbox {
     workerd_path: PathBuf,
@@ -45,6 +53,8 @@ pub struct WorkerdSandbox {
     output_limit: usize,
     egress: EgressPolicy,
     config_text: String,
+    /// The slots' warm processes (warm mode only).
+    warm: Option<WarmPool>,
 }
 
 /// Everything known about one run; [`Sandbox::run`] keeps only `result`.
@@ -59,11 +69,16 @@ pub struct RunReport {
     pub stderr: String,
     /// Wall time from the start of the run to the result.
     pub elapsed: Duration,
+    /// Wall time from the start of the run until the job could be handed over: workerd
+    /// listening (per-job mode), the slot's process taken and connected (warm mode; the
+    /// job's isolate is made after this).
+    pub ready: Option<Duration>,
 }
 
 /// How the race between the answer, workerd's exit and the deadline ended.
 enum Phase {
-    Answered(Answer),
+    /// The answer, and the warm host worker's outcome header.
+    Answered(Answer, Option<String>),
     ConnectionFailed(String, Option<ExitStatus>),
     Exited(ExitStatus),
     DeadlinePassed,
@@ -102,17 +117,46 @@ impl WorkerdSandbox {
                 work_dir.display()
             )));
         }
+        let warm = match config.mode {
+            SandboxMode::Process => None,
+            SandboxMode::Warm => Some(WarmPool::new(config, work_dir.clone())),
+        };
         Ok(WorkerdSandbox {
             workerd_path: config.workerd_path.clone(),
             work_dir,
             output_limit: config.output_limit_bytes,
             egress: config.egress,
             config_text: render_config(config.egress),
+            warm,
         })
     }
 
     pub fn egress(&self) -> EgressPolicy {
         self.egress
+    }
+
+    pub fn mode(&self) -> SandboxMode {
+        match self.warm {
+            Some(_) => SandboxMode::Warm,
+            None => SandboxMode::Process,
+        }
+    }
+
+    /// Warm mode: starts each slot's workerd now rather than at its first job. (No-op in
+    /// per-job mode.)
+    pub async fn prewarm(&self, slots: &[Slot]) -> Result<(), SandboxError> {
+        match &self.warm {
+            Some(pool) => pool.prewarm(slots).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Warm mode: the pid of the slot's workerd, if it has one now.
+    pub async fn warm_pid(&self, slot_index: usize) -> Option<u32> {
+        match &self.warm {
+            Some(pool) => pool.pid(slot_index).await,
+            None => None,
+        }
     }
 
     /// `workerd --version`, e.g. "workerd 2026-11-17".
@@ -142,9 +186,11 @@ impl WorkerdSandbox {
         };
         let code =
             "export default { async fetch(r) { return new Response(await r.arrayBuffer()) } }";
-        let report = self
-            .run_detailed(&slot, code, b"self-check", 30_000)
-            .await?;
+        let report = self.run_detailed(&slot, code, b"self-check", 30_000).await;
+        if let Some(pool) = &self.warm {
+            pool.stop(slot.index).await;
+        }
+        let report = report?;
         match report.result {
             RunResult::Output(out) if out == b"self-check" => Ok(()),
             other => Err(SandboxError(format!(
@@ -154,8 +200,23 @@ impl WorkerdSandbox {
         }
     }
 
-    /// One run, with what is known about workerd besides the result.
+    /// One run, with what is known about workerd besides the result (in warm mode, `pid` is
+    /// the slot's process and `stderr` what it logged during this job).
     pub async fn run_detailed(
+        &self,
+        slot: &Slot,
+        code: &str,
+        input: &[u8],
+        deadline_ms: u64,
+    ) -> Result<RunReport, SandboxError> {
+        match &self.warm {
+            Some(pool) => pool.run(slot, code, input, deadline_ms, true).await,
+            None => self.run_process(slot, code, input, deadline_ms).await,
+        }
+    }
+
+    /// One run in a new workerd process.
+    async fn run_process(
         &self,
         slot: &Slot,
         code: &str,
@@ -183,16 +244,21 @@ impl WorkerdSandbox {
             .map_err(|e| {
                 SandboxError(format!("cannot connect to {}: {e}", socket_path.display()))
             })?;
-        let mut workerd = Workerd::spawn(&self.workerd_path, run_dir.path(), &listener, slot)?;
+        let mut workerd =
+            Workerd::spawn(&self.workerd_path, run_dir.path(), &listener, slot, false)?;
         // Only workerd holds the listener now: if it dies, the connection is reset.
         drop(listener);
 
         let exchange = exchange::post(stream, Bytes::copy_from_slice(input), self.output_limit);
         tokio::pin!(exchange);
+        // workerd has loaded the job (or died trying) once its socket listens.
+        let listening = tokio::time::timeout_at(deadline, workerd.listening()).await;
+        let ready = listening.is_ok().then(|| started.elapsed());
+        tracing::debug!(target: "job_stage", stage = "sandbox_ready", slot = slot.index);
         let phase = tokio::time::timeout_at(deadline, async {
             tokio::select! {
                 answer = &mut exchange => match answer {
-                    Ok(answer) => Phase::Answered(answer),
+                    Ok(answer) => Phase::Answered(answer, None),
                     Err(why) => {
                         let status = tokio::time::timeout(EXIT_GRACE, workerd.wait()).await;
                         Phase::ConnectionFailed(why, status.ok().and_then(Result::ok))
@@ -214,8 +280,8 @@ impl WorkerdSandbox {
         workerd.kill_and_reap().await;
         let stderr = workerd.stderr().await;
         let result = match phase {
-            Phase::Answered(Answer::Body(body)) => RunResult::Output(body),
-            Phase::Answered(Answer::TooLarge) => RunResult::OutputTooLarge,
+            Phase::Answered(Answer::Body(body), _) => RunResult::Output(body),
+            Phase::Answered(Answer::TooLarge, _) => RunResult::OutputTooLarge,
             Phase::DeadlinePassed => RunResult::DeadlineExceeded,
             Phase::Exited(status) => classify_exit(status, &stderr),
             Phase::ConnectionFailed(_, Some(status)) => classify_exit(status, &stderr),
@@ -229,6 +295,7 @@ impl WorkerdSandbox {
             exit: exited_on_its_own.map(describe_exit),
             stderr,
             elapsed: started.elapsed(),
+            ready,
         };
         tracing::debug!(
             slot = slot.index,
@@ -250,10 +317,11 @@ impl Sandbox for WorkerdSandbox {
         input: &[u8],
         deadline_ms: u64,
     ) -> Result<RunResult, SandboxError> {
-        Ok(self
-            .run_detailed(slot, code, input, deadline_ms)
-            .await?
-            .result)
+        let report = match &self.warm {
+            Some(pool) => pool.run(slot, code, input, deadline_ms, false).await?,
+            None => self.run_process(slot, code, input, deadline_ms).await?,
+        };
+        Ok(report.result)
     }
 }
 

@@ -1,0 +1,352 @@
+//! Warm slots (`SANDBOX_MODE=warm`): one long-lived workerd per slot, started inside the slot's
+//! cgroups, whose host worker loads each job into a fresh isolate (workerd's Worker Loader).
+//! One job at a time per slot. A job that misses its deadline, overflows the output limit,
+//! kills workerd (out of memory) or is cancelled gets its slot's process killed and a new one
+//! started in its place; the other slots' processes are never touched.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::capnp::{
+    render_host_js, render_warm_config, CODE_BYTES_HEADER, CONFIG_FILE, HOST_MODULE, OUTCOME_HEADER,
+};
+use super::child::{describe_exit, Workerd};
+use super::exchange::{self, Answer};
+use super::{classify_exit, result_name, Phase, RunDir, RunReport, EXIT_GRACE};
+use crate::config::SandboxConfig;
+use crate::domain::dal::{RunResult, SandboxError, Slot};
+
+/// How long a run waits for the job's last log lines when the caller wants them.
+const LOG_WAIT: Duration = Duration::from_millis(200);
+
+/// The warm processes, one per slot index, each behind its own lock (one job at a time).
+#[derive(Debug)]
+pub(super) struct WarmPool {
+    workerd_path: PathBuf,
+    work_dir: PathBuf,
+    output_limit: usize,
+    /// A process whose heaps hold more than this between jobs is replaced (half the slot's
+    /// memory), before it leaves too little for the next job.
+    recycle_rss_bytes: u64,
+    config_text: String,
+    host_js: String,
+    slots: Mutex<HashMap<usize, Arc<AsyncMutex<Option<WarmProcess>>>>>,
+}
+
+/// One slot's workerd and its directory. Fields drop in order: workerd is killed first.
+struct WarmProcess {
+    workerd: Workerd,
+    socket: PathBuf,
+    cgroup_procs: Vec<PathBuf>,
+    jobs: u64,
+    _dir: RunDir,
+}
+
+impl std::fmt::Debug for WarmProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmProcess")
+            .field("pid", &self.workerd.pid())
+            .field("jobs", &self.jobs)
+            .finish()
+    }
+}
+
+/// A slot's process held for one run. Unless the run ends cleanly (`keep`), dropping it kills
+/// the process: a cancelled run never leaves its job running.
+struct Lease {
+    guard: OwnedMutexGuard<Option<WarmProcess>>,
+    keep: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.keep {
+            *self.guard = None;
+        }
+    }
+}
+
+impl WarmPool {
+    pub(super) fn new(config: &SandboxConfig, work_dir: PathBuf) -> Self {
+        WarmPool {
+            workerd_path: config.workerd_path.clone(),
+            work_dir,
+            output_limit: config.output_limit_bytes,
+            recycle_rss_bytes: config.slot_memory_bytes / 2,
+            config_text: render_warm_config(config.egress),
+            host_js: render_host_js(),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cell(&self, index: usize) -> Arc<AsyncMutex<Option<WarmProcess>>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(index).or_default().clone()
+    }
+
+    /// Starts the process of each slot now, so the first job finds it warm.
+    pub(super) async fn prewarm(&self, slots: &[Slot]) -> Result<(), SandboxError> {
+        for slot in slots {
+            let cell = self.cell(slot.index);
+            let mut guard = cell.lock().await;
+            if guard.is_none() {
+                *guard = Some(self.spawn(slot)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a slot's process (e.g. the self-check's, which no job uses again).
+    pub(super) async fn stop(&self, index: usize) {
+        let cell = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&index);
+        if let Some(cell) = cell {
+            if let Some(mut process) = cell.lock().await.take() {
+                process.workerd.kill_and_reap().await;
+            }
+        }
+    }
+
+    /// The pid of a slot's process, if it has one (for tests and the bench).
+    pub(super) async fn pid(&self, index: usize) -> Option<u32> {
+        let cell = self.cell(index);
+        let guard = cell.lock().await;
+        guard.as_ref().map(|p| p.workerd.pid())
+    }
+
+    fn spawn(&self, slot: &Slot) -> Result<WarmProcess, SandboxError> {
+        let dir = RunDir::create(&self.work_dir)?;
+        dir.write(CONFIG_FILE, self.config_text.as_bytes())?;
+        dir.write(HOST_MODULE, self.host_js.as_bytes())?;
+        let socket = dir.path().join("http.sock");
+        let listener = UnixListener::bind(&socket)
+            .map_err(|e| SandboxError(format!("cannot listen on {}: {e}", socket.display())))?;
+        let workerd = Workerd::spawn(&self.workerd_path, dir.path(), &listener, slot, true)?;
+        tracing::debug!(
+            slot = slot.index,
+            pid = workerd.pid(),
+            "warm workerd started"
+        );
+        Ok(WarmProcess {
+            workerd,
+            socket,
+            cgroup_procs: slot.cgroup_procs.clone(),
+            jobs: 0,
+            _dir: dir,
+        })
+    }
+
+    /// Runs one job in the slot's warm process; `want_stderr` waits for the job's last log
+    /// lines (the report's `stderr`), which the executor's hot path does not need.
+    pub(super) async fn run(
+        &self,
+        slot: &Slot,
+        code: &str,
+        input: &[u8],
+        deadline_ms: u64,
+        want_stderr: bool,
+    ) -> Result<RunReport, SandboxError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
+        let cell = self.cell(slot.index);
+        let Ok(guard) = tokio::time::timeout_at(deadline, cell.lock_owned()).await else {
+            // Another run held the slot past this job's deadline (callers never share a slot).
+            return Ok(report(
+                RunResult::DeadlineExceeded,
+                0,
+                None,
+                String::new(),
+                started,
+                None,
+            ));
+        };
+        let mut lease = Lease { guard, keep: false };
+        // A process of other cgroups, or one that died since its last job, is replaced.
+        let stale = match lease.guard.as_mut() {
+            Some(p) => p.cgroup_procs != slot.cgroup_procs || p.workerd.try_exited().is_some(),
+            None => true,
+        };
+        if stale {
+            *lease.guard = None;
+            *lease.guard = Some(self.spawn(slot)?);
+        }
+        let Some(process) = lease.guard.as_mut() else {
+            return Err(SandboxError("no warm process".into()));
+        };
+        process.jobs += 1;
+        let jobs_done = process.workerd.jobs_done();
+        // Lines logged between jobs belong to no job.
+        process.workerd.take_stderr();
+        let pid = process.workerd.pid();
+
+        let stream = tokio::net::UnixStream::connect(&process.socket)
+            .await
+            .map_err(|e| {
+                SandboxError(format!(
+                    "cannot connect to {}: {e}",
+                    process.socket.display()
+                ))
+            })?;
+        let ready = Some(started.elapsed());
+        tracing::debug!(target: "job_stage", stage = "sandbox_ready", slot = slot.index);
+        let mut body = Vec::with_capacity(code.len() + input.len());
+        body.extend_from_slice(code.as_bytes());
+        body.extend_from_slice(input);
+        let exchange = exchange::post_with(
+            stream,
+            Bytes::from(body),
+            Some((CODE_BYTES_HEADER, code.len().to_string())),
+            Some(OUTCOME_HEADER),
+            self.output_limit,
+        );
+        tokio::pin!(exchange);
+        let workerd = &mut process.workerd;
+        let phase = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                answer = &mut exchange => match answer {
+                    Ok(answer) => Phase::Answered(answer.0, answer.1),
+                    Err(why) => {
+                        let status = tokio::time::timeout(EXIT_GRACE, workerd.wait()).await;
+                        Phase::ConnectionFailed(why, status.ok().and_then(Result::ok))
+                    }
+                },
+                status = workerd.wait() => match status {
+                    Ok(status) => Phase::Exited(status),
+                    Err(e) => Phase::ConnectionFailed(format!("cannot wait for workerd: {e}"), None),
+                },
+            }
+        })
+        .await
+        .unwrap_or(Phase::DeadlinePassed);
+
+        let (result, keep) = match phase {
+            Phase::Answered(Answer::Body(body), outcome) => match outcome.as_deref() {
+                Some("output") => (RunResult::Output(body), true),
+                Some("load-failed") => (
+                    RunResult::LoadFailed(String::from_utf8_lossy(&body).trim().to_string()),
+                    true,
+                ),
+                _ => {
+                    return Err(SandboxError(format!(
+                        "the warm host worker answered without {OUTCOME_HEADER}: {}",
+                        String::from_utf8_lossy(&body)
+                    )))
+                }
+            },
+            Phase::Answered(Answer::TooLarge, outcome) => match outcome.as_deref() {
+                Some("load-failed") => (
+                    RunResult::LoadFailed("the job did not load (message too long)".into()),
+                    false,
+                ),
+                // The job may still be streaming: its process goes.
+                _ => (RunResult::OutputTooLarge, false),
+            },
+            Phase::DeadlinePassed => (RunResult::DeadlineExceeded, false),
+            Phase::Exited(status) | Phase::ConnectionFailed(_, Some(status)) => {
+                let stderr = process.workerd.stderr().await;
+                if status.code().is_some() {
+                    // The host worker itself failed: not the job's doing.
+                    return Err(SandboxError(format!(
+                        "warm workerd (slot {}) exited with {}: {}",
+                        slot.index,
+                        describe_exit(status),
+                        stderr.trim()
+                    )));
+                }
+                (classify_exit(status, &stderr), false)
+            }
+            Phase::ConnectionFailed(why, None) => (
+                RunResult::Crashed(format!(
+                    "workerd closed the connection without an answer: {why}"
+                )),
+                false,
+            ),
+        };
+
+        let mut exit = None;
+        let stderr;
+        if keep {
+            if want_stderr {
+                process
+                    .workerd
+                    .wait_jobs_done(jobs_done + 1, LOG_WAIT)
+                    .await;
+            }
+            stderr = process.workerd.take_stderr();
+            lease.keep = true;
+            let rss = process.workerd.anon_rss_bytes().unwrap_or(0);
+            if rss > self.recycle_rss_bytes {
+                tracing::info!(
+                    slot = slot.index,
+                    pid,
+                    rss,
+                    jobs = process.jobs,
+                    "warm workerd's heaps grew past half the slot's memory; replacing it"
+                );
+                self.restart(&mut lease, slot).await;
+            }
+        } else {
+            exit = process.workerd.try_exited().map(describe_exit);
+            process.workerd.kill_and_reap().await;
+            let mut text = process.workerd.take_stderr();
+            text.push_str(&process.workerd.stderr().await);
+            stderr = text;
+            tracing::info!(
+                slot = slot.index,
+                pid,
+                result = result_name(&result),
+                "warm workerd killed after its job; starting a new one for the slot"
+            );
+            self.restart(&mut lease, slot).await;
+            lease.keep = true;
+        }
+        let report = report(result, pid, exit, stderr, started, ready);
+        tracing::debug!(
+            slot = slot.index,
+            pid,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            result = result_name(&report.result),
+            "warm sandbox run finished"
+        );
+        Ok(report)
+    }
+
+    /// Replaces the leased slot's process with a new one (killed and reaped first).
+    async fn restart(&self, lease: &mut Lease, slot: &Slot) {
+        if let Some(mut old) = lease.guard.take() {
+            old.workerd.kill_and_reap().await;
+        }
+        match self.spawn(slot) {
+            Ok(process) => *lease.guard = Some(process),
+            // The next run of the slot tries again.
+            Err(e) => tracing::error!(slot = slot.index, error = %e, "cannot restart warm workerd"),
+        }
+    }
+}
+
+fn report(
+    result: RunResult,
+    pid: u32,
+    exit: Option<String>,
+    stderr: String,
+    started: Instant,
+    ready: Option<Duration>,
+) -> RunReport {
+    RunReport {
+        result,
+        pid,
+        exit,
+        stderr,
+        elapsed: started.elapsed(),
+        ready,
+    }
+}
