@@ -25,9 +25,6 @@ use crate::effects::store::SledStore;
 use crate::effects::workerd::WorkerdSandbox;
 use crate::routes::{Services, Surface};
 
-/// How long a graceful shutdown waits for running jobs and their outputs.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 /// A started executor: its API address and the handles to stop it.
 pub struct Running {
     pub api_addr: SocketAddr,
@@ -303,9 +300,10 @@ impl Running {
 
 /// Runs until SIGINT or SIGTERM; a second signal exits at once.
 pub async fn run(config: Config) -> Result<()> {
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
     let running = start(config).await?;
     wait_for_signal().await?;
-    let shutdown = tokio::spawn(running.shutdown(SHUTDOWN_GRACE));
+    let shutdown = tokio::spawn(running.shutdown(grace));
     tokio::select! {
         result = shutdown => result.context("shutdown task failed")?,
         _ = wait_for_signal() => {

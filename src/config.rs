@@ -99,6 +99,8 @@ pub struct Config {
     pub slots: usize,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// How long SIGTERM/SIGINT waits for running jobs and their outputs, seconds.
+    pub shutdown_grace_secs: u64,
     pub chain: ChainConfig,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
@@ -220,6 +222,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "parent cgroup of the slots",
     ),
     (
+        "SHUTDOWN_GRACE",
+        "30",
+        "seconds SIGTERM/SIGINT waits for running jobs to finish and submit before exiting",
+    ),
+    (
         "SANDBOX_DIR",
         "",
         "scratch directory of sandbox runs (empty: the system temp dir)",
@@ -314,6 +321,7 @@ impl Config {
             job_capacity,
             slots,
             log_level: r.non_empty("LOG_LEVEL")?,
+            shutdown_grace_secs: r.number("SHUTDOWN_GRACE", 0, 3600)?,
             log_format: match r.text("LOG_FORMAT").as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,

@@ -566,6 +566,37 @@ async fn sigterm_lets_the_running_job_finish_and_submit_then_exits_zero() {
     assert_eq!(output_text(&output), "done 1500:term");
 }
 
+#[tokio::test]
+async fn a_job_outliving_the_shutdown_grace_runs_again_after_restart() {
+    let mut world = World::new().await;
+    let settings = world.settings(2, &[("SHUTDOWN_GRACE", "1".to_string())]);
+    let executor = world.start_executor(&settings).await;
+    let code = world.save(SLOW_ECHO).await;
+    let job = world.job(code, "4000:grace", 20_000).await;
+    executor.wait_for_log("job running", Some(job.job_id)).await;
+
+    let (status, executor) = executor.terminate(Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "exit 0 after the grace period: {status:?}"
+    );
+    assert!(executor
+        .entries("output on chain", Some(job.job_id))
+        .is_empty());
+    assert!(!executor
+        .entries(
+            "jobs still running after the grace period; they resume on restart",
+            None
+        )
+        .is_empty());
+    let restarted = ExecutorProcess::spawn(&settings);
+    let recovered = restarted.wait_for_log("journal recovered", None).await;
+    assert!(recovered.to_string().contains("requeued: 1"), "{recovered}");
+    let output = world.only_output(&job).await;
+    assert_eq!(output_text(&output), "done 4000:grace");
+    restarted.kill().await;
+}
+
 /// Puts the executor down, creates a job for it meanwhile, and returns the job.
 async fn job_while_down(world: &World, executor: ExecutorProcess) -> CreatedJob {
     executor.kill().await;
