@@ -789,6 +789,34 @@ async fn a_sent_output_is_journalled_with_its_transaction_hash_before_the_receip
     assert_eq!(record.state.name(), "confirmed");
 }
 
+#[test]
+fn a_refusal_after_confirmation_does_not_abandon_the_job() {
+    let h = harness();
+    let job = job_now(9, vec![enclave()], b"x");
+    let confirmed = JobState::Confirmed {
+        output: None,
+        tx_hash: None,
+    };
+    h.store
+        .put_job(&JobRecord::new(job.clone(), confirmed))
+        .unwrap();
+    h.executor.abandon(&job, "the chain refused the output");
+    assert_eq!(
+        h.store.job(job.id).unwrap().unwrap().state.name(),
+        "confirmed"
+    );
+    // A job not yet confirmed is abandoned, with the reason.
+    let other = job_now(10, vec![enclave()], b"y");
+    h.store
+        .put_job(&JobRecord::new(other.clone(), JobState::Running))
+        .unwrap();
+    h.executor.abandon(&other, "window closed");
+    assert!(matches!(
+        h.store.job(other.id).unwrap().unwrap().state,
+        JobState::Abandoned { reason } if reason == "window closed"
+    ));
+}
+
 #[tokio::test(start_paused = true)]
 async fn finished_jobs_past_the_retention_are_pruned_and_open_ones_kept() {
     let h = harness();

@@ -84,6 +84,33 @@ enum Phase {
     DeadlinePassed,
 }
 
+/// Races the exchange against workerd's exit, until the deadline. After a failed connection
+/// workerd gets `EXIT_GRACE` to finish dying, so the run is described by its exit.
+async fn race(
+    exchange: impl std::future::Future<Output = Result<(Answer, Option<String>), String>>,
+    workerd: &mut Workerd,
+    deadline: tokio::time::Instant,
+) -> Phase {
+    tokio::pin!(exchange);
+    tokio::time::timeout_at(deadline, async {
+        tokio::select! {
+            answer = &mut exchange => match answer {
+                Ok((answer, outcome)) => Phase::Answered(answer, outcome),
+                Err(why) => {
+                    let status = tokio::time::timeout(EXIT_GRACE, workerd.wait()).await;
+                    Phase::ConnectionFailed(why, status.ok().and_then(Result::ok))
+                }
+            },
+            status = workerd.wait() => match status {
+                Ok(status) => Phase::Exited(status),
+                Err(e) => Phase::ConnectionFailed(format!("cannot wait for workerd: {e}"), None),
+            },
+        }
+    })
+    .await
+    .unwrap_or(Phase::DeadlinePassed)
+}
+
 impl WorkerdSandbox {
     /// Checks that the binary exists and the work directory is usable; runs nothing.
     pub fn new(config: &SandboxConfig) -> Result<Self, SandboxError> {
@@ -255,23 +282,12 @@ impl WorkerdSandbox {
         let listening = tokio::time::timeout_at(deadline, workerd.listening()).await;
         let ready = listening.is_ok().then(|| started.elapsed());
         tracing::debug!(target: "job_stage", stage = "sandbox_ready", slot = slot.index);
-        let phase = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                answer = &mut exchange => match answer {
-                    Ok(answer) => Phase::Answered(answer, None),
-                    Err(why) => {
-                        let status = tokio::time::timeout(EXIT_GRACE, workerd.wait()).await;
-                        Phase::ConnectionFailed(why, status.ok().and_then(Result::ok))
-                    }
-                },
-                status = workerd.wait() => match status {
-                    Ok(status) => Phase::Exited(status),
-                    Err(e) => Phase::ConnectionFailed(format!("cannot wait for workerd: {e}"), None),
-                },
-            }
-        })
-        .await
-        .unwrap_or(Phase::DeadlinePassed);
+        let phase = race(
+            futures::FutureExt::map(exchange, |answer| answer.map(|a| (a, None))),
+            &mut workerd,
+            deadline,
+        )
+        .await;
 
         let exited_on_its_own = match &phase {
             Phase::Exited(status) | Phase::ConnectionFailed(_, Some(status)) => Some(*status),

@@ -18,7 +18,7 @@ use super::capnp::{
 };
 use super::child::{describe_exit, Workerd};
 use super::exchange::{self, Answer};
-use super::{classify_exit, result_name, Phase, RunDir, RunReport, EXIT_GRACE};
+use super::{classify_exit, race, result_name, Phase, RunDir, RunReport};
 use crate::config::SandboxConfig;
 use crate::domain::dal::{RunResult, SandboxError, Slot};
 
@@ -210,23 +210,7 @@ impl WarmPool {
         );
         tokio::pin!(exchange);
         let workerd = &mut process.workerd;
-        let phase = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                answer = &mut exchange => match answer {
-                    Ok(answer) => Phase::Answered(answer.0, answer.1),
-                    Err(why) => {
-                        let status = tokio::time::timeout(EXIT_GRACE, workerd.wait()).await;
-                        Phase::ConnectionFailed(why, status.ok().and_then(Result::ok))
-                    }
-                },
-                status = workerd.wait() => match status {
-                    Ok(status) => Phase::Exited(status),
-                    Err(e) => Phase::ConnectionFailed(format!("cannot wait for workerd: {e}"), None),
-                },
-            }
-        })
-        .await
-        .unwrap_or(Phase::DeadlinePassed);
+        let phase = race(&mut exchange, workerd, deadline).await;
 
         let (result, keep) = match phase {
             Phase::Answered(Answer::Body(body), outcome) => match outcome.as_deref() {
