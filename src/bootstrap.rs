@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::domain::api::FollowVerdict;
-use crate::domain::dal::{EnclaveSigner, Store};
+use crate::domain::dal::{EnclaveSigner, Store, StoreError};
 use crate::domain::model::{ChainStatus, Probe};
 use crate::domain::{Executor, Ports, Settings};
 use crate::effects::cgroup::CgroupSlots;
@@ -25,6 +25,10 @@ use crate::effects::store::SledStore;
 use crate::effects::workerd::WorkerdSandbox;
 use crate::routes::{Services, Surface};
 
+/// How long shutdown waits for the HTTP listeners to close their connections (they give
+/// requests in progress 5 s).
+const LISTENER_CLOSE: Duration = Duration::from_secs(6);
+
 /// A started executor: its API address and the handles to stop it.
 pub struct Running {
     pub api_addr: SocketAddr,
@@ -34,6 +38,8 @@ pub struct Running {
     store: Arc<SledStore>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The two HTTP listeners: on shutdown they close their connections themselves.
+    listeners: JoinSet<()>,
 }
 
 /// Builds everything from `config` and starts serving. Fails with a message naming the problem.
@@ -48,7 +54,12 @@ pub async fn start(config: Config) -> Result<Running> {
             crate::effects::chain::follower::START_LOOKBACK_BLOCKS
         )
     };
-    let store = Arc::new(SledStore::open(&config.data_dir).with_context(unreadable)?);
+    let store = match SledStore::open(&config.data_dir) {
+        Ok(store) => Arc::new(store),
+        // Held, not broken: no rebuild advice.
+        Err(e @ StoreError::Locked(_)) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).context(unreadable())),
+    };
     // Warns loudly, once, when cgroups cannot be used.
     let slots = Arc::new(CgroupSlots::new(config.slots, &config.sandbox));
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
@@ -115,13 +126,14 @@ pub async fn start(config: Config) -> Result<Running> {
     let services = Arc::new(Services {
         executor: executor.clone(),
     });
-    tasks.spawn(crate::routes::serve(
+    let mut listeners = JoinSet::new();
+    listeners.spawn(crate::routes::serve(
         listener,
         services.clone(),
         Surface::Public,
         shutdown_rx.clone(),
     ));
-    tasks.spawn(crate::routes::serve(
+    listeners.spawn(crate::routes::serve(
         admin_listener,
         services,
         Surface::Admin,
@@ -158,6 +170,7 @@ pub async fn start(config: Config) -> Result<Running> {
         store,
         shutdown,
         tasks,
+        listeners,
     })
 }
 
@@ -291,6 +304,15 @@ impl Running {
         }
         self.shutdown.send_replace(true);
         self.store.flush()?;
+        // Aborting a listener would leave its connection tasks (and the executor they hold,
+        // with the store's lock) alive: let it close them, within a bound.
+        let listeners = async { while self.listeners.join_next().await.is_some() {} };
+        if tokio::time::timeout(LISTENER_CLOSE, listeners)
+            .await
+            .is_err()
+        {
+            self.listeners.abort_all();
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         tracing::info!("stopped");

@@ -29,6 +29,8 @@ const STRANGER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3f
 const GAS_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 const GAS_ADDRESS: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
 
+static NEXT_SERVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn config_for(dir: &Path) -> Config {
     config_with(dir, &[])
 }
@@ -55,7 +57,12 @@ fn config_with(dir: &Path, extra: &[(&str, &str)]) -> Config {
     );
     raw.insert(
         "CGROUP_PARENT".to_string(),
-        format!("serverless-executor-test-{}", std::process::id()),
+        // One parent per server: tests run servers at once, and one's shutdown removes its slots.
+        format!(
+            "serverless-executor-test-{}-{}",
+            std::process::id(),
+            NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
     );
     Config::from_map(&raw).expect("test config is valid")
 }
@@ -803,4 +810,19 @@ fn the_prometheus_metrics_keep_the_metrics_contract() {
 #[tokio::test]
 async fn the_system_clock_keeps_the_clock_contract() {
     clock_contract(&SystemClock).await;
+}
+
+#[test]
+fn a_store_in_use_is_reported_as_locked_not_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledStore::open(&dir.path().join("data")).unwrap();
+    let second = SledStore::open(&dir.path().join("data"));
+    let err = match second {
+        Ok(_) => panic!("a second open of a store in use succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("locked by another process"), "{err}");
+    drop(first);
+    // Once the holder is gone (sled lets go from a background thread), opening works again.
+    SledStore::open(&dir.path().join("data")).expect("the store opens after its holder quit");
 }

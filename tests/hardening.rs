@@ -111,6 +111,9 @@ fn probe() -> impl Strategy<Value = Probe> {
         })
 }
 
+/// Numbers the servers of this process (each gets its own cgroup parent).
+static NEXT_SERVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn start(dir: &std::path::Path) -> Running {
     EnclaveKey::generate(&dir.join("enclave.key")).unwrap();
     let raw: HashMap<String, String> = [
@@ -125,7 +128,11 @@ async fn start(dir: &std::path::Path) -> Running {
         ("JOB_CAPACITY", "2".to_string()),
         (
             "CGROUP_PARENT",
-            format!("serverless-executor-fuzz-{}", std::process::id()),
+            format!(
+                "serverless-executor-fuzz-{}-{}",
+                std::process::id(),
+                NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         ),
     ]
     .into_iter()

@@ -67,6 +67,8 @@ pub enum StoreError {
     Io(String),
     #[error("store holds a corrupt record under {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("the store in {0} is locked by another process (another executor with the same EXECUTOR_DATA_DIR?)")]
+    Locked(String),
 }
 
 /// Where job code comes from: the calldata of a UserCode transaction.

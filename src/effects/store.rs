@@ -45,8 +45,13 @@ impl SledStore {
             .map_err(|e| io(format!("cannot create {}: {e}", dir.display())))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io(format!("cannot make {} private: {e}", dir.display())))?;
-        let db = sled::open(dir.join("db"))
-            .map_err(|e| io(format!("cannot open the store in {}: {e}", dir.display())))?;
+        let db = open_waiting_for_lock(&dir.join("db")).map_err(|e| {
+            if is_lock_held(&e) {
+                StoreError::Locked(dir.display().to_string())
+            } else {
+                io(format!("cannot open the store in {}: {e}", dir.display()))
+            }
+        })?;
         let jobs = db.open_tree(JOBS_TREE).map_err(io)?;
         Ok(Self { db, jobs })
     }
@@ -60,6 +65,27 @@ impl SledStore {
                 Ok(Some(out))
             }
             Some(v) => Err(corrupt(key, format!("{} bytes, expected {N}", v.len()))),
+        }
+    }
+}
+
+/// How long opening waits for the store's file lock: sled releases it from a background
+/// thread after the previous handle is dropped, so an in-process restart can find it held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled reports a held lock as an I/O error whose text names it (the WouldBlock is inside).
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(_)) && e.to_string().contains("could not acquire lock")
+}
+
+fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::open(path) {
+            Err(e) if is_lock_held(&e) && std::time::Instant::now() < give_up => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
         }
     }
 }
