@@ -232,6 +232,9 @@ fn sandbox_config(mode: SandboxMode, work_dir: &Path, name: &str) -> SandboxConf
         egress: EgressPolicy::Public,
         cgroup_parent: format!("serverless-executor-bench-{}-{name}", std::process::id()),
         work_dir: work_dir.join(format!("sandbox-{name}")),
+        sandbox_user: None,
+        hidden_paths: Vec::new(),
+        allow_unlimited_slots: true,
     }
 }
 

@@ -54,7 +54,8 @@ pub async fn start(config: Config) -> Result<Running> {
             crate::effects::chain::follower::START_LOOKBACK_BLOCKS
         )
     };
-    let store = match SledStore::open(&config.data_dir) {
+    let sealing_key = enclave.derive_key(crate::effects::store::SEALING_PURPOSE);
+    let store = match SledStore::open(&config.data_dir, sealing_key) {
         Ok(store) => Arc::new(store),
         // Held, not broken: no rebuild advice.
         Err(e @ StoreError::Locked(_)) => return Err(e.into()),
@@ -83,6 +84,7 @@ pub async fn start(config: Config) -> Result<Running> {
         job_capacity: Some(config.job_capacity),
         admin_signature_max_age_secs: config.admin.signature_max_age_secs,
         admin_allow_unsigned: config.admin.allow_unsigned,
+        allow_unlimited_slots: config.sandbox.allow_unlimited_slots,
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
@@ -125,6 +127,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let services = Arc::new(Services {
         executor: executor.clone(),
+        admin_allowed_hosts: config.admin.allowed_hosts.clone(),
     });
     let mut listeners = JoinSet::new();
     listeners.spawn(crate::routes::serve(

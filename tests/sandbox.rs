@@ -97,7 +97,17 @@ fn sandbox_config(work_dir: &Path, test: &str) -> SandboxConfig {
         egress: EgressPolicy::Public,
         cgroup_parent: format!("serverless-executor-test-{}-{test}", std::process::id()),
         work_dir: work_dir.to_path_buf(),
+        sandbox_user: test_sandbox_user(),
+        hidden_paths: Vec::new(),
+        allow_unlimited_slots: false,
     }
+}
+
+/// Run as root, every sandbox test runs workerd as `nobody` (65534:65534), as a deployment
+/// with EXECUTOR_SANDBOX_UID/GID does; otherwise as this user.
+fn test_sandbox_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() } == 0).then_some((65534, 65534))
 }
 
 fn unlimited_slot() -> Slot {
@@ -153,6 +163,8 @@ both_modes!(
     egress_to_loopback_is_refused_and_nothing_arrives,
     egress_to_metadata_private_and_link_local_is_refused,
     public_egress_tries_public_addresses_and_none_refuses_them,
+    egress_to_ipv6_forms_of_ipv4_is_refused_and_nothing_arrives,
+    no_egress_resolves_no_names,
     memory_bomb_is_contained,
     concurrent_runs_one_per_slot,
     sandbox_contract_holds_for_workerd,
@@ -372,24 +384,42 @@ fn urls(list: &[String]) -> Vec<u8> {
     serde_json::to_vec(list).unwrap()
 }
 
-/// Each URL's line says "refused", and workerd logged its policy refusal for each address.
-fn assert_refused(report: &RunReport, targets: &[(&str, &str)]) {
+/// Each URL's line says "refused": under `public`, workerd logged its policy refusal for each
+/// address; under `none`, the job's request never reached a network service at all (no name
+/// was resolved, no address considered).
+fn assert_refused(egress: EgressPolicy, report: &RunReport, targets: &[(&str, &str)]) {
     let text = match &report.result {
         RunResult::Output(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         other => panic!("expected an output, got {other:?}"),
     };
     for (url, address) in targets {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with(&format!("refused {url}:"))),
-            "{url} not refused:\n{text}"
-        );
-        let logged = format!("connecting to {address} is not allowed");
-        assert!(
-            report.stderr.contains(&logged),
-            "no '{logged}' in workerd's log:\n{}",
-            report.stderr
-        );
+        match egress {
+            EgressPolicy::Public => {
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with(&format!("refused {url}:"))),
+                    "{url} not refused:\n{text}"
+                );
+                let logged = format!("connecting to {address} is not allowed");
+                assert!(
+                    report.stderr.contains(&logged),
+                    "no '{logged}' in workerd's log:\n{}",
+                    report.stderr
+                );
+            }
+            EgressPolicy::None => {
+                let line = format!("refused {url}: no network access");
+                assert!(
+                    text.lines().any(|l| l.starts_with(&line)),
+                    "{url} not refused without a network:\n{text}"
+                );
+                assert!(
+                    !report.stderr.contains("connecting to"),
+                    "a network service saw the request:\n{}",
+                    report.stderr
+                );
+            }
+        }
     }
 }
 
@@ -416,6 +446,7 @@ async fn egress_to_loopback_is_refused_and_nothing_arrives(mode: SandboxMode) {
             .await
             .unwrap();
         assert_refused(
+            egress,
             &report,
             &[
                 (&list[0], &format!("127.0.0.1:{port}")),
@@ -501,7 +532,7 @@ async fn egress_to_metadata_private_and_link_local_is_refused(mode: SandboxMode)
                     .unwrap()
             }
         };
-        assert_refused(&report, &targets);
+        assert_refused(egress, &report, &targets);
     }
 }
 
@@ -525,7 +556,146 @@ async fn public_egress_tries_public_addresses_and_none_refuses_them(mode: Sandbo
         public.stderr
     );
     assert!(matches!(&public.result, RunResult::Output(o) if o.starts_with(b"refused")));
-    assert_refused(&none, &[("http://1.1.1.1/", "1.1.1.1:80")]);
+    assert_refused(
+        EgressPolicy::None,
+        &none,
+        &[("http://1.1.1.1/", "1.1.1.1:80")],
+    );
+}
+
+/// The IPv6 forms that carry an IPv4 address, each spelling 127.0.0.1, with the range that
+/// must refuse it.
+const IPV6_FORMS_OF_LOOPBACK: &[(&str, &str)] = &[
+    ("::7f00:1", "::/96 (IPv4-compatible)"),
+    ("::ffff:7f00:1", "::ffff:0:0/96 (IPv4-mapped)"),
+    ("::ffff:0:7f00:1", "::ffff:0:0:0/96 (IPv4-translated)"),
+    ("2002:7f00:1::1", "2002::/16 (6to4)"),
+    ("2001:0:7f00:1::1", "2001::/32 (Teredo)"),
+    ("64:ff9b::7f00:1", "64:ff9b::/96 (NAT64)"),
+    ("64:ff9b:1::7f00:1", "64:ff9b:1::/48 (local-use NAT64)"),
+];
+
+/// In a new network namespace whose loopback also answers on every IPv6 form above (as a
+/// relay or translator would make them reach 127.0.0.1), a dual-stack listener counts every
+/// connection; jobs fetch each form under both egress policies and must never reach it.
+async fn egress_to_ipv6_forms_of_ipv4_is_refused_and_nothing_arrives(mode: SandboxMode) {
+    sandbox_init_logs();
+    let outcome = in_empty_netns(move || {
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        if !matches!(up, Ok(s) if s.success()) {
+            return Err(format!("cannot bring lo up with `ip`: {up:?}"));
+        }
+        for (address, _) in IPV6_FORMS_OF_LOOPBACK {
+            if address.starts_with("::ffff:7f00") {
+                continue; // the kernel maps it to 127.0.0.1 itself
+            }
+            let added = std::process::Command::new("ip")
+                .args(["-6", "addr", "add", &format!("{address}/128"), "dev", "lo"])
+                .status();
+            if !matches!(added, Ok(s) if s.success()) {
+                return Err(format!("cannot add {address} to lo: {added:?}"));
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Ok(runtime.block_on(async move {
+            // [::] without V6ONLY: every IPv6 address above and 127.0.0.1.
+            let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let hits = Arc::new(AtomicUsize::new(0));
+            let counter = hits.clone();
+            tokio::spawn(async move {
+                while let Ok((_stream, _)) = listener.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            // The listener is reachable on each form (so "no connection" means refused).
+            for (address, form) in IPV6_FORMS_OF_LOOPBACK {
+                let ip: std::net::Ipv6Addr = address.parse().unwrap();
+                let probe = tokio::net::TcpStream::connect((ip, port)).await;
+                assert!(
+                    probe.is_ok(),
+                    "{form}: the listener is not reachable: {probe:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let baseline = hits.load(Ordering::SeqCst);
+            assert_eq!(baseline, IPV6_FORMS_OF_LOOPBACK.len());
+            let list: Vec<String> = IPV6_FORMS_OF_LOOPBACK
+                .iter()
+                .map(|(address, _)| format!("http://[{address}]:{port}/secret"))
+                .collect();
+            let mut reports = Vec::new();
+            for egress in [EgressPolicy::Public, EgressPolicy::None] {
+                let work = tempfile::tempdir().unwrap();
+                let sandbox = sandbox_new(&work, egress, mode);
+                let report = sandbox
+                    .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+                    .await
+                    .unwrap();
+                finish(sandbox, &work);
+                reports.push((egress, report));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (port, list, reports, hits.load(Ordering::SeqCst) - baseline)
+        }))
+    });
+    let (port, list, reports, reached) = match outcome {
+        Ok(Ok(found)) => found,
+        Ok(Err(why)) | Err(why) => {
+            println!("SKIP: no network namespace with IPv6 forms of loopback: {why}");
+            return;
+        }
+    };
+    for (egress, report) in &reports {
+        let targets: Vec<(&str, String)> = list
+            .iter()
+            .zip(IPV6_FORMS_OF_LOOPBACK)
+            .map(|(url, (address, _))| (url.as_str(), format!("{address}:{port}")))
+            .collect();
+        let targets: Vec<(&str, &str)> = targets.iter().map(|(u, a)| (*u, a.as_str())).collect();
+        assert_refused(*egress, report, &targets);
+    }
+    assert_eq!(
+        reached, 0,
+        "a job reached the listener through an IPv6 form of 127.0.0.1"
+    );
+}
+
+/// `none` gives the job no network service: a host name is never resolved (a DNS query would
+/// carry data out), the request is refused before anything is looked up.
+async fn no_egress_resolves_no_names(mode: SandboxMode) {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
+    let list = vec![
+        "http://secret-data.executor-dns-probe.invalid/".to_string(),
+        "http://localhost/".to_string(),
+    ];
+    let report = sandbox
+        .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+        .await
+        .unwrap();
+    finish(sandbox, &work);
+    assert_refused(
+        EgressPolicy::None,
+        &report,
+        &[(&list[0], "unused"), (&list[1], "unused")],
+    );
+    let text = String::from_utf8_lossy(match &report.result {
+        RunResult::Output(bytes) => bytes,
+        other => panic!("expected an output, got {other:?}"),
+    })
+    .into_owned();
+    assert!(
+        !text.to_lowercase().contains("dns") && !report.stderr.to_lowercase().contains("dns"),
+        "a name was looked up:\n{text}\n{}",
+        report.stderr
+    );
 }
 
 fn cgroup_slots(capacity: usize, work: &Path, test: &str) -> CgroupSlots {
