@@ -673,7 +673,7 @@ async fn no_egress_resolves_no_names(mode: SandboxMode) {
     let work = tempfile::tempdir().unwrap();
     let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
     let list = vec![
-        "http://secret-data.executor-dns-probe.invalid/".to_string(),
+        "http://secret-data.exfil-probe.invalid/".to_string(),
         "http://localhost/".to_string(),
     ];
     let report = sandbox
@@ -1059,4 +1059,121 @@ async fn warm_out_of_memory_restarts_only_its_own_slot() {
     slots.release(b);
     finish(sandbox, &work);
     slots.cleanup();
+}
+
+/// A line of `/proc/<pid>/status` (e.g. "Uid:"), without its label.
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The layers of containment, checked on a real warm workerd (its /proc entries and its own
+/// mount view) and on a shell started under the very same set-up: the data directory and the
+/// key file are out of sight, the user is the sandbox's, core dumps are off, privileges cannot
+/// be regained and the seccomp filter refuses what workerd never needs.
+#[tokio::test]
+async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_file() {
+    sandbox_init_logs();
+    let secrets = tempfile::tempdir().unwrap();
+    let data = secrets.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("db"), b"journal-and-sealed-keys").unwrap();
+    let key_file = secrets.path().join("enclave.key");
+    std::fs::write(&key_file, b"enclave-secret-bytes-0123456789a").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(work.path(), "confined");
+    config.mode = SandboxMode::Warm;
+    config.hidden_paths = vec![data.clone(), key_file.clone()];
+    let sandbox = WorkerdSandbox::new(&config).unwrap();
+    let confinement = sandbox.confinement().clone();
+    println!("applied: {}", confinement.describe());
+    if !confinement.hides_secrets() {
+        println!(
+            "SKIP: neither a private mount view nor a separate user is possible here (not root): {}",
+            confinement.describe()
+        );
+        finish(sandbox, &work);
+        return;
+    }
+
+    // A real warm workerd, serving a job.
+    let slot = slot(0);
+    assert_eq!(
+        output(sandbox.run(&slot, ECHO_JOB, b"still works", 30_000).await),
+        "still works"
+    );
+    let pid = sandbox.warm_pid(0).await.expect("the slot's workerd runs");
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(pid, "Seccomp:"), "2", "seccomp filter mode");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    if let Some((uid, gid)) = test_sandbox_user() {
+        let uids = status_field(pid, "Uid:");
+        assert!(
+            uids.split_whitespace().all(|u| u == uid.to_string()),
+            "{uids}"
+        );
+        let gids = status_field(pid, "Gid:");
+        assert!(
+            gids.split_whitespace().all(|g| g == gid.to_string()),
+            "{gids}"
+        );
+        assert_eq!(status_field(pid, "Groups:"), "");
+    }
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let its_ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    if own_ns != its_ns {
+        // In workerd's own mount view the data directory is empty and the key file is empty.
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let seen_data = root.join(data.strip_prefix("/").unwrap());
+        let listed: Vec<_> = std::fs::read_dir(&seen_data)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(listed.is_empty(), "workerd sees {listed:?} in the data directory");
+        let seen_key = std::fs::read(root.join(key_file.strip_prefix("/").unwrap()))
+            .unwrap_or_default();
+        assert!(seen_key.is_empty(), "workerd can read the key file");
+    }
+
+    // What an escaped job could do with workerd's powers: read, debug, mount.
+    let script = format!(
+        "cat {key} 2>/dev/null; ls -A {data} 2>/dev/null; cat {data}/db 2>/dev/null; \
+         echo; id -u; unshare -r true 2>/dev/null && echo unshared",
+        key = key_file.display(),
+        data = data.display()
+    );
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", &script]).env_clear().env("PATH", "/usr/bin:/bin");
+    let c = confinement.clone();
+    // SAFETY: `apply` is made for pre_exec (async-signal-safe, no allocation).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || c.apply());
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("enclave-secret"), "the key file was read:\n{text}");
+    assert!(!text.contains("journal"), "the data directory was read:\n{text}");
+    assert!(!text.contains("db"), "the data directory was listed:\n{text}");
+    assert!(
+        !text.contains("unshared"),
+        "a new namespace was made:\n{text}"
+    );
+    if let Some((uid, _)) = test_sandbox_user() {
+        assert!(text.lines().any(|l| l == uid.to_string()), "{text}");
+    }
+    finish(sandbox, &work);
 }
