@@ -894,3 +894,83 @@ async fn replaced_gas_keys_leave_no_readable_copy_in_the_data_directory() {
         "{err}"
     );
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the body.
+async fn raw_request(addr: &str, head: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+/// DNS rebinding: a page on attacker.example, whose name now resolves to 127.0.0.1, posts to
+/// the admin port from the operator's browser. The request arrives from loopback, but its Host
+/// names the attacker's domain (and a browser adds Origin): refused, and nothing changes.
+#[tokio::test]
+async fn the_admin_api_refuses_rebound_and_cross_origin_browser_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let port = server.admin.rsplit(':').next().unwrap().to_string();
+    let owner = json!({"owner_address_hex": OWNER}).to_string();
+    for head in [
+        format!("POST /immutable-config HTTP/1.1\r\nHost: attacker.example:{port}"),
+        format!(
+            "POST /immutable-config HTTP/1.1\r\nHost: attacker.example:{port}\r\nOrigin: http://attacker.example:{port}"
+        ),
+        format!(
+            "POST /immutable-config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://attacker.example"
+        ),
+        format!(
+            "POST /immutable-config HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: cross-site"
+        ),
+        "POST /immutable-config HTTP/1.0".to_string(),
+    ] {
+        let (status, body) = raw_request(&server.admin, &head, &owner).await;
+        assert!(
+            status == 403 || status == 400,
+            "{head:?} got {status}: {body}"
+        );
+        assert!(body.contains("\"error\""), "{body}");
+        let (_, details) = server.get("/executor-details").await;
+        assert_eq!(
+            details["owner_address"],
+            format!("{:?}", Address::zero()),
+            "{head:?} set the owner"
+        );
+    }
+    // The same request from an operator tool (loopback Host, no Origin) passes.
+    let (status, body) = raw_request(
+        &server.admin,
+        &format!("POST /immutable-config HTTP/1.1\r\nHost: 127.0.0.1:{port}"),
+        &owner,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+
+    // A name the operator configured is accepted too.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("ADMIN_ALLOWED_HOSTS", "admin.internal")]).await;
+    let (status, body) = raw_request(
+        &server.admin,
+        "POST /immutable-config HTTP/1.1\r\nHost: admin.internal:6002",
+        &owner,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
