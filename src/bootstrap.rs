@@ -44,6 +44,10 @@ pub struct Running {
 
 /// Builds everything from `config` and starts serving. Fails with a message naming the problem.
 pub async fn start(config: Config) -> Result<Running> {
+    // Same-user processes (an escaped workerd) cannot read this one's memory or /proc entries.
+    if let Err(e) = crate::effects::workerd::confine::harden_executor() {
+        tracing::warn!("cannot make the executor non-dumpable: {e}");
+    }
     let enclave = Arc::new(EnclaveKey::load(&config.enclave_key_file)?);
     let unreadable = || {
         format!(
@@ -63,6 +67,17 @@ pub async fn start(config: Config) -> Result<Running> {
     };
     // Warns loudly, once, when cgroups cannot be used.
     let slots = Arc::new(CgroupSlots::new(config.slots, &config.sandbox));
+    if !crate::domain::dal::Slots::enforced(slots.as_ref()) {
+        if config.sandbox.allow_unlimited_slots {
+            tracing::warn!("EXECUTOR_ALLOW_UNLIMITED_SLOTS is on: serving with unlimited slots");
+        } else {
+            tracing::error!(
+                "NOT READY: slot limits cannot be enforced; jobs would run unlimited. Give the \
+                 executor a delegated cgroup (see README, Sandbox containment) or set \
+                 EXECUTOR_ALLOW_UNLIMITED_SLOTS=true"
+            );
+        }
+    }
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
     prewarm(&sandbox, slots.as_ref()).await?;
     let chain = Arc::new(TxSender::new(config.chain.clone())?);

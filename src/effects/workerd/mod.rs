@@ -155,6 +155,14 @@ impl WorkerdSandbox {
         };
         let confinement = Confinement::establish(&request, &config.workerd_path)
             .map_err(|e| SandboxError(format!("cannot confine workerd: {e}")))?;
+        tracing::info!(layers = %confinement.describe(), "workerd confinement");
+        if !confinement.hides_secrets() && !config.hidden_paths.is_empty() {
+            tracing::warn!(
+                "workerd runs as the executor's user in the executor's mount view: a runtime \
+                 escape could read the data directory and the enclave key file (run as root, or \
+                 set EXECUTOR_SANDBOX_UID/GID)"
+            );
+        }
         if let Some((_, gid)) = confinement.user() {
             // The sandbox user reaches its run directories through their group only.
             share_with_group(&work_dir, gid, 0o710)?;
