@@ -872,7 +872,7 @@ async fn replaced_gas_keys_leave_no_readable_copy_in_the_data_directory() {
     let data = dir.path().join("data");
     for key in [GAS_KEY, NEW_GAS_KEY] {
         let raw = hex::decode(&key[2..]).unwrap();
-        for needle in [raw.clone(), key[2..].as_bytes().to_vec()] {
+        for needle in [raw.clone(), key.as_bytes()[2..].to_vec()] {
             let found = files_containing(&data, &needle);
             assert!(found.is_empty(), "gas key {key} readable in {found:?}");
         }
@@ -913,7 +913,11 @@ async fn raw_request(addr: &str, head: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     (status, body)
 }
 

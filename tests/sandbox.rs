@@ -1143,9 +1143,12 @@ async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_fil
         let listed: Vec<_> = std::fs::read_dir(&seen_data)
             .map(|d| d.map(|e| e.unwrap().file_name()).collect())
             .unwrap_or_default();
-        assert!(listed.is_empty(), "workerd sees {listed:?} in the data directory");
-        let seen_key = std::fs::read(root.join(key_file.strip_prefix("/").unwrap()))
-            .unwrap_or_default();
+        assert!(
+            listed.is_empty(),
+            "workerd sees {listed:?} in the data directory"
+        );
+        let seen_key =
+            std::fs::read(root.join(key_file.strip_prefix("/").unwrap())).unwrap_or_default();
         assert!(seen_key.is_empty(), "workerd can read the key file");
     }
 
@@ -1157,7 +1160,9 @@ async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_fil
         data = data.display()
     );
     let mut cmd = std::process::Command::new("/bin/sh");
-    cmd.args(["-c", &script]).env_clear().env("PATH", "/usr/bin:/bin");
+    cmd.args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
     let c = confinement.clone();
     // SAFETY: `apply` is made for pre_exec (async-signal-safe, no allocation).
     unsafe {
@@ -1165,9 +1170,18 @@ async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_fil
     }
     let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!text.contains("enclave-secret"), "the key file was read:\n{text}");
-    assert!(!text.contains("journal"), "the data directory was read:\n{text}");
-    assert!(!text.contains("db"), "the data directory was listed:\n{text}");
+    assert!(
+        !text.contains("enclave-secret"),
+        "the key file was read:\n{text}"
+    );
+    assert!(
+        !text.contains("journal"),
+        "the data directory was read:\n{text}"
+    );
+    assert!(
+        !text.contains("db"),
+        "the data directory was listed:\n{text}"
+    );
     assert!(
         !text.contains("unshared"),
         "a new namespace was made:\n{text}"

@@ -605,12 +605,7 @@ fn move_processes_to_leaf(dir: &Path) -> Result<(), String> {
             Ok(()) => {}
             // Gone meanwhile.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => {
-                return Err(format!(
-                    "move process {pid} to {}: {e}",
-                    leaf.display()
-                ))
-            }
+            Err(e) => return Err(format!("move process {pid} to {}: {e}", leaf.display())),
         }
     }
     tracing::info!(leaf = %leaf.display(), "moved the executor's processes to a leaf cgroup so its cgroup can hold the slots");
@@ -816,8 +811,11 @@ mod tests {
             let procs: String = procs.iter().map(|p| format!("{p}\n")).collect();
             std::fs::write(dir.join("cgroup.procs"), procs).unwrap();
             std::fs::write(dir.join("cgroup.subtree_control"), subtree).unwrap();
-            std::fs::write(dir.join("cgroup.controllers"), "cpuset cpu io memory pids\n")
-                .unwrap();
+            std::fs::write(
+                dir.join("cgroup.controllers"),
+                "cpuset cpu io memory pids\n",
+            )
+            .unwrap();
             if !rel.is_empty() {
                 std::fs::write(dir.join("cgroup.type"), "domain\n").unwrap();
             }
@@ -855,13 +853,27 @@ mod tests {
         assert_eq!(version, CgroupVersion::V2);
         // The processes left for the leaf before the controllers were handed down.
         assert!(fs.path("executor").is_dir());
-        assert_eq!(fs.read("executor/cgroup.procs"), "7", "the last pid written");
+        assert_eq!(
+            fs.read("executor/cgroup.procs"),
+            "7",
+            "the last pid written"
+        );
         assert_eq!(fs.read("cgroup.subtree_control"), "+memory +cpu");
         assert_eq!(fs.read("slots/cgroup.subtree_control"), "+memory +cpu");
-        assert_eq!(made[0].slot_dirs, vec![fs.path("slots/slot-0"), fs.path("slots/slot-1")]);
-        assert_eq!(fs.read("slots/slot-1/memory.max"), (100u64 << 20).to_string());
+        assert_eq!(
+            made[0].slot_dirs,
+            vec![fs.path("slots/slot-0"), fs.path("slots/slot-1")]
+        );
+        assert_eq!(
+            fs.read("slots/slot-1/memory.max"),
+            (100u64 << 20).to_string()
+        );
         assert_eq!(fs.read("slots/slot-1/cpu.max"), "50000 100000");
-        assert_eq!(made[0].created, vec![fs.path("slots")], "the leaf is not removed later");
+        assert_eq!(
+            made[0].created,
+            vec![fs.path("slots")],
+            "the leaf is not removed later"
+        );
     }
 
     #[test]
@@ -881,9 +893,15 @@ mod tests {
         )
         .unwrap();
         let service = "system.slice/executor.service";
-        assert_eq!(made[0].slot_dirs, vec![fs.path(&format!("{service}/slots/slot-0"))]);
+        assert_eq!(
+            made[0].slot_dirs,
+            vec![fs.path(&format!("{service}/slots/slot-0"))]
+        );
         assert_eq!(fs.read(&format!("{service}/executor/cgroup.procs")), "4242");
-        assert_eq!(fs.read(&format!("{service}/cgroup.subtree_control")), "+memory +cpu");
+        assert_eq!(
+            fs.read(&format!("{service}/cgroup.subtree_control")),
+            "+memory +cpu"
+        );
         // What was already handed down is not written again.
         assert_eq!(fs.read("cgroup.subtree_control"), "cpu memory pids");
         assert_eq!(fs.read("system.slice/cgroup.subtree_control"), "cpu memory");

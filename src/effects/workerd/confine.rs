@@ -15,7 +15,7 @@ use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 /// escape: debugging other processes, namespaces and mounts, kernel modules and keyrings, BPF,
 /// perf, userfaultfd and io_uring (frequent exploit primitives), clock and system changes.
 /// Each fails with EPERM.
-pub const DENIED_SYSCALLS: &[(&str, libc::c_long)] = &[
+pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("ptrace", libc::SYS_ptrace),
     ("process_vm_readv", libc::SYS_process_vm_readv),
     ("process_vm_writev", libc::SYS_process_vm_writev),
@@ -97,7 +97,8 @@ pub fn seccomp_filter() -> Result<BpfProgram, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
     let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED_SYSCALLS
         .iter()
-        .map(|(_, nr)| (*nr as i64, Vec::new()))
+        // c_long is i64 on every architecture seccompiler supports.
+        .map(|(_, nr)| (*nr, Vec::new()))
         .collect();
     let filter = SeccompFilter::new(
         rules,
@@ -172,7 +173,35 @@ impl Confinement {
                 confinement.probe(probe)?;
             }
         }
+        if !confinement.mount_namespace && confinement.user.is_some() {
+            confinement.check_file_modes()?;
+        }
         Ok(confinement)
+    }
+
+    /// Without a private mount view only file modes keep the sandbox user out: every hidden
+    /// path must deny "others" (the sandbox user is neither its owner nor in its group).
+    fn check_file_modes(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let Some((uid, gid)) = self.user else {
+            return Ok(());
+        };
+        for hidden in &self.hidden {
+            let path = Path::new(std::ffi::OsStr::from_bytes(hidden.path.as_bytes()));
+            let meta = std::fs::metadata(path)
+                .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+            if meta.mode() & 0o007 != 0 || meta.uid() == uid || meta.gid() == gid {
+                return Err(format!(
+                    "{} is open to the sandbox user {uid}:{gid} (mode {:o}, owner {}:{}): make it \
+                     mode 0600 (a file) or 0700 (a directory), owned by the executor's user",
+                    path.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Starts `probe --version` under this confinement; Err says why it could not run.
