@@ -1191,3 +1191,60 @@ async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_fil
     }
     finish(sandbox, &work);
 }
+
+/// Where no private mount view can be made, file modes keep the sandbox user out: a shell under
+/// that set-up cannot read a 0600 key file or list a 0700 data directory, and start-up refuses
+/// a key file the sandbox user could read.
+#[test]
+fn without_a_mount_view_file_modes_keep_the_sandbox_user_out() {
+    use serverless_executor::effects::workerd::confine::{Confinement, Request};
+    use std::os::unix::fs::PermissionsExt;
+    let Some(user) = test_sandbox_user() else {
+        println!("SKIP: switching to a sandbox user needs root");
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let data = secrets.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("db"), b"journal").unwrap();
+    let key_file = secrets.path().join("enclave.key");
+    std::fs::write(&key_file, b"enclave-secret").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The temp dir itself must be passable for the check to mean anything.
+    std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let request = Request {
+        user: Some(user),
+        hidden: vec![data.clone(), key_file.clone()],
+        file_modes_only: true,
+    };
+    let confinement = Confinement::establish(&request, &default_workerd_path()).unwrap();
+    let text = confinement.describe();
+    assert!(!text.contains("mount view"), "{text}");
+    let script = format!(
+        "cat {key}; ls -A {data}; cat {data}/db; echo done",
+        key = key_file.display(),
+        data = data.display()
+    );
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", &script]).env_clear();
+    let c = confinement.clone();
+    // SAFETY: `apply` is made for pre_exec (async-signal-safe, no allocation).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || c.apply());
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), "done", "read something: {stdout}");
+    assert_eq!(
+        stderr.matches("Permission denied").count(),
+        3,
+        "each read refused: {stderr}"
+    );
+
+    // A key file others may read is refused at start.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Confinement::establish(&request, &default_workerd_path()).unwrap_err();
+    assert!(err.contains("is open to the sandbox user"), "{err}");
+}

@@ -71,6 +71,9 @@ pub struct Request {
     pub user: Option<(u32, u32)>,
     /// Directories and files hidden from workerd (the data directory, the enclave key file).
     pub hidden: Vec<PathBuf>,
+    /// Rely on file modes only, even where a private mount view is possible (tests of that
+    /// fallback).
+    pub file_modes_only: bool,
 }
 
 /// A path to hide, prepared before fork (no allocation afterwards).
@@ -142,7 +145,7 @@ impl Confinement {
         }
         let mut confinement = Confinement {
             user: request.user,
-            mount_namespace: !hidden.is_empty(),
+            mount_namespace: !hidden.is_empty() && !request.file_modes_only,
             hidden,
             seccomp: None,
             notes: Vec::new(),

@@ -152,6 +152,7 @@ impl WorkerdSandbox {
         let request = confine::Request {
             user: config.sandbox_user,
             hidden: config.hidden_paths.clone(),
+            file_modes_only: false,
         };
         let confinement = Confinement::establish(&request, &config.workerd_path)
             .map_err(|e| SandboxError(format!("cannot confine workerd: {e}")))?;
