@@ -163,7 +163,13 @@ both_modes!(
     egress_to_loopback_is_refused_and_nothing_arrives,
     egress_to_metadata_private_and_link_local_is_refused,
     public_egress_tries_public_addresses_and_none_refuses_them,
-    egress_to_ipv6_forms_of_ipv4_is_refused_and_nothing_arrives,
+    egress_to_ipv4_compatible_ipv6_is_refused,
+    egress_to_ipv4_mapped_ipv6_is_refused,
+    egress_to_ipv4_translated_ipv6_is_refused,
+    egress_to_6to4_is_refused,
+    egress_to_teredo_is_refused,
+    egress_to_nat64_is_refused,
+    egress_to_local_use_nat64_is_refused,
     no_egress_resolves_no_names,
     memory_bomb_is_contained,
     concurrent_runs_one_per_slot,
@@ -577,9 +583,14 @@ const IPV6_FORMS_OF_LOOPBACK: &[(&str, &str)] = &[
 
 /// In a new network namespace whose loopback also answers on every IPv6 form above (as a
 /// relay or translator would make them reach 127.0.0.1), a dual-stack listener counts every
-/// connection; jobs fetch each form under both egress policies and must never reach it.
-async fn egress_to_ipv6_forms_of_ipv4_is_refused_and_nothing_arrives(mode: SandboxMode) {
+/// connection; a job fetches `form` under both egress policies and must never reach it.
+async fn egress_to_ipv6_form_is_refused_and_nothing_arrives(mode: SandboxMode, form: &'static str) {
     sandbox_init_logs();
+    let forms: Vec<&(&str, &str)> = IPV6_FORMS_OF_LOOPBACK
+        .iter()
+        .filter(|(address, _)| *address == form)
+        .collect();
+    assert_eq!(forms.len(), 1, "{form} is one of IPV6_FORMS_OF_LOOPBACK");
     let outcome = in_empty_netns(move || {
         let up = std::process::Command::new("ip")
             .args(["link", "set", "lo", "up"])
@@ -625,10 +636,7 @@ async fn egress_to_ipv6_forms_of_ipv4_is_refused_and_nothing_arrives(mode: Sandb
             tokio::time::sleep(Duration::from_millis(50)).await;
             let baseline = hits.load(Ordering::SeqCst);
             assert_eq!(baseline, IPV6_FORMS_OF_LOOPBACK.len());
-            let list: Vec<String> = IPV6_FORMS_OF_LOOPBACK
-                .iter()
-                .map(|(address, _)| format!("http://[{address}]:{port}/secret"))
-                .collect();
+            let list = vec![format!("http://[{form}]:{port}/secret")];
             let mut reports = Vec::new();
             for egress in [EgressPolicy::Public, EgressPolicy::None] {
                 let work = tempfile::tempdir().unwrap();
@@ -652,18 +660,42 @@ async fn egress_to_ipv6_forms_of_ipv4_is_refused_and_nothing_arrives(mode: Sandb
         }
     };
     for (egress, report) in &reports {
-        let targets: Vec<(&str, String)> = list
-            .iter()
-            .zip(IPV6_FORMS_OF_LOOPBACK)
-            .map(|(url, (address, _))| (url.as_str(), format!("{address}:{port}")))
-            .collect();
-        let targets: Vec<(&str, &str)> = targets.iter().map(|(u, a)| (*u, a.as_str())).collect();
-        assert_refused(*egress, report, &targets);
+        let address = format!("{form}:{port}");
+        assert_refused(*egress, report, &[(list[0].as_str(), address.as_str())]);
     }
     assert_eq!(
         reached, 0,
-        "a job reached the listener through an IPv6 form of 127.0.0.1"
+        "a job reached the listener through {} {form}",
+        forms[0].1
     );
+}
+
+async fn egress_to_ipv4_compatible_ipv6_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "::7f00:1").await
+}
+
+async fn egress_to_ipv4_mapped_ipv6_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "::ffff:7f00:1").await
+}
+
+async fn egress_to_ipv4_translated_ipv6_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "::ffff:0:7f00:1").await
+}
+
+async fn egress_to_6to4_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "2002:7f00:1::1").await
+}
+
+async fn egress_to_teredo_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "2001:0:7f00:1::1").await
+}
+
+async fn egress_to_nat64_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "64:ff9b::7f00:1").await
+}
+
+async fn egress_to_local_use_nat64_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "64:ff9b:1::7f00:1").await
 }
 
 /// `none` gives the job no network service: a host name is never resolved (a DNS query would
