@@ -158,7 +158,7 @@ impl Confinement {
         }
         if let Err(e) = confinement.probe(probe) {
             if !confinement.mount_namespace {
-                return Err(e);
+                return Err(confinement.hint(e));
             }
             confinement.mount_namespace = false;
             confinement.notes.push(format!(
@@ -167,19 +167,30 @@ impl Confinement {
             ));
             if let Err(e) = confinement.probe(probe) {
                 if confinement.seccomp.is_none() {
-                    return Err(e);
+                    return Err(confinement.hint(e));
                 }
                 confinement.seccomp = None;
                 confinement
                     .notes
                     .push(format!("no seccomp filter: the kernel refused it ({e})"));
-                confinement.probe(probe)?;
+                confinement.probe(probe).map_err(|e| confinement.hint(e))?;
             }
         }
         if !confinement.mount_namespace && confinement.user.is_some() {
             confinement.check_file_modes()?;
         }
         Ok(confinement)
+    }
+
+    /// Adds what a failure to switch users usually means.
+    fn hint(&self, e: String) -> String {
+        match self.user {
+            Some((uid, gid)) => format!(
+                "{e} (running workerd as {uid}:{gid}, EXECUTOR_SANDBOX_UID/GID, needs root or \
+                 CAP_SETUID, CAP_SETGID, CAP_CHOWN and CAP_KILL)"
+            ),
+            None => e,
+        }
     }
 
     /// Without a private mount view only file modes keep the sandbox user out: every hidden
