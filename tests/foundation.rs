@@ -978,3 +978,15 @@ async fn the_admin_api_refuses_rebound_and_cross_origin_browser_requests() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// A started executor is not dumpable: processes of its own user (an escaped workerd without a
+/// separate user) cannot read its memory or enter its mount view through `/proc/<pid>/`.
+#[tokio::test]
+async fn the_executor_makes_itself_non_dumpable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    // SAFETY: plain prctl query on this process.
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    assert_eq!(dumpable, 0);
+    server.stop().await;
+}
