@@ -232,6 +232,17 @@ fn sandbox_config(mode: SandboxMode, work_dir: &Path, name: &str) -> SandboxConf
         egress: EgressPolicy::Public,
         cgroup_parent: format!("serverless-executor-bench-{}-{name}", std::process::id()),
         work_dir: work_dir.join(format!("sandbox-{name}")),
+        // Like the executor: workerd as EXECUTOR_SANDBOX_UID/GID when both are set.
+        sandbox_user: std::env::var("EXECUTOR_SANDBOX_UID")
+            .ok()
+            .and_then(|u| u.parse().ok())
+            .zip(
+                std::env::var("EXECUTOR_SANDBOX_GID")
+                    .ok()
+                    .and_then(|g| g.parse().ok()),
+            ),
+        hidden_paths: Vec::new(),
+        allow_unlimited_slots: true,
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Running {
 
 /// Builds everything from `config` and starts serving. Fails with a message naming the problem.
 pub async fn start(config: Config) -> Result<Running> {
+    // Same-user processes (an escaped workerd) cannot read this one's memory or /proc entries.
+    if let Err(e) = crate::effects::workerd::confine::harden_executor() {
+        tracing::warn!("cannot make the executor non-dumpable: {e}");
+    }
     let enclave = Arc::new(EnclaveKey::load(&config.enclave_key_file)?);
     let unreadable = || {
         format!(
@@ -54,7 +58,8 @@ pub async fn start(config: Config) -> Result<Running> {
             crate::effects::chain::follower::START_LOOKBACK_BLOCKS
         )
     };
-    let store = match SledStore::open(&config.data_dir) {
+    let sealing_key = enclave.derive_key(crate::effects::store::SEALING_PURPOSE);
+    let store = match SledStore::open(&config.data_dir, sealing_key) {
         Ok(store) => Arc::new(store),
         // Held, not broken: no rebuild advice.
         Err(e @ StoreError::Locked(_)) => return Err(e.into()),
@@ -62,6 +67,17 @@ pub async fn start(config: Config) -> Result<Running> {
     };
     // Warns loudly, once, when cgroups cannot be used.
     let slots = Arc::new(CgroupSlots::new(config.slots, &config.sandbox));
+    if !crate::domain::dal::Slots::enforced(slots.as_ref()) {
+        if config.sandbox.allow_unlimited_slots {
+            tracing::warn!("EXECUTOR_ALLOW_UNLIMITED_SLOTS is on: serving with unlimited slots");
+        } else {
+            tracing::error!(
+                "NOT READY: slot limits cannot be enforced; jobs would run unlimited. Give the \
+                 executor a delegated cgroup (see README, Sandbox containment) or set \
+                 EXECUTOR_ALLOW_UNLIMITED_SLOTS=true"
+            );
+        }
+    }
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
     prewarm(&sandbox, slots.as_ref()).await?;
     let chain = Arc::new(TxSender::new(config.chain.clone())?);
@@ -83,6 +99,7 @@ pub async fn start(config: Config) -> Result<Running> {
         job_capacity: Some(config.job_capacity),
         admin_signature_max_age_secs: config.admin.signature_max_age_secs,
         admin_allow_unsigned: config.admin.allow_unsigned,
+        allow_unlimited_slots: config.sandbox.allow_unlimited_slots,
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
@@ -125,6 +142,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let services = Arc::new(Services {
         executor: executor.clone(),
+        admin_allowed_hosts: config.admin.allowed_hosts.clone(),
     });
     let mut listeners = JoinSet::new();
     listeners.spawn(crate::routes::serve(

@@ -59,6 +59,12 @@ pub struct SandboxConfig {
     pub cgroup_parent: String,
     /// Where each run's config and sockets are written (and removed afterwards).
     pub work_dir: PathBuf,
+    /// Separate uid and gid workerd runs as (None: the executor's own).
+    pub sandbox_user: Option<(u32, u32)>,
+    /// Hidden from workerd: the data directory and the enclave key file.
+    pub hidden_paths: Vec<PathBuf>,
+    /// Serve (be `ready`) even when slot limits cannot be enforced.
+    pub allow_unlimited_slots: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +121,8 @@ pub struct AdminConfig {
     pub signature_max_age_secs: u64,
     /// Accept unsigned mutable-config changes after the owner is set (old tooling only).
     pub allow_unsigned: bool,
+    /// Host names (besides loopback ones) the admin listener answers to.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Each variable (without prefix), its default and its meaning; `.env.example` and the README
@@ -222,6 +230,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "parent cgroup of the slots",
     ),
     (
+        "ALLOW_UNLIMITED_SLOTS",
+        "false",
+        "be ready and run jobs even when slot limits (cgroups) cannot be enforced",
+    ),
+    (
+        "SANDBOX_UID",
+        "",
+        "uid workerd runs as, set with SANDBOX_GID (empty: the executor's own; needs root)",
+    ),
+    (
+        "SANDBOX_GID",
+        "",
+        "gid workerd runs as, set with SANDBOX_UID",
+    ),
+    (
         "SHUTDOWN_GRACE",
         "30",
         "seconds SIGTERM/SIGINT waits for running jobs to finish and submit before exiting",
@@ -247,6 +270,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "ADMIN_ALLOW_UNSIGNED",
         "false",
         "accept unsigned /mutable-config once the owner is set (old tooling only)",
+    ),
+    (
+        "ADMIN_ALLOWED_HOSTS",
+        "",
+        "comma-separated Host names the admin API answers to besides localhost and loopback addresses",
     ),
 ];
 
@@ -309,6 +337,20 @@ impl Config {
             _ => r.number("SLOTS", 1, job_capacity)?,
         };
         let slot_memory_mb: u64 = r.number("SLOT_MEMORY_MB", 16, 1 << 20)?;
+        let sandbox_user = match (
+            r.text("SANDBOX_UID").is_empty(),
+            r.text("SANDBOX_GID").is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((
+                r.number("SANDBOX_UID", 1, u32::MAX - 1)?,
+                r.number("SANDBOX_GID", 1, u32::MAX - 1)?,
+            )),
+            (false, true) => return Err(invalid("SANDBOX_GID", "must be set with SANDBOX_UID")),
+            (true, false) => return Err(invalid("SANDBOX_UID", "must be set with SANDBOX_GID")),
+        };
+        let enclave_key_file = PathBuf::from(r.non_empty("ENCLAVE_KEY_FILE")?);
+        let data_dir = PathBuf::from(r.non_empty("DATA_DIR")?);
         let start_block = match r.text("START_BLOCK") {
             s if s.is_empty() => None,
             _ => Some(r.number("START_BLOCK", 0, u64::MAX)?),
@@ -316,8 +358,8 @@ impl Config {
         Ok(Config {
             listen_addr: r.parse("LISTEN_ADDR", "an IP address")?,
             port: r.number("PORT", 0, u16::MAX)?,
-            enclave_key_file: PathBuf::from(r.non_empty("ENCLAVE_KEY_FILE")?),
-            data_dir: PathBuf::from(r.non_empty("DATA_DIR")?),
+            enclave_key_file: enclave_key_file.clone(),
+            data_dir: data_dir.clone(),
             job_capacity,
             slots,
             log_level: r.non_empty("LOG_LEVEL")?,
@@ -368,12 +410,16 @@ impl Config {
                     parent
                 },
                 work_dir: sandbox_dir,
+                sandbox_user,
+                hidden_paths: vec![data_dir, enclave_key_file],
+                allow_unlimited_slots: r.boolean("ALLOW_UNLIMITED_SLOTS")?,
             },
             admin: AdminConfig {
                 listen_addr: r.parse("ADMIN_LISTEN_ADDR", "an IP address")?,
                 port: r.number("ADMIN_PORT", 0, u16::MAX)?,
                 signature_max_age_secs: r.number("ADMIN_SIGNATURE_MAX_AGE", 1, 86_400)?,
                 allow_unsigned: r.boolean("ADMIN_ALLOW_UNSIGNED")?,
+                allowed_hosts: r.host_list("ADMIN_ALLOWED_HOSTS")?,
             },
         })
     }
@@ -442,6 +488,27 @@ impl Reader<'_> {
             "false" | "0" | "no" => Ok(false),
             v => Err(invalid(name, format!("'{v}' is not true or false"))),
         }
+    }
+
+    /// A comma-separated list of host names or addresses (no ports, no spaces inside).
+    fn host_list(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        let mut hosts = Vec::new();
+        for item in self.text(name).split(',').map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            let valid = item.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+            });
+            if !valid {
+                return Err(invalid(
+                    name,
+                    format!("'{item}' is not a host name or address"),
+                ));
+            }
+            hosts.push(item.to_ascii_lowercase());
+        }
+        Ok(hosts)
     }
 
     fn address(&self, name: &str) -> Result<Address, ConfigError> {
@@ -519,6 +586,8 @@ mod tests {
             ("ADMIN_LISTEN_ADDR", "localhost"),
             ("ADMIN_ALLOW_UNSIGNED", "maybe"),
             ("ADMIN_SIGNATURE_MAX_AGE", "0"),
+            ("ADMIN_ALLOWED_HOSTS", "a.example, b/c"),
+            ("ALLOW_UNLIMITED_SLOTS", "perhaps"),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(
@@ -548,6 +617,34 @@ mod tests {
             .to_string();
         assert!(missing.contains("none.toml"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_sandbox_user_is_both_ids_or_neither() {
+        assert_eq!(with(&[]).unwrap().sandbox.sandbox_user, None);
+        let c = with(&[("SANDBOX_UID", "10002"), ("SANDBOX_GID", "10003")]).unwrap();
+        assert_eq!(c.sandbox.sandbox_user, Some((10002, 10003)));
+        for (pairs, var) in [
+            (&[("SANDBOX_UID", "10002")][..], "EXECUTOR_SANDBOX_GID:"),
+            (&[("SANDBOX_GID", "10002")][..], "EXECUTOR_SANDBOX_UID:"),
+            (
+                &[("SANDBOX_UID", "0"), ("SANDBOX_GID", "1")][..],
+                "EXECUTOR_SANDBOX_UID:",
+            ),
+            (
+                &[("SANDBOX_UID", "1"), ("SANDBOX_GID", "x")][..],
+                "EXECUTOR_SANDBOX_GID:",
+            ),
+        ] {
+            let err = with(pairs).unwrap_err().to_string();
+            assert!(err.starts_with(var), "{pairs:?}: {err}");
+        }
+        // The data directory and key file are what the sandbox must not see.
+        let c = with(&[]).unwrap();
+        assert_eq!(
+            c.sandbox.hidden_paths,
+            vec![PathBuf::from("data"), PathBuf::from("enclave.key")]
+        );
     }
 
     #[test]

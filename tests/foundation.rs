@@ -609,7 +609,8 @@ fn journal_jobs(dir: &Path, enclave: Address, count: u64) {
     use serverless_executor::domain::dal::Store;
     use serverless_executor::domain::model::{ErrorCode, JobRecord, JobState, SignedOutput};
     use serverless_executor::domain::testing::sample_job;
-    let store = SledStore::open(&dir.join("data")).unwrap();
+    // Only jobs are written here: any sealing key will do.
+    let store = SledStore::open(&dir.join("data"), [7; 32]).unwrap();
     for id in 1..=count {
         let state = if id % 2 == 1 {
             JobState::Confirmed {
@@ -781,7 +782,7 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
 #[test]
 fn the_real_store_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
-    store_contract(&SledStore::open(dir.path()).unwrap());
+    store_contract(&SledStore::open(dir.path(), [7; 32]).unwrap());
 }
 
 #[test]
@@ -815,8 +816,8 @@ async fn the_system_clock_keeps_the_clock_contract() {
 #[test]
 fn a_store_in_use_is_reported_as_locked_not_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let first = SledStore::open(&dir.path().join("data")).unwrap();
-    let second = SledStore::open(&dir.path().join("data"));
+    let first = SledStore::open(&dir.path().join("data"), [7; 32]).unwrap();
+    let second = SledStore::open(&dir.path().join("data"), [7; 32]);
     let err = match second {
         Ok(_) => panic!("a second open of a store in use succeeded"),
         Err(e) => e.to_string(),
@@ -824,5 +825,168 @@ fn a_store_in_use_is_reported_as_locked_not_as_corrupt() {
     assert!(err.contains("locked by another process"), "{err}");
     drop(first);
     // Once the holder is gone (sled lets go from a background thread), opening works again.
-    SledStore::open(&dir.path().join("data")).expect("the store opens after its holder quit");
+    SledStore::open(&dir.path().join("data"), [7; 32])
+        .expect("the store opens after its holder quit");
+}
+
+/// Where `needle` occurs in any file under `dir` (every byte of every file, sled's log included).
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn replaced_gas_keys_leave_no_readable_copy_in_the_data_directory() {
+    // Anvil's fourth dev account: the replacement.
+    const NEW_GAS_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+    const NEW_GAS_ADDRESS: &str = "0x90f79bf6eb2c4f870365e785982e1f101e93b906";
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let (status, _) = server
+        .post("/immutable-config", json!({"owner_address_hex": OWNER}))
+        .await;
+    assert_eq!(status, 200);
+    let now = admin::now_secs();
+    let first = server.signed_gas_key(OWNER_KEY, GAS_KEY, now - 1).await;
+    let (status, body) = server.post("/mutable-config", first).await;
+    assert_eq!(status, 200, "{body}");
+    let second = server.signed_gas_key(OWNER_KEY, NEW_GAS_KEY, now).await;
+    let (status, body) = server.post("/mutable-config", second).await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+
+    let data = dir.path().join("data");
+    for key in [GAS_KEY, NEW_GAS_KEY] {
+        let raw = hex::decode(&key[2..]).unwrap();
+        for needle in [raw.clone(), key.as_bytes()[2..].to_vec()] {
+            let found = files_containing(&data, &needle);
+            assert!(found.is_empty(), "gas key {key} readable in {found:?}");
+        }
+    }
+    // The sealed key still serves after a restart with the same enclave key...
+    let server = Server::start(dir.path()).await;
+    let (_, details) = server.get("/executor-details").await;
+    assert_eq!(details["gas_address"], NEW_GAS_ADDRESS);
+    server.stop().await;
+    // ...and another enclave key cannot open it: start-up says so instead of using garbage.
+    std::fs::remove_file(dir.path().join("enclave.key")).unwrap();
+    EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
+    let err = match bootstrap::start(config_for(dir.path())).await {
+        Ok(_) => panic!("a store sealed by another enclave key was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("cannot be opened with this enclave key"),
+        "{err}"
+    );
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the body.
+async fn raw_request(addr: &str, head: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// DNS rebinding: a page on attacker.example, whose name now resolves to 127.0.0.1, posts to
+/// the admin port from the operator's browser. The request arrives from loopback, but its Host
+/// names the attacker's domain (and a browser adds Origin): refused, and nothing changes.
+#[tokio::test]
+async fn the_admin_api_refuses_rebound_and_cross_origin_browser_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let port = server.admin.rsplit(':').next().unwrap().to_string();
+    let owner = json!({"owner_address_hex": OWNER}).to_string();
+    for head in [
+        format!("POST /immutable-config HTTP/1.1\r\nHost: attacker.example:{port}"),
+        format!(
+            "POST /immutable-config HTTP/1.1\r\nHost: attacker.example:{port}\r\nOrigin: http://attacker.example:{port}"
+        ),
+        format!(
+            "POST /immutable-config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://attacker.example"
+        ),
+        format!(
+            "POST /immutable-config HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: cross-site"
+        ),
+        "POST /immutable-config HTTP/1.0".to_string(),
+    ] {
+        let (status, body) = raw_request(&server.admin, &head, &owner).await;
+        assert!(
+            status == 403 || status == 400,
+            "{head:?} got {status}: {body}"
+        );
+        assert!(body.contains("\"error\""), "{body}");
+        let (_, details) = server.get("/executor-details").await;
+        assert_eq!(
+            details["owner_address"],
+            format!("{:?}", Address::zero()),
+            "{head:?} set the owner"
+        );
+    }
+    // The same request from an operator tool (loopback Host, no Origin) passes.
+    let (status, body) = raw_request(
+        &server.admin,
+        &format!("POST /immutable-config HTTP/1.1\r\nHost: 127.0.0.1:{port}"),
+        &owner,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+
+    // A name the operator configured is accepted too.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("ADMIN_ALLOWED_HOSTS", "admin.internal")]).await;
+    let (status, body) = raw_request(
+        &server.admin,
+        "POST /immutable-config HTTP/1.1\r\nHost: admin.internal:6002",
+        &owner,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
+
+/// A started executor is not dumpable: processes of its own user (an escaped workerd without a
+/// separate user) cannot read its memory or enter its mount view through `/proc/<pid>/`.
+#[tokio::test]
+async fn the_executor_makes_itself_non_dumpable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    // SAFETY: plain prctl query on this process.
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    assert_eq!(dumpable, 0);
+    server.stop().await;
 }

@@ -97,7 +97,17 @@ fn sandbox_config(work_dir: &Path, test: &str) -> SandboxConfig {
         egress: EgressPolicy::Public,
         cgroup_parent: format!("serverless-executor-test-{}-{test}", std::process::id()),
         work_dir: work_dir.to_path_buf(),
+        sandbox_user: test_sandbox_user(),
+        hidden_paths: Vec::new(),
+        allow_unlimited_slots: false,
     }
+}
+
+/// Run as root, every sandbox test runs workerd as `nobody` (65534:65534), as a deployment
+/// with EXECUTOR_SANDBOX_UID/GID does; otherwise as this user.
+fn test_sandbox_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() } == 0).then_some((65534, 65534))
 }
 
 fn unlimited_slot() -> Slot {
@@ -153,6 +163,14 @@ both_modes!(
     egress_to_loopback_is_refused_and_nothing_arrives,
     egress_to_metadata_private_and_link_local_is_refused,
     public_egress_tries_public_addresses_and_none_refuses_them,
+    egress_to_ipv4_compatible_ipv6_is_refused,
+    egress_to_ipv4_mapped_ipv6_is_refused,
+    egress_to_ipv4_translated_ipv6_is_refused,
+    egress_to_6to4_is_refused,
+    egress_to_teredo_is_refused,
+    egress_to_nat64_is_refused,
+    egress_to_local_use_nat64_is_refused,
+    no_egress_resolves_no_names,
     memory_bomb_is_contained,
     concurrent_runs_one_per_slot,
     sandbox_contract_holds_for_workerd,
@@ -372,24 +390,42 @@ fn urls(list: &[String]) -> Vec<u8> {
     serde_json::to_vec(list).unwrap()
 }
 
-/// Each URL's line says "refused", and workerd logged its policy refusal for each address.
-fn assert_refused(report: &RunReport, targets: &[(&str, &str)]) {
+/// Each URL's line says "refused": under `public`, workerd logged its policy refusal for each
+/// address; under `none`, the job's request never reached a network service at all (no name
+/// was resolved, no address considered).
+fn assert_refused(egress: EgressPolicy, report: &RunReport, targets: &[(&str, &str)]) {
     let text = match &report.result {
         RunResult::Output(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         other => panic!("expected an output, got {other:?}"),
     };
     for (url, address) in targets {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with(&format!("refused {url}:"))),
-            "{url} not refused:\n{text}"
-        );
-        let logged = format!("connecting to {address} is not allowed");
-        assert!(
-            report.stderr.contains(&logged),
-            "no '{logged}' in workerd's log:\n{}",
-            report.stderr
-        );
+        match egress {
+            EgressPolicy::Public => {
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with(&format!("refused {url}:"))),
+                    "{url} not refused:\n{text}"
+                );
+                let logged = format!("connecting to {address} is not allowed");
+                assert!(
+                    report.stderr.contains(&logged),
+                    "no '{logged}' in workerd's log:\n{}",
+                    report.stderr
+                );
+            }
+            EgressPolicy::None => {
+                let line = format!("refused {url}: no network access");
+                assert!(
+                    text.lines().any(|l| l.starts_with(&line)),
+                    "{url} not refused without a network:\n{text}"
+                );
+                assert!(
+                    !report.stderr.contains("connecting to"),
+                    "a network service saw the request:\n{}",
+                    report.stderr
+                );
+            }
+        }
     }
 }
 
@@ -416,6 +452,7 @@ async fn egress_to_loopback_is_refused_and_nothing_arrives(mode: SandboxMode) {
             .await
             .unwrap();
         assert_refused(
+            egress,
             &report,
             &[
                 (&list[0], &format!("127.0.0.1:{port}")),
@@ -501,7 +538,7 @@ async fn egress_to_metadata_private_and_link_local_is_refused(mode: SandboxMode)
                     .unwrap()
             }
         };
-        assert_refused(&report, &targets);
+        assert_refused(egress, &report, &targets);
     }
 }
 
@@ -525,7 +562,172 @@ async fn public_egress_tries_public_addresses_and_none_refuses_them(mode: Sandbo
         public.stderr
     );
     assert!(matches!(&public.result, RunResult::Output(o) if o.starts_with(b"refused")));
-    assert_refused(&none, &[("http://1.1.1.1/", "1.1.1.1:80")]);
+    assert_refused(
+        EgressPolicy::None,
+        &none,
+        &[("http://1.1.1.1/", "1.1.1.1:80")],
+    );
+}
+
+/// The IPv6 forms that carry an IPv4 address, each spelling 127.0.0.1, with the range that
+/// must refuse it.
+const IPV6_FORMS_OF_LOOPBACK: &[(&str, &str)] = &[
+    ("::7f00:1", "::/96 (IPv4-compatible)"),
+    ("::ffff:7f00:1", "::ffff:0:0/96 (IPv4-mapped)"),
+    ("::ffff:0:7f00:1", "::ffff:0:0:0/96 (IPv4-translated)"),
+    ("2002:7f00:1::1", "2002::/16 (6to4)"),
+    ("2001:0:7f00:1::1", "2001::/32 (Teredo)"),
+    ("64:ff9b::7f00:1", "64:ff9b::/96 (NAT64)"),
+    ("64:ff9b:1::7f00:1", "64:ff9b:1::/48 (local-use NAT64)"),
+];
+
+/// In a new network namespace whose loopback also answers on every IPv6 form above (as a
+/// relay or translator would make them reach 127.0.0.1), a dual-stack listener counts every
+/// connection; a job fetches `form` under both egress policies and must never reach it.
+async fn egress_to_ipv6_form_is_refused_and_nothing_arrives(mode: SandboxMode, form: &'static str) {
+    sandbox_init_logs();
+    let forms: Vec<&(&str, &str)> = IPV6_FORMS_OF_LOOPBACK
+        .iter()
+        .filter(|(address, _)| *address == form)
+        .collect();
+    assert_eq!(forms.len(), 1, "{form} is one of IPV6_FORMS_OF_LOOPBACK");
+    let outcome = in_empty_netns(move || {
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        if !matches!(up, Ok(s) if s.success()) {
+            return Err(format!("cannot bring lo up with `ip`: {up:?}"));
+        }
+        for (address, _) in IPV6_FORMS_OF_LOOPBACK {
+            if address.starts_with("::ffff:7f00") {
+                continue; // the kernel maps it to 127.0.0.1 itself
+            }
+            let added = std::process::Command::new("ip")
+                .args(["-6", "addr", "add", &format!("{address}/128"), "dev", "lo"])
+                .status();
+            if !matches!(added, Ok(s) if s.success()) {
+                return Err(format!("cannot add {address} to lo: {added:?}"));
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Ok(runtime.block_on(async move {
+            // [::] without V6ONLY: every IPv6 address above and 127.0.0.1.
+            let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let hits = Arc::new(AtomicUsize::new(0));
+            let counter = hits.clone();
+            tokio::spawn(async move {
+                while let Ok((_stream, _)) = listener.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            // The listener is reachable on each form (so "no connection" means refused).
+            for (address, form) in IPV6_FORMS_OF_LOOPBACK {
+                let ip: std::net::Ipv6Addr = address.parse().unwrap();
+                let probe = tokio::net::TcpStream::connect((ip, port)).await;
+                assert!(
+                    probe.is_ok(),
+                    "{form}: the listener is not reachable: {probe:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let baseline = hits.load(Ordering::SeqCst);
+            assert_eq!(baseline, IPV6_FORMS_OF_LOOPBACK.len());
+            let list = vec![format!("http://[{form}]:{port}/secret")];
+            let mut reports = Vec::new();
+            for egress in [EgressPolicy::Public, EgressPolicy::None] {
+                let work = tempfile::tempdir().unwrap();
+                let sandbox = sandbox_new(&work, egress, mode);
+                let report = sandbox
+                    .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+                    .await
+                    .unwrap();
+                finish(sandbox, &work);
+                reports.push((egress, report));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (port, list, reports, hits.load(Ordering::SeqCst) - baseline)
+        }))
+    });
+    let (port, list, reports, reached) = match outcome {
+        Ok(Ok(found)) => found,
+        Ok(Err(why)) | Err(why) => {
+            println!("SKIP: no network namespace with IPv6 forms of loopback: {why}");
+            return;
+        }
+    };
+    for (egress, report) in &reports {
+        let address = format!("{form}:{port}");
+        assert_refused(*egress, report, &[(list[0].as_str(), address.as_str())]);
+    }
+    assert_eq!(
+        reached, 0,
+        "a job reached the listener through {} {form}",
+        forms[0].1
+    );
+}
+
+async fn egress_to_ipv4_compatible_ipv6_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "::7f00:1").await
+}
+
+async fn egress_to_ipv4_mapped_ipv6_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "::ffff:7f00:1").await
+}
+
+async fn egress_to_ipv4_translated_ipv6_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "::ffff:0:7f00:1").await
+}
+
+async fn egress_to_6to4_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "2002:7f00:1::1").await
+}
+
+async fn egress_to_teredo_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "2001:0:7f00:1::1").await
+}
+
+async fn egress_to_nat64_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "64:ff9b::7f00:1").await
+}
+
+async fn egress_to_local_use_nat64_is_refused(mode: SandboxMode) {
+    egress_to_ipv6_form_is_refused_and_nothing_arrives(mode, "64:ff9b:1::7f00:1").await
+}
+
+/// `none` gives the job no network service: a host name is never resolved (a DNS query would
+/// carry data out), the request is refused before anything is looked up.
+async fn no_egress_resolves_no_names(mode: SandboxMode) {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
+    let list = vec![
+        "http://secret-data.exfil-probe.invalid/".to_string(),
+        "http://localhost/".to_string(),
+    ];
+    let report = sandbox
+        .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+        .await
+        .unwrap();
+    finish(sandbox, &work);
+    assert_refused(
+        EgressPolicy::None,
+        &report,
+        &[(&list[0], "unused"), (&list[1], "unused")],
+    );
+    let text = String::from_utf8_lossy(match &report.result {
+        RunResult::Output(bytes) => bytes,
+        other => panic!("expected an output, got {other:?}"),
+    })
+    .into_owned();
+    assert!(
+        !text.to_lowercase().contains("dns") && !report.stderr.to_lowercase().contains("dns"),
+        "a name was looked up:\n{text}\n{}",
+        report.stderr
+    );
 }
 
 fn cgroup_slots(capacity: usize, work: &Path, test: &str) -> CgroupSlots {
@@ -889,4 +1091,192 @@ async fn warm_out_of_memory_restarts_only_its_own_slot() {
     slots.release(b);
     finish(sandbox, &work);
     slots.cleanup();
+}
+
+/// A line of `/proc/<pid>/status` (e.g. "Uid:"), without its label.
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The layers of containment, checked on a real warm workerd (its /proc entries and its own
+/// mount view) and on a shell started under the very same set-up: the data directory and the
+/// key file are out of sight, the user is the sandbox's, core dumps are off, privileges cannot
+/// be regained and the seccomp filter refuses what workerd never needs.
+#[tokio::test]
+async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_file() {
+    sandbox_init_logs();
+    let secrets = tempfile::tempdir().unwrap();
+    let data = secrets.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("db"), b"journal-and-sealed-keys").unwrap();
+    let key_file = secrets.path().join("enclave.key");
+    std::fs::write(&key_file, b"enclave-secret-bytes-0123456789a").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(work.path(), "confined");
+    config.mode = SandboxMode::Warm;
+    config.hidden_paths = vec![data.clone(), key_file.clone()];
+    let sandbox = WorkerdSandbox::new(&config).unwrap();
+    let confinement = sandbox.confinement().clone();
+    println!("applied: {}", confinement.describe());
+    if !confinement.hides_secrets() {
+        println!(
+            "SKIP: neither a private mount view nor a separate user is possible here (not root): {}",
+            confinement.describe()
+        );
+        finish(sandbox, &work);
+        return;
+    }
+
+    // A real warm workerd, serving a job.
+    let slot = slot(0);
+    assert_eq!(
+        output(sandbox.run(&slot, ECHO_JOB, b"still works", 30_000).await),
+        "still works"
+    );
+    let pid = sandbox.warm_pid(0).await.expect("the slot's workerd runs");
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(pid, "Seccomp:"), "2", "seccomp filter mode");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    if let Some((uid, gid)) = test_sandbox_user() {
+        let uids = status_field(pid, "Uid:");
+        assert!(
+            uids.split_whitespace().all(|u| u == uid.to_string()),
+            "{uids}"
+        );
+        let gids = status_field(pid, "Gid:");
+        assert!(
+            gids.split_whitespace().all(|g| g == gid.to_string()),
+            "{gids}"
+        );
+        assert_eq!(status_field(pid, "Groups:"), "");
+    }
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let its_ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    if own_ns != its_ns {
+        // In workerd's own mount view the data directory is empty and the key file is empty.
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let seen_data = root.join(data.strip_prefix("/").unwrap());
+        let listed: Vec<_> = std::fs::read_dir(&seen_data)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            listed.is_empty(),
+            "workerd sees {listed:?} in the data directory"
+        );
+        let seen_key =
+            std::fs::read(root.join(key_file.strip_prefix("/").unwrap())).unwrap_or_default();
+        assert!(seen_key.is_empty(), "workerd can read the key file");
+    }
+
+    // What an escaped job could do with workerd's powers: read, debug, mount.
+    let script = format!(
+        "cat {key} 2>/dev/null; ls -A {data} 2>/dev/null; cat {data}/db 2>/dev/null; \
+         echo; id -u; unshare -r true 2>/dev/null && echo unshared",
+        key = key_file.display(),
+        data = data.display()
+    );
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    let c = confinement.clone();
+    // SAFETY: `apply` is made for pre_exec (async-signal-safe, no allocation).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || c.apply());
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text.contains("enclave-secret"),
+        "the key file was read:\n{text}"
+    );
+    assert!(
+        !text.contains("journal"),
+        "the data directory was read:\n{text}"
+    );
+    assert!(
+        !text.contains("db"),
+        "the data directory was listed:\n{text}"
+    );
+    assert!(
+        !text.contains("unshared"),
+        "a new namespace was made:\n{text}"
+    );
+    if let Some((uid, _)) = test_sandbox_user() {
+        assert!(text.lines().any(|l| l == uid.to_string()), "{text}");
+    }
+    finish(sandbox, &work);
+}
+
+/// Where no private mount view can be made, file modes keep the sandbox user out: a shell under
+/// that set-up cannot read a 0600 key file or list a 0700 data directory, and start-up refuses
+/// a key file the sandbox user could read.
+#[test]
+fn without_a_mount_view_file_modes_keep_the_sandbox_user_out() {
+    use serverless_executor::effects::workerd::confine::{Confinement, Request};
+    use std::os::unix::fs::PermissionsExt;
+    let Some(user) = test_sandbox_user() else {
+        println!("SKIP: switching to a sandbox user needs root");
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let data = secrets.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("db"), b"journal").unwrap();
+    let key_file = secrets.path().join("enclave.key");
+    std::fs::write(&key_file, b"enclave-secret").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The temp dir itself must be passable for the check to mean anything.
+    std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let request = Request {
+        user: Some(user),
+        hidden: vec![data.clone(), key_file.clone()],
+        file_modes_only: true,
+    };
+    let confinement = Confinement::establish(&request, &default_workerd_path()).unwrap();
+    let text = confinement.describe();
+    assert!(!text.contains("mount view"), "{text}");
+    let script = format!(
+        "cat {key}; ls -A {data}; cat {data}/db; echo done",
+        key = key_file.display(),
+        data = data.display()
+    );
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", &script]).env_clear();
+    let c = confinement.clone();
+    // SAFETY: `apply` is made for pre_exec (async-signal-safe, no allocation).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || c.apply());
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), "done", "read something: {stdout}");
+    assert_eq!(
+        stderr.matches("Permission denied").count(),
+        3,
+        "each read refused: {stderr}"
+    );
+
+    // A key file others may read is refused at start.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Confinement::establish(&request, &default_workerd_path()).unwrap_err();
+    assert!(err.contains("is open to the sandbox user"), "{err}");
 }

@@ -46,3 +46,13 @@ for bin in \
 done
 [ -f node_modules/solc/package.json ] || { echo "tools/install.sh: missing tools/node_modules/solc" >&2; missing=1; }
 [ "$missing" = 0 ] || die "tool installation is incomplete; remove tools/node_modules and re-run"
+
+# The unprivileged user workerd runs as (EXECUTOR_SANDBOX_UID/GID), when installing as root.
+if [ "$(id -u)" = "0" ] && command -v useradd >/dev/null 2>&1; then
+  if ! id -u serverless-sandbox >/dev/null 2>&1; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin serverless-sandbox \
+      || die "useradd serverless-sandbox failed"
+  fi
+  echo "tools/install.sh: sandbox user: EXECUTOR_SANDBOX_UID=$(id -u serverless-sandbox) EXECUTOR_SANDBOX_GID=$(id -g serverless-sandbox)" >&2
+fi

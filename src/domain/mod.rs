@@ -56,6 +56,8 @@ pub struct Settings {
     pub admin_signature_max_age_secs: u64,
     /// Accept unsigned mutable-config changes once the owner is set (old tooling only).
     pub admin_allow_unsigned: bool,
+    /// Ready even when slot limits are not enforced (the operator's explicit choice).
+    pub allow_unlimited_slots: bool,
 }
 
 impl Default for Settings {
@@ -69,6 +71,7 @@ impl Default for Settings {
             job_capacity: None,
             admin_signature_max_age_secs: 300,
             admin_allow_unsigned: false,
+            allow_unlimited_slots: false,
         }
     }
 }

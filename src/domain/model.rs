@@ -134,11 +134,37 @@ pub struct Readiness {
     pub registered: bool,
     /// The RPC node answered the last probe, recently.
     pub chain_connected: bool,
-    /// Slot limits are applied (not required to be ready; reported).
+    /// Slot limits are applied.
     pub cgroups_enforced: bool,
+    /// The operator chose to serve without slot limits (`EXECUTOR_ALLOW_UNLIMITED_SLOTS`).
+    pub unlimited_slots_allowed: bool,
     pub workerd_found: bool,
-    /// registered, chain connected and workerd found.
+    /// registered, chain connected, workerd found, and slot limits enforced (or explicitly
+    /// waived).
     pub ready: bool,
+}
+
+impl Readiness {
+    /// Why the executor is not ready (empty when it is).
+    pub fn reasons(&self) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if !self.registered {
+            why.push("not registered on chain");
+        }
+        if !self.chain_connected {
+            why.push("the RPC node did not answer the last probe");
+        }
+        if !self.workerd_found {
+            why.push("the workerd binary is missing or not executable");
+        }
+        if !self.cgroups_enforced && !self.unlimited_slots_allowed {
+            why.push(
+                "slot limits (cgroups) cannot be enforced; fix that (see README, Sandbox \
+                 containment) or set EXECUTOR_ALLOW_UNLIMITED_SLOTS=true",
+            );
+        }
+        why
+    }
 }
 
 /// Where this executor stands on chain.

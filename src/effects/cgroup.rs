@@ -355,6 +355,17 @@ impl CgroupSlots {
         let layout = detect_layout(&mountinfo, &proc_cgroup, |mount| {
             std::fs::read_to_string(mount.join("cgroup.controllers")).ok()
         })?;
+        make_slots(&layout, capacity, config)
+    }
+}
+
+/// Makes the slot cgroups of every hierarchy of `layout` (undoing all on failure).
+fn make_slots(
+    layout: &Layout,
+    capacity: usize,
+    config: &SandboxConfig,
+) -> Result<(CgroupVersion, Vec<Made>), String> {
+    {
         let limits = render_limits(
             layout.version,
             config.slot_memory_bytes,
@@ -382,7 +393,9 @@ impl CgroupSlots {
         }
         Ok((layout.version, made))
     }
+}
 
+impl CgroupSlots {
     fn memory_dir(&self, index: usize) -> Option<(CgroupVersion, &Path)> {
         let Limits::Enforced { version, made } = &self.limits else {
             return None;
@@ -514,18 +527,9 @@ fn try_make(
         }
     }
     if version == CgroupVersion::V2 {
-        // Each level down to the slots' parent hands the controllers on to its children.
-        let enable: Vec<String> = h
-            .controllers
-            .iter()
-            .map(|c| match c {
-                Controller::Memory => "+memory".to_string(),
-                Controller::Cpu => "+cpu".to_string(),
-            })
-            .collect();
+        let own = h.mount.join(&h.own);
         for d in &chain {
-            std::fs::write(d.join("cgroup.subtree_control"), enable.join(" "))
-                .map_err(|e| format!("enable {} in {}: {e}", enable.join(" "), d.display()))?;
+            delegate_controllers(d, &own, &h.controllers)?;
         }
     }
     for index in 0..capacity {
@@ -539,6 +543,72 @@ fn try_make(
         made.slot_dirs.push(slot.clone());
         apply_limits(&slot, limits)?;
     }
+    Ok(())
+}
+
+/// The leaf cgroup the executor's own processes move to when its cgroup must hand controllers
+/// down (cgroup v2 lets only a cgroup without processes of its own do that).
+pub const EXECUTOR_LEAF: &str = "executor";
+
+/// cgroup v2: makes `dir` hand the controllers on to its children, unless it already does (a
+/// delegating parent such as systemd's `Delegate=yes` or a private cgroup namespace did it).
+/// When `dir` is the executor's own, non-root cgroup and holds processes, they first move to
+/// its leaf `executor`: then the delegated subtree can hold the slots beside it.
+fn delegate_controllers(dir: &Path, own: &Path, controllers: &[Controller]) -> Result<(), String> {
+    let names: Vec<&str> = controllers
+        .iter()
+        .map(|c| match c {
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+        })
+        .collect();
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    if names
+        .iter()
+        .all(|n| enabled.split_whitespace().any(|e| e == *n))
+    {
+        return Ok(());
+    }
+    // Only the hierarchy's root has no cgroup.type, and only it may hold processes and
+    // hand controllers down at once.
+    let is_root = !dir.join("cgroup.type").exists();
+    if dir == own && !is_root {
+        move_processes_to_leaf(dir)?;
+    }
+    let enable: Vec<String> = names.iter().map(|n| format!("+{n}")).collect();
+    std::fs::write(dir.join("cgroup.subtree_control"), enable.join(" ")).map_err(|e| {
+        format!(
+            "enable {} in {}: {e} (the executor needs a delegated cgroup v2 subtree: see README, \
+             Sandbox containment)",
+            enable.join(" "),
+            dir.display()
+        )
+    })
+}
+
+/// Moves every process of cgroup `dir` into `dir/executor`.
+fn move_processes_to_leaf(dir: &Path) -> Result<(), String> {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map_err(|e| format!("read {}: {e}", dir.join("cgroup.procs").display()))?;
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let leaf = dir.join(EXECUTOR_LEAF);
+    match std::fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("mkdir {}: {e}", leaf.display())),
+    }
+    for pid in pids {
+        match std::fs::write(leaf.join("cgroup.procs"), pid) {
+            Ok(()) => {}
+            // Gone meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(format!("move process {pid} to {}: {e}", leaf.display())),
+        }
+    }
+    tracing::info!(leaf = %leaf.display(), "moved the executor's processes to a leaf cgroup so its cgroup can hold the slots");
     Ok(())
 }
 
@@ -721,5 +791,142 @@ mod tests {
         assert!(!same_limit("104857600", "9223372036854771712"));
         assert!(same_limit("50000 100000", "50000 100000"));
         assert!(!same_limit("50000 100000", "max 100000"));
+    }
+
+    /// A fake cgroup v2 mount in a temporary directory: each cgroup a directory with the
+    /// interface files the kernel would show (`cgroup.type` on every cgroup but the root).
+    struct FakeCgroupFs(tempfile::TempDir);
+
+    impl FakeCgroupFs {
+        fn new() -> Self {
+            FakeCgroupFs(tempfile::tempdir().unwrap())
+        }
+        fn path(&self, rel: &str) -> PathBuf {
+            self.0.path().join(rel)
+        }
+        /// A cgroup at `rel` ("" = the root) with its processes and enabled controllers.
+        fn cgroup(&self, rel: &str, procs: &[u32], subtree: &str) {
+            let dir = self.path(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            let procs: String = procs.iter().map(|p| format!("{p}\n")).collect();
+            std::fs::write(dir.join("cgroup.procs"), procs).unwrap();
+            std::fs::write(dir.join("cgroup.subtree_control"), subtree).unwrap();
+            std::fs::write(
+                dir.join("cgroup.controllers"),
+                "cpuset cpu io memory pids\n",
+            )
+            .unwrap();
+            if !rel.is_empty() {
+                std::fs::write(dir.join("cgroup.type"), "domain\n").unwrap();
+            }
+        }
+        fn read(&self, rel: &str) -> String {
+            std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+        }
+        fn layout(&self, own: &str) -> Layout {
+            Layout {
+                version: CgroupVersion::V2,
+                hierarchies: vec![Hierarchy {
+                    controllers: vec![Controller::Memory, Controller::Cpu],
+                    mount: self.0.path().to_path_buf(),
+                    own: own.into(),
+                }],
+            }
+        }
+    }
+
+    fn config(parent: &str) -> SandboxConfig {
+        let raw = [("CGROUP_PARENT".to_string(), parent.to_string())]
+            .into_iter()
+            .collect();
+        crate::config::Config::from_map(&raw).unwrap().sandbox
+    }
+
+    #[test]
+    fn a_private_cgroup_namespace_is_used_after_moving_the_executor_to_a_leaf() {
+        // `docker run --cgroupns=private` with a writable cgroupfs: the container's cgroup is
+        // the namespace's root but not the hierarchy's, and holds the container's processes.
+        let fs = FakeCgroupFs::new();
+        fs.cgroup("", &[1, 7], "");
+        std::fs::write(fs.path("cgroup.type"), "domain\n").unwrap();
+        let (version, made) = make_slots(&fs.layout(""), 2, &config("slots")).unwrap();
+        assert_eq!(version, CgroupVersion::V2);
+        // The processes left for the leaf before the controllers were handed down.
+        assert!(fs.path("executor").is_dir());
+        assert_eq!(
+            fs.read("executor/cgroup.procs"),
+            "7",
+            "the last pid written"
+        );
+        assert_eq!(fs.read("cgroup.subtree_control"), "+memory +cpu");
+        assert_eq!(fs.read("slots/cgroup.subtree_control"), "+memory +cpu");
+        assert_eq!(
+            made[0].slot_dirs,
+            vec![fs.path("slots/slot-0"), fs.path("slots/slot-1")]
+        );
+        assert_eq!(
+            fs.read("slots/slot-1/memory.max"),
+            (100u64 << 20).to_string()
+        );
+        assert_eq!(fs.read("slots/slot-1/cpu.max"), "50000 100000");
+        assert_eq!(
+            made[0].created,
+            vec![fs.path("slots")],
+            "the leaf is not removed later"
+        );
+    }
+
+    #[test]
+    fn a_systemd_delegated_service_cgroup_holds_the_slots() {
+        // Delegate=yes: the root and system.slice already hand memory and cpu down (and are not
+        // writable by the service's user); the service's own cgroup is delegated to it.
+        let fs = FakeCgroupFs::new();
+        fs.cgroup("", &[1], "cpu memory pids");
+        fs.cgroup("system.slice", &[], "cpu memory");
+        fs.cgroup("system.slice/executor.service", &[4242], "");
+        // The root is not ours: here a file stands where the root-level parent would go.
+        std::fs::write(fs.path("slots"), "not a cgroup").unwrap();
+        let (_, made) = make_slots(
+            &fs.layout("system.slice/executor.service"),
+            1,
+            &config("slots"),
+        )
+        .unwrap();
+        let service = "system.slice/executor.service";
+        assert_eq!(
+            made[0].slot_dirs,
+            vec![fs.path(&format!("{service}/slots/slot-0"))]
+        );
+        assert_eq!(fs.read(&format!("{service}/executor/cgroup.procs")), "4242");
+        assert_eq!(
+            fs.read(&format!("{service}/cgroup.subtree_control")),
+            "+memory +cpu"
+        );
+        // What was already handed down is not written again.
+        assert_eq!(fs.read("cgroup.subtree_control"), "cpu memory pids");
+        assert_eq!(fs.read("system.slice/cgroup.subtree_control"), "cpu memory");
+        assert!(!fs.path("executor").exists(), "the root's processes stay");
+    }
+
+    #[test]
+    fn the_hierarchy_root_keeps_its_processes() {
+        // The real root may hold processes and hand controllers down at once: nothing moves.
+        let fs = FakeCgroupFs::new();
+        fs.cgroup("", &[1, 2, 3], "");
+        let (_, made) = make_slots(&fs.layout(""), 1, &config("slots")).unwrap();
+        assert!(!fs.path("executor").exists());
+        assert_eq!(fs.read("cgroup.subtree_control"), "+memory +cpu");
+        assert_eq!(made[0].slot_dirs, vec![fs.path("slots/slot-0")]);
+    }
+
+    #[test]
+    fn an_undelegated_subtree_is_refused_with_a_pointer_to_the_fix() {
+        // Not root, not delegated: a read-only cgroupfs (as Docker mounts it by default).
+        let fs = FakeCgroupFs::new();
+        fs.cgroup("", &[1], "");
+        std::fs::write(fs.path("cgroup.type"), "domain\n").unwrap();
+        std::fs::write(fs.path("slots"), "not a cgroup").unwrap();
+        let err = make_slots(&fs.layout(""), 1, &config("slots")).unwrap_err();
+        assert!(err.contains("delegated cgroup v2 subtree"), "{err}");
     }
 }

@@ -50,6 +50,18 @@ impl EnclaveKey {
         })
     }
 
+    /// A 32-byte key for `purpose` derived from the enclave secret (HKDF-SHA256), e.g. to seal
+    /// secrets at rest: only this enclave key opens them, and the secret itself never leaves.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let secret = self.key.to_bytes();
+        let hkdf =
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(b"serverless-executor key derivation"), &secret);
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
+        let _ = hkdf.expand(purpose.as_bytes(), &mut out);
+        out
+    }
+
     /// Loads the key from a file of exactly 32 raw bytes.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let bytes = std::fs::read(path).map_err(|e| KeyFileError::Unreadable {

@@ -2,6 +2,7 @@
 //! every outcome to a JSON response. Routes call domain APIs only.
 
 mod error;
+mod guard;
 mod input;
 mod jobs;
 mod operator;
@@ -69,6 +70,8 @@ pub enum Surface {
 /// process plumbing rather than a port).
 pub struct Services {
     pub executor: Arc<Executor>,
+    /// Host names besides loopback ones the admin listener answers to.
+    pub admin_allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +122,11 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    if surface == Surface::Admin {
+        if let Err(e) = guard::check_admin_request(req.headers(), &services.admin_allowed_hosts) {
+            return error_response(e);
+        }
+    }
     let (route, allowed) = match route(surface, &path) {
         Ok(found) => found,
         Err(message) => return error_response(ApiError::new(StatusCode::NOT_FOUND, message)),

@@ -21,6 +21,8 @@ pub fn health(executor: &Executor) -> Result<Value, ApiError> {
         "registered": readiness.registered,
         "chain_connected": readiness.chain_connected,
         "cgroups_enforced": readiness.cgroups_enforced,
+        "unlimited_slots_allowed": readiness.unlimited_slots_allowed,
+        "not_ready_because": readiness.reasons(),
         "workerd_found": readiness.workerd_found,
         "chain_status": format!("{:?}", executor.chain_status()?).to_lowercase(),
         "slots_busy": busy,

@@ -36,12 +36,18 @@ impl Executor {
         let fresh = probe.filter(|p| now.saturating_sub(p.at_ms) <= PROBE_FRESH_MS);
         let chain_connected = fresh.is_some_and(|p| p.chain_head.is_some());
         let workerd_found = probe.is_some_and(|p| p.workerd_found);
+        let cgroups_enforced = self.ports.slots.enforced();
+        let unlimited_slots_allowed = self.settings.allow_unlimited_slots;
         Ok(Readiness {
             registered,
             chain_connected,
-            cgroups_enforced: self.ports.slots.enforced(),
+            cgroups_enforced,
+            unlimited_slots_allowed,
             workerd_found,
-            ready: registered && chain_connected && workerd_found,
+            ready: registered
+                && chain_connected
+                && workerd_found
+                && (cgroups_enforced || unlimited_slots_allowed),
         })
     }
 }

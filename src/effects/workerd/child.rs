@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::capnp::{CONFIG_FILE, JOB_DONE_LINE, SOCKET_NAME};
+use super::confine::Confinement;
 use crate::domain::dal::{SandboxError, Slot};
 
 /// How much of workerd's stderr is kept for the run's report (all of it is logged).
@@ -48,6 +49,7 @@ impl Workerd {
         listener: &UnixListener,
         slot: &Slot,
         experimental: bool,
+        confinement: &Confinement,
     ) -> Result<Self, SandboxError> {
         // Everything the child needs is prepared here: after fork only async-signal-safe calls.
         let procs = slot
@@ -61,6 +63,7 @@ impl Workerd {
         let parent = unsafe { libc::getpid() };
         let (control_read, control_write) = control_pipe()?;
         let control_fd = control_write.as_raw_fd();
+        let confinement = confinement.clone();
 
         let mut cmd = Command::new(workerd);
         cmd.arg("serve")
@@ -79,7 +82,8 @@ impl Workerd {
             .process_group(0)
             .kill_on_drop(true);
         // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, open,
-        // write, close, fcntl) on data prepared before the fork, and allocates nothing.
+        // write, close, fcntl, and those of `Confinement::apply`) on data prepared before the
+        // fork, and allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 // Die with the executor. (The signal follows the *thread* that forked: the
@@ -116,6 +120,22 @@ impl Workerd {
                     || libc::fcntl(control_fd, libc::F_SETFD, 0) != 0
                 {
                     return Err(io::Error::last_os_error());
+                }
+                // Its own mount view, user, no core dumps, no new privileges, seccomp.
+                confinement.apply()?;
+                // A change of user clears the death signal: set it again.
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });

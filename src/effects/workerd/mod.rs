@@ -11,6 +11,7 @@
 
 mod capnp;
 mod child;
+pub mod confine;
 mod exchange;
 mod warm;
 
@@ -27,7 +28,9 @@ use bytes::Bytes;
 
 pub use capnp::{
     render_config, render_host_js, render_warm_config, ALWAYS_DENIED, COMPATIBILITY_DATE, ENTRY_JS,
+    NO_NETWORK_JS,
 };
+pub use confine::Confinement;
 
 use self::capnp::{CONFIG_FILE, ENTRY_MODULE, JOB_MODULE};
 use self::child::{describe_exit, Workerd};
@@ -53,6 +56,8 @@ pub struct WorkerdSandbox {
     output_limit: usize,
     egress: EgressPolicy,
     config_text: String,
+    /// What confines every workerd besides its slot's cgroups.
+    confinement: Confinement,
     /// The slots' warm processes (warm mode only).
     warm: Option<WarmPool>,
 }
@@ -144,9 +149,28 @@ impl WorkerdSandbox {
                 work_dir.display()
             )));
         }
+        let request = confine::Request {
+            user: config.sandbox_user,
+            hidden: config.hidden_paths.clone(),
+            file_modes_only: false,
+        };
+        let confinement = Confinement::establish(&request, &config.workerd_path)
+            .map_err(|e| SandboxError(format!("cannot confine workerd: {e}")))?;
+        tracing::info!(layers = %confinement.describe(), "workerd confinement");
+        if !confinement.hides_secrets() && !config.hidden_paths.is_empty() {
+            tracing::warn!(
+                "workerd runs as the executor's user in the executor's mount view: a runtime \
+                 escape could read the data directory and the enclave key file (run as root, or \
+                 set EXECUTOR_SANDBOX_UID/GID)"
+            );
+        }
+        if let Some((_, gid)) = confinement.user() {
+            // The sandbox user reaches its run directories through their group only.
+            share_with_group(&work_dir, gid, 0o710)?;
+        }
         let warm = match config.mode {
             SandboxMode::Process => None,
-            SandboxMode::Warm => Some(WarmPool::new(config, work_dir.clone())),
+            SandboxMode::Warm => Some(WarmPool::new(config, work_dir.clone(), confinement.clone())),
         };
         Ok(WorkerdSandbox {
             workerd_path: config.workerd_path.clone(),
@@ -154,12 +178,18 @@ impl WorkerdSandbox {
             output_limit: config.output_limit_bytes,
             egress: config.egress,
             config_text: render_config(config.egress),
+            confinement,
             warm,
         })
     }
 
     pub fn egress(&self) -> EgressPolicy {
         self.egress
+    }
+
+    /// What confines every workerd this sandbox starts.
+    pub fn confinement(&self) -> &Confinement {
+        &self.confinement
     }
 
     pub fn mode(&self) -> SandboxMode {
@@ -252,7 +282,7 @@ impl WorkerdSandbox {
     ) -> Result<RunReport, SandboxError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
-        let run_dir = RunDir::create(&self.work_dir)?;
+        let run_dir = RunDir::create(&self.work_dir, self.confinement.user())?;
         run_dir.write(CONFIG_FILE, self.config_text.as_bytes())?;
         run_dir.write(ENTRY_MODULE, ENTRY_JS.as_bytes())?;
         run_dir.write(JOB_MODULE, code.as_bytes())?;
@@ -271,8 +301,14 @@ impl WorkerdSandbox {
             .map_err(|e| {
                 SandboxError(format!("cannot connect to {}: {e}", socket_path.display()))
             })?;
-        let mut workerd =
-            Workerd::spawn(&self.workerd_path, run_dir.path(), &listener, slot, false)?;
+        let mut workerd = Workerd::spawn(
+            &self.workerd_path,
+            run_dir.path(),
+            &listener,
+            slot,
+            false,
+            &self.confinement,
+        )?;
         // Only workerd holds the listener now: if it dies, the connection is reset.
         drop(listener);
 
@@ -405,11 +441,25 @@ fn result_name(result: &RunResult) -> &'static str {
     }
 }
 
-/// A run's private directory (mode 0700), removed with everything in it when dropped.
+/// A run's private directory (mode 0700; 0750 with the sandbox user's group when workerd runs
+/// as that user), removed with everything in it when dropped.
 struct RunDir(PathBuf);
 
+/// Gives `dir` to group `gid` with `mode` (the sandbox user reads through the group).
+fn share_with_group(dir: &Path, gid: u32, mode: u32) -> Result<(), SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, None, Some(gid))
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| {
+            SandboxError(format!(
+                "cannot give {} to the sandbox group {gid}: {e}",
+                dir.display()
+            ))
+        })
+}
+
 impl RunDir {
-    fn create(work_dir: &Path) -> Result<Self, SandboxError> {
+    fn create(work_dir: &Path, user: Option<(u32, u32)>) -> Result<Self, SandboxError> {
         std::fs::create_dir_all(work_dir).map_err(|e| {
             SandboxError(format!(
                 "cannot create sandbox directory {}: {e}",
@@ -420,7 +470,13 @@ impl RunDir {
             let seq = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
             let path = work_dir.join(format!("run-{}-{seq}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(RunDir(path)),
+                Ok(()) => {
+                    let dir = RunDir(path);
+                    if let Some((_, gid)) = user {
+                        share_with_group(dir.path(), gid, 0o750)?;
+                    }
+                    return Ok(dir);
+                }
                 // Left over by an earlier process with the same pid: take the next name.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {

@@ -17,6 +17,7 @@ use super::capnp::{
     render_host_js, render_warm_config, CODE_BYTES_HEADER, CONFIG_FILE, HOST_MODULE, OUTCOME_HEADER,
 };
 use super::child::{describe_exit, Workerd};
+use super::confine::Confinement;
 use super::exchange::{self, Answer};
 use super::{classify_exit, race, result_name, Phase, RunDir, RunReport};
 use crate::config::SandboxConfig;
@@ -36,6 +37,7 @@ pub(super) struct WarmPool {
     recycle_rss_bytes: u64,
     config_text: String,
     host_js: String,
+    confinement: Confinement,
     slots: Mutex<HashMap<usize, Arc<AsyncMutex<Option<WarmProcess>>>>>,
 }
 
@@ -73,7 +75,7 @@ impl Drop for Lease {
 }
 
 impl WarmPool {
-    pub(super) fn new(config: &SandboxConfig, work_dir: PathBuf) -> Self {
+    pub(super) fn new(config: &SandboxConfig, work_dir: PathBuf, confinement: Confinement) -> Self {
         WarmPool {
             workerd_path: config.workerd_path.clone(),
             work_dir,
@@ -81,6 +83,7 @@ impl WarmPool {
             recycle_rss_bytes: config.slot_memory_bytes / 2,
             config_text: render_warm_config(config.egress),
             host_js: render_host_js(),
+            confinement,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -124,13 +127,20 @@ impl WarmPool {
     }
 
     fn spawn(&self, slot: &Slot) -> Result<WarmProcess, SandboxError> {
-        let dir = RunDir::create(&self.work_dir)?;
+        let dir = RunDir::create(&self.work_dir, self.confinement.user())?;
         dir.write(CONFIG_FILE, self.config_text.as_bytes())?;
         dir.write(HOST_MODULE, self.host_js.as_bytes())?;
         let socket = dir.path().join("http.sock");
         let listener = UnixListener::bind(&socket)
             .map_err(|e| SandboxError(format!("cannot listen on {}: {e}", socket.display())))?;
-        let workerd = Workerd::spawn(&self.workerd_path, dir.path(), &listener, slot, true)?;
+        let workerd = Workerd::spawn(
+            &self.workerd_path,
+            dir.path(),
+            &listener,
+            slot,
+            true,
+            &self.confinement,
+        )?;
         tracing::debug!(
             slot = slot.index,
             pid = workerd.pid(),
