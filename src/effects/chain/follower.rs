@@ -1,4 +1,4 @@
-//! The log follower: turns the protocol's six events on the Executors and Jobs contracts into an
+//! The log follower: turns the protocol's seven events on the Executors and Jobs contracts into an
 //! ordered stream of `ChainLog`s, without losing any across disconnects.
 //!
 //! On every (re)connect it first subscribes to logs over WebSocket (so nothing emitted from then
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::bindings::{
     ExecutorDeregisteredFilter, ExecutorDrainedFilter, ExecutorRegisteredFilter,
-    ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter,
+    ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter, SlashedOnExecutionTimeoutFilter,
 };
 use crate::config::ChainConfig;
 use crate::domain::model::{ChainEvent, ChainLog, Job, LogPosition};
@@ -153,7 +153,7 @@ impl LogFollower {
         self
     }
 
-    /// The filter of the six protocol events on the two contracts.
+    /// The filter of the seven protocol events on the two contracts.
     pub fn filter(&self) -> Filter {
         Filter::new()
             .address(ValueOrArray::Array(vec![
@@ -167,6 +167,7 @@ impl LogFollower {
                 ExecutorDeregisteredFilter::signature(),
                 JobCreatedFilter::signature(),
                 JobRespondedFilter::signature(),
+                SlashedOnExecutionTimeoutFilter::signature(),
             ]))
     }
 
@@ -467,6 +468,17 @@ impl LogFollower {
                 job_id: e.job_id,
                 executor: e.executor,
                 output_count: e.output_count,
+            })
+        } else if topic0 == SlashedOnExecutionTimeoutFilter::signature() {
+            // Only our own slashes matter (the enclave is the second indexed topic).
+            if !self.enclave.is_zero() && log.topics.get(2) != Some(&H256::from(self.enclave)) {
+                return Err(Skip::NotOurs);
+            }
+            let e = <SlashedOnExecutionTimeoutFilter as EthEvent>::decode_log(&raw)
+                .map_err(malformed)?;
+            Ok(ChainEvent::SlashedOnExecutionTimeout {
+                job_id: e.job_id,
+                enclave: e.enclave_address,
             })
         } else {
             Err(Skip::NotOurs)
