@@ -628,6 +628,41 @@ mod tests {
         assert!(delivered(&f, &mut state, pending).await.is_empty());
     }
 
+    #[tokio::test]
+    async fn only_slashes_of_this_enclave_are_delivered() {
+        let f = follower();
+        let mut state = State::new(Some(0));
+        let slashed = |enclave: Address, index: u64| Log {
+            address: JOBS,
+            topics: vec![
+                SlashedOnExecutionTimeoutFilter::signature(),
+                H256::from_low_u64_be(7),
+                H256::from(enclave),
+            ],
+            data: Bytes::default(),
+            ..registered(ENCLAVE, JOBS, 2, index)
+        };
+        let theirs = slashed(Address::repeat_byte(0x99), 0);
+        assert!(delivered(&f, &mut state, theirs).await.is_empty());
+        let ours = delivered(&f, &mut state, slashed(ENCLAVE, 1)).await;
+        assert!(
+            matches!(
+                ours.as_slice(),
+                [FollowerItem::Log(ChainLog {
+                    event: ChainEvent::SlashedOnExecutionTimeout { job_id, enclave },
+                    ..
+                })] if *job_id == U256::from(7) && *enclave == ENCLAVE
+            ),
+            "{ours:?}"
+        );
+        assert!(f.filter().topics[0]
+            .as_ref()
+            .is_some_and(|t| format!("{t:?}").contains(&format!(
+                "{:?}",
+                SlashedOnExecutionTimeoutFilter::signature()
+            ))));
+    }
+
     #[test]
     fn the_seen_window_is_pruned_below_the_cursor() {
         let mut state = State::new(Some(1000));
