@@ -181,6 +181,33 @@ fn dashboard_expressions() -> Vec<String> {
     out
 }
 
+#[test]
+fn the_dashboard_imports_with_a_prometheus_input_and_distinct_panels() {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/executor.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are distinct");
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} queries something");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{title}"
+            );
+        }
+        let grid = &panel["gridPos"];
+        let right = grid["x"].as_u64().unwrap() + grid["w"].as_u64().unwrap();
+        assert!(right <= 24, "{title} fits the 24-column grid");
+    }
+}
+
 /// The sample names of a Prometheus text exposition (`_bucket`, `_sum`, `_count` included).
 fn exported_names(metrics: &str) -> BTreeSet<String> {
     metrics

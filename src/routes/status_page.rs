@@ -171,7 +171,7 @@ th {{ background: #f3f3f3; }}
 <table>
 <tr><th>id</th><th>state</th><th>selected</th><th>deadline</th><th>error code</th><th>time</th><th>outputs</th><th>settled</th><th>transaction</th><th>reason</th></tr>
 {jobs}</table>
-<p>JSON: <code>curl {json_hint}</code> · metrics: <code>/metrics</code> · jobs: <code>/jobs</code></p>
+<p>The same facts as JSON: this URL with any other <code>Accept</code> (curl) · metrics: <code>/metrics</code> · jobs: <code>/jobs?state=abandoned</code></p>
 </body>
 </html>
 "#,
@@ -193,7 +193,6 @@ th {{ background: #f3f3f3; }}
         in_flight = r.jobs_in_flight,
         capacity = r.job_capacity,
         shown = JOBS_SHOWN,
-        json_hint = "-H 'accept: application/json' /",
     )
 }
 
