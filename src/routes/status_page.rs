@@ -85,6 +85,17 @@ fn ether(wei: ethers::types::U256) -> String {
     format!("{ether:.6} ETH")
 }
 
+/// A reason longer than this is cut on the page (revert text comes from the chain); the full
+/// text stays in `GET /jobs/{id}`.
+const REASON_SHOWN_CHARS: usize = 300;
+
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(REASON_SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 fn job_row(job: &JobStatus) -> String {
     let cell = |v: Option<String>| v.map_or_else(|| "—".to_string(), |v| esc(&v).into_owned());
     format!(
@@ -100,7 +111,7 @@ fn job_row(job: &JobStatus) -> String {
         outputs = job.output_count,
         settled = if job.settled { "yes" } else { "no" },
         tx = cell(job.tx_hash.map(|h| format!("{h:?}"))),
-        reason = cell(job.reason.clone()),
+        reason = cell(job.reason.as_deref().map(shortened)),
     )
 }
 
@@ -271,5 +282,15 @@ mod tests {
         assert!(page.contains("<tr><th>chain connected</th><td><span class=\"bad\">no</span>"));
         assert!(page.contains("<td>21</td>"), "head lag: 120 + 1 - 100");
         assert!(page.contains("1.000000 ETH"));
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_the_page() {
+        let long = "é".repeat(REASON_SHOWN_CHARS + 50);
+        let page = render(&report(&long));
+        assert!(page.contains(&format!("{}…<", "é".repeat(REASON_SHOWN_CHARS))));
+        assert!(!page.contains(&"é".repeat(REASON_SHOWN_CHARS + 1)));
+        let short = render(&report("window missed"));
+        assert!(short.contains("<td>window missed</td>"));
     }
 }
