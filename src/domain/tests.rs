@@ -761,6 +761,38 @@ async fn the_metrics_say_whether_the_executor_is_ready() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_status_report_shows_a_small_page_of_jobs_and_the_last_probe() {
+    let h = harness();
+    registered(&h);
+    for id in 1..=15 {
+        h.store
+            .put_job(&JobRecord::new(
+                job_now(id, vec![], b"x"),
+                JobState::Observed,
+            ))
+            .unwrap();
+    }
+    h.store.set_cursor(101).unwrap();
+    let before = h.executor.status(10).unwrap();
+    assert_eq!(before.chain_head, None, "no probe yet");
+    assert!(!before.readiness.ready);
+    h.executor.record_probe(Probe {
+        chain_head: Some(120),
+        workerd_found: true,
+        gas_balance_wei: Some(U256::from(7)),
+        at_ms: T0_MS,
+    });
+    let report = h.executor.status(10).unwrap();
+    assert_eq!(report.jobs.len(), 10);
+    assert_eq!(report.jobs[0].id, U256::from(1));
+    assert_eq!(report.head_lag_blocks(), Some(20));
+    assert_eq!(report.gas_balance_wei, Some(U256::from(7)));
+    assert_eq!(report.job_capacity, 2);
+    assert!(report.readiness.ready);
+    assert_eq!(report.chain_status, ChainStatus::Serving);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_settlement_refused_because_already_settled_is_final() {
     let h = harness();
     registered(&h);

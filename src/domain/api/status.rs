@@ -1,5 +1,6 @@
 //! What the operator's status page shows: readiness and why not, the chain, slots and queue,
-//! the gas account and a few journalled jobs. Bounded: a small page of the journal at most.
+//! the gas account and a few journalled jobs (a small page of the job listing, whatever the
+//! journal holds).
 
 use ethers::types::{Address, U256};
 
