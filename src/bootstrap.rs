@@ -19,7 +19,7 @@ use crate::effects::cgroup::CgroupSlots;
 use crate::effects::chain::{FollowerItem, LogFollower, TxSender};
 use crate::effects::clock::SystemClock;
 use crate::effects::code_fetch::UserCodeSource;
-use crate::effects::metrics::PromMetrics;
+use crate::effects::metrics::{ChainSample, PromMetrics};
 use crate::effects::signer::EnclaveKey;
 use crate::effects::store::SledStore;
 use crate::effects::workerd::WorkerdSandbox;
@@ -255,7 +255,8 @@ async fn follow_chain(
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Probes what the domain cannot see itself: the chain head (lag behind the cursor), pending
-/// transactions, the gas balance and the workerd binary; feeds readiness and metrics.
+/// transactions, the gas balance, price and nonces, and the workerd binary; feeds readiness,
+/// the status page and metrics.
 async fn probe(
     executor: Arc<Executor>,
     chain: Arc<TxSender>,
@@ -275,11 +276,23 @@ async fn probe(
         let lag = head
             .zip(cursor)
             .map(|(head, cursor)| (head + 1).saturating_sub(cursor));
-        let balance = match head {
-            Some(_) => chain.gas_balance().await,
-            None => None,
+        let (balance, gas_price, nonces) = match head {
+            Some(_) => (
+                chain.gas_balance().await,
+                chain.gas_price().await,
+                chain.gas_nonces().await,
+            ),
+            None => (None, None, None),
         };
-        metrics.set_chain(head.is_some(), lag, chain.pending_transactions(), balance);
+        metrics.set_chain(ChainSample {
+            chain_up: head.is_some(),
+            head_lag_blocks: lag,
+            pending_transactions: chain.pending_transactions(),
+            gas_balance_wei: balance,
+            output_cost_wei: gas_price.map(|price| price.saturating_mul(chain.output_gas().into())),
+            gas_nonce: nonces.map(|(mined, _)| mined),
+            gas_pending_nonce: nonces.map(|(_, pending)| pending),
+        });
         let workerd_found = std::fs::metadata(&config.sandbox.workerd_path)
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         let at_ms = std::time::SystemTime::now()
@@ -289,6 +302,7 @@ async fn probe(
         executor.record_probe(Probe {
             chain_head: head,
             workerd_found,
+            gas_balance_wei: balance,
             at_ms,
         });
         tokio::time::sleep(PROBE_INTERVAL).await;

@@ -8,6 +8,7 @@ started=$SECONDS
 stage() { echo "== $1 (at ${SECONDS}s)"; }
 stage "install tools"
 bash tools/install.sh
+bash tools/install-monitoring.sh
 command -v cargo >/dev/null || { echo "error: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
 stage "cargo fmt --check"

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use ethers::types::{Address, H256, U256};
 use thiserror::Error;
 
-use super::model::{ChainStatus, ErrorCode, JobRecord, SignedOutput};
+use super::model::{ChainStatus, ErrorCode, JobRecord, Readiness, SignedOutput};
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -159,6 +159,32 @@ pub enum Revert {
     Other(String),
 }
 
+impl Revert {
+    /// A short stable name, for metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Revert::ExecutionTimeOver => "execution_time_over",
+            Revert::SignatureTooOld => "signature_too_old",
+            Revert::NotSelectedExecutor => "not_selected_executor",
+            Revert::AlreadySubmittedOutput => "already_submitted_output",
+            Revert::InvalidJob => "invalid_job",
+            Revert::DeadlineNotOver => "deadline_not_over",
+            Revert::Other(_) => "other",
+        }
+    }
+
+    /// Every `name`, so that each counter series exists from the start.
+    pub const NAMES: &'static [&'static str] = &[
+        "execution_time_over",
+        "signature_too_old",
+        "not_selected_executor",
+        "already_submitted_output",
+        "invalid_job",
+        "deadline_not_over",
+        "other",
+    ];
+}
+
 /// The end of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxOutcome {
@@ -231,6 +257,8 @@ pub struct Load {
     pub slots_total: usize,
     pub jobs_queued: usize,
     pub jobs_in_flight: usize,
+    /// Jobs announced on registration: how many the chain may give at once.
+    pub job_capacity: usize,
 }
 
 /// Operational metrics: the domain reports events as they happen and its load when read;
@@ -243,7 +271,13 @@ pub trait Metrics: Send + Sync {
     fn job_finished(&self, end: JobEnd, error_code: Option<ErrorCode>, end_to_end_ms: u64);
     /// The kernel's OOM killer stopped a job in its slot.
     fn sandbox_oom_kill(&self);
+    /// The chain refused one of our `submitOutput` transactions.
+    fn output_reverted(&self, revert: &Revert);
+    /// The chain slashed this enclave (`SlashedOnExecutionTimeout` naming it), once per job.
+    fn enclave_slashed(&self);
     fn set_load(&self, load: Load);
+    /// Whether the executor can do its work, and each reason, sampled when metrics are read.
+    fn set_readiness(&self, readiness: Readiness);
     /// Every metric in the Prometheus text exposition format.
     fn render(&self) -> String;
 }

@@ -123,6 +123,8 @@ pub struct ExecutorDetails {
 pub struct Probe {
     pub chain_head: Option<u64>,
     pub workerd_found: bool,
+    /// The gas account's balance in wei (None: no gas key, or the node did not answer).
+    pub gas_balance_wei: Option<U256>,
     /// When it was taken, unix ms.
     pub at_ms: u64,
 }
@@ -218,6 +220,11 @@ pub enum ChainEvent {
     ExecutorDeregistered {
         enclave: Address,
     },
+    /// `slashOnExecutionTimeout` slashed `enclave` for not answering `job_id`.
+    SlashedOnExecutionTimeout {
+        job_id: U256,
+        enclave: Address,
+    },
 }
 
 /// A job's place in the journal. Written before the state is acted on.
@@ -269,6 +276,9 @@ pub struct JobRecord {
     pub settled: bool,
     /// Whether this executor has already sent `slashOnExecutionTimeout` for it.
     pub slash_sent: bool,
+    /// Whether the chain slashed this enclave for it (counted once).
+    #[serde(default)]
+    pub slashed: bool,
 }
 
 impl JobRecord {
@@ -279,6 +289,7 @@ impl JobRecord {
             output_count: 0,
             settled: false,
             slash_sent: false,
+            slashed: false,
         }
     }
 }

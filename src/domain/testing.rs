@@ -145,6 +145,20 @@ pub fn counting_metrics() -> super::dal::MockMetrics {
         .expect_sandbox_oom_kill()
         .returning(move || bump(&c, "oom_kills".into()));
     let c = counts.clone();
+    metrics
+        .expect_output_reverted()
+        .returning(move |revert| bump(&c, format!("reverted_{}", revert.name())));
+    let c = counts.clone();
+    metrics
+        .expect_enclave_slashed()
+        .returning(move || bump(&c, "slashed".into()));
+    let c = counts.clone();
+    metrics.expect_set_readiness().returning(move |readiness| {
+        c.lock()
+            .unwrap()
+            .insert("ready".into(), u64::from(readiness.ready));
+    });
+    let c = counts.clone();
     metrics.expect_set_load().returning(move |load| {
         c.lock()
             .unwrap()
@@ -178,10 +192,32 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
         slots_total: 4,
         jobs_queued: 2,
         jobs_in_flight: 1,
+        job_capacity: 4,
     });
     let last = metrics.render();
     assert_ne!(after, last, "every event shows in the rendering");
     assert!(!last.is_empty());
+
+    // What alerts fire on: each shows on its own.
+    let shows = |what: &str, event: &dyn Fn()| {
+        let before = metrics.render();
+        event();
+        assert_ne!(before, metrics.render(), "{what} shows in the rendering");
+    };
+    shows("a reverted output", &|| {
+        metrics.output_reverted(&super::dal::Revert::ExecutionTimeOver)
+    });
+    shows("a slash of this enclave", &|| metrics.enclave_slashed());
+    let readiness = |ready| super::model::Readiness {
+        registered: ready,
+        chain_connected: ready,
+        cgroups_enforced: ready,
+        unlimited_slots_allowed: false,
+        workerd_found: ready,
+        ready,
+    };
+    metrics.set_readiness(readiness(false));
+    shows("readiness", &|| metrics.set_readiness(readiness(true)));
 }
 
 /// A `MockSlots` pool of `capacity` slots without cgroups.

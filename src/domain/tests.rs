@@ -126,8 +126,10 @@ fn harness_with(code: MockCodeSource, sandbox: MockSandbox, slots: usize) -> Har
         chain: Arc::new(chain.writer(store.clone())),
         metrics: Arc::new(counting_metrics()),
     };
+    // The stub slots enforce no limits; the harness's operator accepts that, as a devnet would.
     let settings = Settings {
         execution_buffer_secs: 10,
+        allow_unlimited_slots: true,
         ..Settings::default()
     };
     Harness {
@@ -695,6 +697,104 @@ async fn submission_refusals_are_classified() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn every_refused_output_is_counted_by_reason() {
+    let h = harness();
+    registered(&h);
+    let job = job_now(1, vec![enclave()], b"x");
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    *h.chain.submit_answers.lock().unwrap() = vec![
+        reverted(Revert::SignatureTooOld),
+        reverted(Revert::ExecutionTimeOver),
+    ];
+    h.executor.submit_output(&job, outcome).await.unwrap();
+    let metrics = h.executor.metrics_text();
+    assert!(
+        metrics.contains("reverted_signature_too_old 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reverted_execution_time_over 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn our_slash_is_counted_once_and_other_enclaves_slashes_not_at_all() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(job_now(5, vec![me], b"x"))))
+        .unwrap();
+    let slashed = |enclave| ChainEvent::SlashedOnExecutionTimeout {
+        job_id: U256::from(5),
+        enclave,
+    };
+    h.executor
+        .on_chain_event(log(9, slashed(Address::repeat_byte(0x99))))
+        .unwrap();
+    assert!(!h.executor.metrics_text().contains("slashed"));
+    // Delivered twice (a backfill after a reconnect or restart): counted once.
+    for _ in 0..2 {
+        h.executor.on_chain_event(log(9, slashed(me))).unwrap();
+    }
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("slashed 1\n"), "{metrics}");
+    let record = h.store.job(U256::from(5)).unwrap().unwrap();
+    assert!(record.slashed && record.settled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_metrics_say_whether_the_executor_is_ready() {
+    let h = harness();
+    assert!(h.executor.metrics_text().contains("ready 0\n"));
+    registered(&h);
+    h.executor.record_probe(Probe {
+        chain_head: Some(10),
+        workerd_found: true,
+        gas_balance_wei: None,
+        at_ms: T0_MS,
+    });
+    assert!(h.executor.metrics_text().contains("ready 1\n"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_status_report_shows_a_small_page_of_jobs_and_the_last_probe() {
+    let h = harness();
+    registered(&h);
+    for id in 1..=15 {
+        h.store
+            .put_job(&JobRecord::new(
+                job_now(id, vec![], b"x"),
+                JobState::Observed,
+            ))
+            .unwrap();
+    }
+    h.store.set_cursor(101).unwrap();
+    let before = h.executor.status(10).unwrap();
+    assert_eq!(before.chain_head, None, "no probe yet");
+    assert!(!before.readiness.ready);
+    h.executor.record_probe(Probe {
+        chain_head: Some(120),
+        workerd_found: true,
+        gas_balance_wei: Some(U256::from(7)),
+        at_ms: T0_MS,
+    });
+    let report = h.executor.status(10).unwrap();
+    assert_eq!(report.jobs.len(), 10);
+    assert_eq!(report.jobs[0].id, U256::from(1));
+    assert_eq!(report.head_lag_blocks(), Some(20));
+    assert_eq!(report.gas_balance_wei, Some(U256::from(7)));
+    assert_eq!(report.job_capacity, 2);
+    assert!(report.readiness.ready);
+    assert_eq!(report.chain_status, ChainStatus::Serving);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_settlement_refused_because_already_settled_is_final() {
     let h = harness();
     registered(&h);
@@ -906,6 +1006,7 @@ fn without_slot_limits_the_executor_is_not_ready_unless_the_operator_allows_it()
         h.executor.record_probe(crate::domain::model::Probe {
             chain_head: Some(10),
             workerd_found: true,
+            gas_balance_wei: None,
             at_ms: T0_MS,
         });
         let r = h.executor.readiness().unwrap();

@@ -1,13 +1,14 @@
 //! Prometheus metrics (the `prometheus` crate): the `Metrics` port the domain reports to, plus
 //! the chain gauges the composition root's probe sets. Rendered in the text exposition format.
 
+use ethers::types::U256;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
-use crate::domain::dal::{JobEnd, Load, Metrics};
-use crate::domain::model::ErrorCode;
+use crate::domain::dal::{JobEnd, Load, Metrics, Revert};
+use crate::domain::model::{ErrorCode, Readiness};
 
 /// Latency buckets, seconds: from a warm echo job to a whole window.
 const BUCKETS: &[f64] = &[
@@ -21,14 +22,48 @@ pub struct PromMetrics {
     execution_seconds: Histogram,
     end_to_end_seconds: Histogram,
     oom_kills: IntCounter,
+    outputs_reverted: IntCounterVec,
+    slashed: IntCounter,
     slots_busy: IntGauge,
     slots_total: IntGauge,
     jobs_queued: IntGauge,
     jobs_in_flight: IntGauge,
+    job_capacity: IntGauge,
+    ready: IntGauge,
+    registered: IntGauge,
+    workerd_found: IntGauge,
+    cgroups_enforced: IntGauge,
     chain_head_lag: IntGauge,
     pending_transactions: IntGauge,
     gas_balance: Gauge,
+    output_cost: Gauge,
+    gas_nonce: IntGauge,
+    gas_pending_nonce: IntGauge,
     chain_up: IntGauge,
+}
+
+/// What the composition root's periodic probe learned about the chain; None: not known this
+/// time (the gauge keeps its last value).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainSample {
+    pub chain_up: bool,
+    pub head_lag_blocks: Option<u64>,
+    pub pending_transactions: u64,
+    pub gas_balance_wei: Option<U256>,
+    /// What one output costs at the node's gas price now.
+    pub output_cost_wei: Option<U256>,
+    /// The gas account's nonce in the latest block, and counting the node's pool.
+    pub gas_nonce: Option<u64>,
+    pub gas_pending_nonce: Option<u64>,
+}
+
+fn ether(wei: U256) -> f64 {
+    // f64 is plenty for an amount shown in ether.
+    ethers::utils::format_ether(wei).parse().unwrap_or(f64::NAN)
+}
+
+fn int(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
 }
 
 fn code_label(code: Option<ErrorCode>) -> String {
@@ -49,7 +84,7 @@ impl PromMetrics {
         let histogram = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
         };
-        Ok(Self {
+        let metrics = Self {
             jobs_executed: register!(IntCounterVec::new(
                 Opts::new("jobs_executed_total", "Jobs run in the sandbox, by error code"),
                 &["error_code"],
@@ -73,12 +108,43 @@ impl PromMetrics {
                 "sandbox_oom_kills_total",
                 "Jobs killed by the kernel's OOM killer in their slot"
             )?),
+            outputs_reverted: register!(IntCounterVec::new(
+                Opts::new(
+                    "outputs_reverted_total",
+                    "Our submitOutput transactions the chain refused, by reason"
+                ),
+                &["reason"],
+            )?),
+            slashed: register!(IntCounter::new(
+                "slashed_total",
+                "Jobs for which the chain slashed this enclave (SlashedOnExecutionTimeout)"
+            )?),
             slots_busy: register!(IntGauge::new("slots_busy", "Job slots in use")?),
             slots_total: register!(IntGauge::new("slots_total", "Job slots in all")?),
             jobs_queued: register!(IntGauge::new("jobs_queued", "Jobs waiting for a slot")?),
             jobs_in_flight: register!(IntGauge::new(
                 "jobs_in_flight",
                 "Jobs running or submitting their output"
+            )?),
+            job_capacity: register!(IntGauge::new(
+                "job_capacity",
+                "Jobs announced on registration: how many the chain may give at once"
+            )?),
+            ready: register!(IntGauge::new(
+                "ready",
+                "1 when registered, the chain is connected and workerd is found"
+            )?),
+            registered: register!(IntGauge::new(
+                "registered",
+                "1 when registered on chain (serving or draining)"
+            )?),
+            workerd_found: register!(IntGauge::new(
+                "workerd_found",
+                "1 when the workerd binary exists and is executable"
+            )?),
+            cgroups_enforced: register!(IntGauge::new(
+                "cgroups_enforced",
+                "1 when the slots' cgroup limits are applied"
             )?),
             chain_head_lag: register!(IntGauge::new(
                 "chain_head_lag_blocks",
@@ -92,32 +158,60 @@ impl PromMetrics {
                 "gas_balance_ether",
                 "Balance of the gas account, ether"
             )?),
+            output_cost: register!(Gauge::new(
+                "output_cost_ether",
+                "What one output transaction costs at the node's gas price now, ether"
+            )?),
+            gas_nonce: register!(IntGauge::new(
+                "gas_account_nonce",
+                "Nonce of the gas account in the latest block (transactions mined)"
+            )?),
+            gas_pending_nonce: register!(IntGauge::new(
+                "gas_account_pending_nonce",
+                "Nonce of the gas account counting the node's pool (transactions sent)"
+            )?),
             chain_up: register!(IntGauge::new(
                 "chain_up",
                 "1 when the RPC node answered the last probe"
             )?),
             registry,
-        })
+        };
+        // Every known label value starts at 0, so that `increase()` sees the first event.
+        for code in (0..=5u8).filter_map(ErrorCode::from_u8) {
+            let code = code_label(Some(code));
+            metrics.jobs_executed.with_label_values(&[code.as_str()]);
+            metrics
+                .jobs_finished
+                .with_label_values(&["confirmed", code.as_str()]);
+        }
+        metrics
+            .jobs_finished
+            .with_label_values(&["abandoned", "none"]);
+        for reason in Revert::NAMES {
+            metrics.outputs_reverted.with_label_values(&[reason]);
+        }
+        Ok(metrics)
     }
 
-    /// What the periodic probe learned about the chain (None: not known this time).
-    pub fn set_chain(
-        &self,
-        chain_up: bool,
-        head_lag_blocks: Option<u64>,
-        pending_transactions: u64,
-        gas_balance_wei: Option<ethers::types::U256>,
-    ) {
-        self.chain_up.set(i64::from(chain_up));
-        if let Some(lag) = head_lag_blocks {
-            self.chain_head_lag.set(lag.min(i64::MAX as u64) as i64);
+    /// What the periodic probe learned about the chain.
+    pub fn set_chain(&self, sample: ChainSample) {
+        self.chain_up.set(i64::from(sample.chain_up));
+        if let Some(lag) = sample.head_lag_blocks {
+            self.chain_head_lag.set(int(lag));
         }
         self.pending_transactions
-            .set(pending_transactions.min(i64::MAX as u64) as i64);
-        if let Some(wei) = gas_balance_wei {
-            // f64 is plenty for a balance shown in ether.
-            let ether = ethers::utils::format_ether(wei).parse().unwrap_or(f64::NAN);
-            self.gas_balance.set(ether);
+            .set(int(sample.pending_transactions));
+        if let Some(wei) = sample.gas_balance_wei {
+            self.gas_balance.set(ether(wei));
+        }
+        if let Some(wei) = sample.output_cost_wei {
+            self.output_cost.set(ether(wei));
+        }
+        if let Some(nonce) = sample.gas_nonce {
+            self.gas_nonce.set(int(nonce));
+        }
+        if let Some(nonce) = sample.gas_pending_nonce {
+            self.gas_pending_nonce.set(int(nonce));
         }
     }
 }
@@ -146,12 +240,31 @@ impl Metrics for PromMetrics {
         self.oom_kills.inc();
     }
 
+    fn output_reverted(&self, revert: &Revert) {
+        self.outputs_reverted
+            .with_label_values(&[revert.name()])
+            .inc();
+    }
+
+    fn enclave_slashed(&self) {
+        self.slashed.inc();
+    }
+
     fn set_load(&self, load: Load) {
-        let int = |n: usize| n.min(i64::MAX as usize) as i64;
+        let int = |n: usize| int(n as u64);
         self.slots_busy.set(int(load.slots_busy));
         self.slots_total.set(int(load.slots_total));
         self.jobs_queued.set(int(load.jobs_queued));
         self.jobs_in_flight.set(int(load.jobs_in_flight));
+        self.job_capacity.set(int(load.job_capacity));
+    }
+
+    fn set_readiness(&self, readiness: Readiness) {
+        self.ready.set(i64::from(readiness.ready));
+        self.registered.set(i64::from(readiness.registered));
+        self.workerd_found.set(i64::from(readiness.workerd_found));
+        self.cgroups_enforced
+            .set(i64::from(readiness.cgroups_enforced));
     }
 
     fn render(&self) -> String {

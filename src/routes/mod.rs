@@ -7,6 +7,7 @@ mod input;
 mod jobs;
 mod operator;
 mod public;
+mod status_page;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -147,6 +148,9 @@ pub async fn handle(
         return response;
     }
     let executor = &services.executor;
+    if route == Route::Health && path == "/" && status_page::wants_html(req.headers()) {
+        return status_page::respond(executor).unwrap_or_else(error_response);
+    }
     let result = match route {
         Route::Metrics => return metrics_response(executor.metrics_text()),
         Route::Health => public::health(executor),

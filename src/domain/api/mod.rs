@@ -9,8 +9,10 @@ mod on_chain_event;
 mod recover;
 mod register_enclave;
 mod settle;
+mod status;
 mod submit_output;
 
 pub use job_status::{JobPage, JobStatus, JOB_STATES, MAX_JOBS_PAGE};
 pub use on_chain_event::FollowVerdict;
 pub use recover::RecoveryReport;
+pub use status::StatusReport;

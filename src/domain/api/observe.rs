@@ -8,7 +8,7 @@ use crate::domain::{DomainError, Executor};
 const PROBE_FRESH_MS: u64 = 30_000;
 
 impl Executor {
-    /// Every metric in the Prometheus text format, with the current load.
+    /// Every metric in the Prometheus text format, with the current load and readiness.
     pub fn metrics_text(&self) -> String {
         let (slots_busy, slots_total, _) = self.slot_usage();
         let (jobs_queued, jobs_in_flight) = self.load();
@@ -17,8 +17,36 @@ impl Executor {
             slots_total,
             jobs_queued,
             jobs_in_flight,
+            job_capacity: self.job_capacity(),
         });
+        match self.readiness() {
+            Ok(readiness) => self.ports.metrics.set_readiness(readiness),
+            // Not ready as far as anyone can tell; the store error is logged where it matters.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read readiness for the metrics");
+                self.ports.metrics.set_readiness(Readiness {
+                    registered: false,
+                    chain_connected: false,
+                    cgroups_enforced: self.ports.slots.enforced(),
+                    unlimited_slots_allowed: self.settings.allow_unlimited_slots,
+                    workerd_found: false,
+                    ready: false,
+                });
+            }
+        }
         self.ports.metrics.render()
+    }
+
+    /// Jobs announced on registration (one per slot unless configured).
+    pub fn job_capacity(&self) -> usize {
+        self.settings
+            .job_capacity
+            .unwrap_or_else(|| self.ports.slots.capacity())
+    }
+
+    /// The last probe of the chain and sandbox, if any ran yet.
+    pub fn last_probe(&self) -> Option<Probe> {
+        *self.probe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records what the periodic probe of the chain and sandbox found.

@@ -94,6 +94,23 @@ impl Executor {
                 }
                 FollowVerdict::Continue
             }
+            ChainEvent::SlashedOnExecutionTimeout { job_id, enclave }
+                if enclave == me && !log.removed =>
+            {
+                // Counted once per job: a log delivered again finds the journal marked. A job
+                // the journal does not hold (pruned, or before a rebuild) is counted anyway.
+                let mut first = true;
+                self.update_job(job_id, |record| {
+                    first = !record.slashed;
+                    record.slashed = true;
+                    record.settled = true;
+                })?;
+                if first {
+                    tracing::warn!(job = %job_id, "this enclave was slashed on execution timeout");
+                    self.ports.metrics.enclave_slashed();
+                }
+                FollowVerdict::Continue
+            }
             other => {
                 if log.removed {
                     tracing::warn!(event = ?other, "a reorg removed a log; nothing to undo");

@@ -16,10 +16,7 @@ impl Executor {
                 "the gas key (POST /mutable-config)",
             ));
         }
-        let job_capacity = self
-            .settings
-            .job_capacity
-            .unwrap_or_else(|| self.ports.slots.capacity()) as u64;
+        let job_capacity = self.job_capacity() as u64;
         let sign_timestamp = self.ports.clock.now_ms() / 1000;
         let digest = registration_digest(owner, job_capacity, EXECUTOR_ENV, sign_timestamp);
         let signature = self.ports.signer.sign_digest(digest)?;

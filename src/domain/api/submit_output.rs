@@ -71,7 +71,11 @@ impl Executor {
                 let (executor, job, signed) = (self.clone(), job.clone(), signed.clone());
                 Arc::new(move |tx_hash| executor.journal_sent(&job, &signed, tx_hash))
             };
-            match self.ports.chain.submit_output(&signed, sent).await {
+            let result = self.ports.chain.submit_output(&signed, sent).await;
+            if let Ok(TxOutcome::Reverted { revert, .. }) = &result {
+                self.ports.metrics.output_reverted(revert);
+            }
+            match result {
                 Ok(TxOutcome::Mined { tx_hash }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
                     tracing::debug!(target: "job_stage", job = %job.id, stage = "mined");

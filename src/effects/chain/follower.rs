@@ -1,4 +1,4 @@
-//! The log follower: turns the protocol's six events on the Executors and Jobs contracts into an
+//! The log follower: turns the protocol's seven events on the Executors and Jobs contracts into an
 //! ordered stream of `ChainLog`s, without losing any across disconnects.
 //!
 //! On every (re)connect it first subscribes to logs over WebSocket (so nothing emitted from then
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::bindings::{
     ExecutorDeregisteredFilter, ExecutorDrainedFilter, ExecutorRegisteredFilter,
-    ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter,
+    ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter, SlashedOnExecutionTimeoutFilter,
 };
 use crate::config::ChainConfig;
 use crate::domain::model::{ChainEvent, ChainLog, Job, LogPosition};
@@ -153,7 +153,7 @@ impl LogFollower {
         self
     }
 
-    /// The filter of the six protocol events on the two contracts.
+    /// The filter of the seven protocol events on the two contracts.
     pub fn filter(&self) -> Filter {
         Filter::new()
             .address(ValueOrArray::Array(vec![
@@ -167,6 +167,7 @@ impl LogFollower {
                 ExecutorDeregisteredFilter::signature(),
                 JobCreatedFilter::signature(),
                 JobRespondedFilter::signature(),
+                SlashedOnExecutionTimeoutFilter::signature(),
             ]))
     }
 
@@ -468,6 +469,17 @@ impl LogFollower {
                 executor: e.executor,
                 output_count: e.output_count,
             })
+        } else if topic0 == SlashedOnExecutionTimeoutFilter::signature() {
+            // Only our own slashes matter (the enclave is the second indexed topic).
+            if !self.enclave.is_zero() && log.topics.get(2) != Some(&H256::from(self.enclave)) {
+                return Err(Skip::NotOurs);
+            }
+            let e = <SlashedOnExecutionTimeoutFilter as EthEvent>::decode_log(&raw)
+                .map_err(malformed)?;
+            Ok(ChainEvent::SlashedOnExecutionTimeout {
+                job_id: e.job_id,
+                enclave: e.enclave_address,
+            })
         } else {
             Err(Skip::NotOurs)
         }
@@ -614,6 +626,41 @@ mod tests {
             ..registered(ENCLAVE, EXECUTORS, 1, 3)
         };
         assert!(delivered(&f, &mut state, pending).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_slashes_of_this_enclave_are_delivered() {
+        let f = follower();
+        let mut state = State::new(Some(0));
+        let slashed = |enclave: Address, index: u64| Log {
+            address: JOBS,
+            topics: vec![
+                SlashedOnExecutionTimeoutFilter::signature(),
+                H256::from_low_u64_be(7),
+                H256::from(enclave),
+            ],
+            data: Bytes::default(),
+            ..registered(ENCLAVE, JOBS, 2, index)
+        };
+        let theirs = slashed(Address::repeat_byte(0x99), 0);
+        assert!(delivered(&f, &mut state, theirs).await.is_empty());
+        let ours = delivered(&f, &mut state, slashed(ENCLAVE, 1)).await;
+        assert!(
+            matches!(
+                ours.as_slice(),
+                [FollowerItem::Log(ChainLog {
+                    event: ChainEvent::SlashedOnExecutionTimeout { job_id, enclave },
+                    ..
+                })] if *job_id == U256::from(7) && *enclave == ENCLAVE
+            ),
+            "{ours:?}"
+        );
+        assert!(f.filter().topics[0]
+            .as_ref()
+            .is_some_and(|t| format!("{t:?}").contains(&format!(
+                "{:?}",
+                SlashedOnExecutionTimeoutFilter::signature()
+            ))));
     }
 
     #[test]

@@ -32,6 +32,8 @@ use crate::config::ChainConfig;
 use crate::domain::dal::{ignore_sent, ChainError, ChainWriter, OnSent, Revert, TxOutcome};
 use crate::domain::model::SignedOutput;
 
+/// The name of the output call, in logs and for the cost metric.
+const SUBMIT_OUTPUT: &str = "submitOutput";
 /// How long one sent transaction may stay unmined before it is replaced.
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(6);
 /// How often the receipt is polled at most (small: anvil's automine answers at once).
@@ -50,6 +52,8 @@ pub const GAS_MARGIN_PERCENT: u64 = 50;
 pub const GAS_MARGIN_FIXED: u64 = 50_000;
 /// The longest any single RPC request may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Gas one output is assumed to use until the first one is mined (for the cost metric).
+pub const OUTPUT_GAS_BEFORE_FIRST: u64 = 300_000;
 /// Priority fee used when the node does not answer `eth_maxPriorityFeePerGas`.
 const FALLBACK_PRIORITY_FEE: u64 = 1_000_000_000;
 
@@ -62,6 +66,8 @@ pub struct TxSender {
     nonce: Mutex<NonceState>,
     /// Transactions being sent or waited for (for metrics).
     pending: AtomicU64,
+    /// Gas used by the last mined `submitOutput` (0: none yet), for the cost metric.
+    output_gas: AtomicU64,
 }
 
 /// What the sender knows about the gas account's nonce. Only touched under the send lock.
@@ -190,6 +196,7 @@ impl TxSender {
             key_generation: AtomicU64::new(0),
             nonce: Mutex::new(NonceState::default()),
             pending: AtomicU64::new(0),
+            output_gas: AtomicU64::new(0),
         })
     }
 
@@ -204,6 +211,38 @@ impl TxSender {
             .await
             .ok()
             .map(|n| n.as_u64())
+    }
+
+    /// Gas one output uses: that of the last one mined, or `OUTPUT_GAS_BEFORE_FIRST`.
+    pub fn output_gas(&self) -> u64 {
+        match self.output_gas.load(Ordering::SeqCst) {
+            0 => OUTPUT_GAS_BEFORE_FIRST,
+            used => used,
+        }
+    }
+
+    /// The node's gas price, when it answers.
+    pub async fn gas_price(&self) -> Option<U256> {
+        rpc("eth_gasPrice", self.provider.get_gas_price())
+            .await
+            .ok()
+    }
+
+    /// The gas account's nonce in the latest block and counting the node's pool, when a gas
+    /// key is set and the node answers. A pool nonce above the mined one that stays so means
+    /// a transaction is stuck.
+    pub async fn gas_nonces(&self) -> Option<(u64, u64)> {
+        let address = self.wallet().ok()?.address();
+        let count = |block: BlockNumber| {
+            rpc(
+                "eth_getTransactionCount",
+                self.provider
+                    .get_transaction_count(address, Some(block.into())),
+            )
+        };
+        let mined = count(BlockNumber::Latest).await.ok()?;
+        let pending = count(BlockNumber::Pending).await.ok()?;
+        Some((mined.low_u64(), pending.low_u64()))
     }
 
     /// The gas account's balance, when a gas key is set and the node answers.
@@ -514,6 +553,9 @@ impl TxSender {
     ) -> Result<TxOutcome, ChainError> {
         let tx_hash = receipt.transaction_hash;
         if receipt.status == Some(U64::from(1)) {
+            if let (SUBMIT_OUTPUT, Some(used)) = (call.name, receipt.gas_used) {
+                self.output_gas.store(used.low_u64(), Ordering::SeqCst);
+            }
             return Ok(TxOutcome::Mined { tx_hash });
         }
         let block = receipt.block_number.map(|n| BlockId::Number(n.into()));
@@ -572,7 +614,7 @@ impl ChainWriter for TxSender {
             sign_timestamp: U256::from(output.sign_timestamp),
         }
         .encode();
-        self.send("submitOutput", data, sent.as_ref()).await
+        self.send(SUBMIT_OUTPUT, data, sent.as_ref()).await
     }
 
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError> {
