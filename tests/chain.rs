@@ -44,6 +44,7 @@ fn params(executors_to_select: u8) -> DeployParams {
         sign_max_age_secs: 30,
         attestation_max_age_secs: 600,
         executors_to_select,
+        ..DeployParams::default()
     }
 }
 

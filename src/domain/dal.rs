@@ -84,7 +84,7 @@ pub enum CodeFetchError {
     NotFound(H256),
     #[error("transaction {0:?} was not sent to the UserCode contract")]
     WrongContract(H256),
-    #[error("calldata is not saveCodeInCallData(string): {0}")]
+    #[error("calldata is not a saveCodeInCallData call: {0}")]
     BadCalldata(String),
     /// The RPC failed; the same call may succeed later.
     #[error("code fetch failed for now: {0}")]
@@ -156,7 +156,28 @@ pub enum Revert {
     AlreadySubmittedOutput,
     InvalidJob,
     DeadlineNotOver,
+    /// `Panic(0x32)`: the published Jobs has no job with this id (never created).
+    UnknownJob,
+    /// `AttestationAutherKeyNotVerified()`: the signer is not (or no longer) a verified enclave.
+    EnclaveNotVerified,
     Other(String),
+}
+
+impl std::fmt::Display for Revert {
+    /// The chain's own name for the refusal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ExecutionTimeOver => f.write_str("JobsExecutionTimeOver"),
+            Self::SignatureTooOld => f.write_str("JobsSignatureTooOld"),
+            Self::NotSelectedExecutor => f.write_str("JobsNotSelectedExecutor"),
+            Self::AlreadySubmittedOutput => f.write_str("JobsExecutorAlreadySubmittedOutput"),
+            Self::InvalidJob => f.write_str("JobsInvalidJob"),
+            Self::DeadlineNotOver => f.write_str("JobsDeadlineNotOver"),
+            Self::UnknownJob => f.write_str("Panic(0x32): no job with this id"),
+            Self::EnclaveNotVerified => f.write_str("AttestationAutherKeyNotVerified"),
+            Self::Other(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// The end of one transaction.
@@ -243,6 +264,8 @@ pub trait Metrics: Send + Sync {
     fn job_finished(&self, end: JobEnd, error_code: Option<ErrorCode>, end_to_end_ms: u64);
     /// The kernel's OOM killer stopped a job in its slot.
     fn sandbox_oom_kill(&self);
+    /// Whether the chain refuses outputs signed by our enclave key as not verified.
+    fn enclave_refused(&self, refused: bool);
     fn set_load(&self, load: Load);
     /// Every metric in the Prometheus text exposition format.
     fn render(&self) -> String;

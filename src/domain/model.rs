@@ -15,7 +15,7 @@ pub enum ErrorCode {
     Ok = 0,
     /// Code transaction not found, or sent to another contract than UserCode.
     CodeNotFound = 1,
-    /// Calldata is not a valid `saveCodeInCallData(string)` call.
+    /// Calldata is not a valid `saveCodeInCallData(string,bytes)` or `saveCodeInCallData(string)` call.
     BadCalldata = 2,
     /// The code failed to load (syntax error, no default export).
     LoadFailed = 3,
@@ -137,7 +137,9 @@ pub struct Readiness {
     /// Slot limits are applied (not required to be ready; reported).
     pub cgroups_enforced: bool,
     pub workerd_found: bool,
-    /// registered, chain connected and workerd found.
+    /// The chain has not refused our enclave key (`AttestationAutherKeyNotVerified`).
+    pub enclave_verified: bool,
+    /// registered, chain connected, workerd found and the enclave key not refused.
     pub ready: bool,
 }
 

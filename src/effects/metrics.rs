@@ -29,6 +29,7 @@ pub struct PromMetrics {
     pending_transactions: IntGauge,
     gas_balance: Gauge,
     chain_up: IntGauge,
+    enclave_refused: IntGauge,
 }
 
 fn code_label(code: Option<ErrorCode>) -> String {
@@ -96,6 +97,10 @@ impl PromMetrics {
                 "chain_up",
                 "1 when the RPC node answered the last probe"
             )?),
+            enclave_refused: register!(IntGauge::new(
+                "enclave_refused",
+                "1 when the chain refused an output because our enclave key is not (or no longer) verified: no jobs are taken"
+            )?),
             registry,
         })
     }
@@ -144,6 +149,10 @@ impl Metrics for PromMetrics {
 
     fn sandbox_oom_kill(&self) {
         self.oom_kills.inc();
+    }
+
+    fn enclave_refused(&self, refused: bool) {
+        self.enclave_refused.set(i64::from(refused));
     }
 
     fn set_load(&self, load: Load) {

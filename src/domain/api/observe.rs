@@ -36,12 +36,14 @@ impl Executor {
         let fresh = probe.filter(|p| now.saturating_sub(p.at_ms) <= PROBE_FRESH_MS);
         let chain_connected = fresh.is_some_and(|p| p.chain_head.is_some());
         let workerd_found = probe.is_some_and(|p| p.workerd_found);
+        let enclave_verified = self.enclave_refusal().is_none();
         Ok(Readiness {
             registered,
             chain_connected,
             cgroups_enforced: self.ports.slots.enforced(),
             workerd_found,
-            ready: registered && chain_connected && workerd_found,
+            enclave_verified,
+            ready: registered && chain_connected && workerd_found && enclave_verified,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Timeout settlement: once a job's window is over and not every selected executor answered,
-//! send one `slashOnExecutionTimeout` (a refusal because someone else settled it is fine).
+//! send one `slashOnExecutionTimeout` (a refusal because someone else settled it is fine). A job
+//! the chain refuses to settle (unknown id, deleted) is journalled settled and never retried.
 
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ impl Executor {
                 Ok(TxOutcome::Reverted {
                     revert: Revert::InvalidJob,
                     ..
-                }) => "another party",
+                }) => "another party (or deleted at its 3rd output)",
                 Ok(TxOutcome::Reverted {
                     revert: Revert::DeadlineNotOver,
                     ..
@@ -55,7 +56,13 @@ impl Executor {
                     continue;
                 }
                 Ok(TxOutcome::Reverted { revert, .. }) => {
-                    tracing::warn!(job = %id, ?revert, "settlement refused");
+                    // Any other refusal is final (an unknown id, a key the chain refuses, …):
+                    // journal it so that neither this loop nor a restart sends it again.
+                    tracing::warn!(job = %id, ?revert, "settlement refused; not retried");
+                    let journalled = self.update_job(id, |record| record.settled = true);
+                    if let Err(e) = journalled {
+                        tracing::error!(job = %id, error = %e, "cannot journal the refused settlement");
+                    }
                     return;
                 }
                 Err(e) => {
