@@ -75,7 +75,13 @@ impl Executor {
             let me = self.ports.signer.address();
             let journalled = self.update_job(id, |record| {
                 record.settled = true;
-                if record.job.selects(me) && !matches!(record.state, JobState::Confirmed { .. }) {
+                // An abandoned job keeps the reason it was given up for.
+                if record.job.selects(me)
+                    && !matches!(
+                        record.state,
+                        JobState::Confirmed { .. } | JobState::Abandoned { .. }
+                    )
+                {
                     record.state = JobState::Abandoned {
                         reason: format!("settled on timeout by {settled_by} without our output"),
                     };
