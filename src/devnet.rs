@@ -221,8 +221,8 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
             metadata,
             chain,
         } => {
-            let metadata = hex::decode(metadata.trim_start_matches("0x"))
-                .context("--metadata is not hex")?;
+            let metadata =
+                hex::decode(metadata.trim_start_matches("0x")).context("--metadata is not hex")?;
             let form = if legacy {
                 CodeForm::Legacy
             } else {
