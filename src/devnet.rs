@@ -92,8 +92,9 @@ pub enum ClientCommand {
         /// http(s)://…/signed-registration-message URL, or a file with that JSON.
         #[arg(long)]
         registration: String,
-        /// The attestation, a file or http(s) URL with JSON: enclave_public_key (64 bytes),
-        /// pcr0, pcr1, pcr2 (48 bytes each), timestamp_ms.
+        /// The attestation, a file or the http(s) URL of the enclave's attestation endpoint: a
+        /// Nitro attestation document (CBOR, raw or hex), or JSON with enclave_public_key
+        /// (64 bytes), pcr0, pcr1, pcr2 (48 bytes each), timestamp_ms.
         #[arg(long)]
         attestation: String,
         /// The attestation verifier's signature over the attestation (hex).

@@ -90,10 +90,27 @@ pub fn parse_registration(bytes: &[u8]) -> Result<(ExecutorRegistration, Address
     Ok((registration, owner))
 }
 
-/// An attestation as JSON: `enclave_public_key` (or `secp256k1_public`; 64 bytes, hex),
-/// `pcr0`, `pcr1`, `pcr2` (48 bytes each, hex) and `timestamp_ms` (or `timestamp`, unix ms).
-/// The verifier's signature is given separately.
+/// An attestation: either a Nitro attestation document as the enclave's attestation endpoint
+/// serves it (COSE_Sign1 CBOR, raw or as hex text; its `public_key` is the enclave key), or JSON
+/// with `enclave_public_key` (or `secp256k1_public`; 64 bytes, hex), `pcr0`, `pcr1`, `pcr2`
+/// (48 bytes each, hex) and `timestamp_ms` (or `timestamp`, unix ms). The verifier's signature
+/// is given separately (the document's own signature is the verifier's business).
 pub fn parse_attestation(bytes: &[u8]) -> Result<AttestationProof> {
+    let text = String::from_utf8_lossy(bytes);
+    let proof = if text.trim_start().starts_with('{') {
+        parse_attestation_json(bytes)?
+    } else {
+        let hex_text = text.trim().trim_start_matches("0x");
+        let document = match hex::decode(hex_text) {
+            Ok(decoded) if !hex_text.is_empty() => decoded,
+            _ => bytes.to_vec(),
+        };
+        parse_nitro_document(&document)?
+    };
+    check_attestation(proof)
+}
+
+fn parse_attestation_json(bytes: &[u8]) -> Result<AttestationProof> {
     let body: Value = serde_json::from_slice(bytes).context(
         "the attestation is not JSON with enclave_public_key, pcr0, pcr1, pcr2 and timestamp_ms",
     )?;
@@ -110,6 +127,74 @@ pub fn parse_attestation(bytes: &[u8]) -> Result<AttestationProof> {
         timestamp_ms: number_field(&body, &["timestamp_ms", "timestamp"])?,
         signature: vec![],
     };
+    Ok(proof)
+}
+
+/// The fields `registerExecutor` needs from a Nitro attestation document: COSE_Sign1 (an array,
+/// possibly tagged 18) whose payload is a CBOR map with `pcrs` (index → bytes), `timestamp`
+/// (unix ms) and `public_key`.
+fn parse_nitro_document(document: &[u8]) -> Result<AttestationProof> {
+    use ciborium::Value as Cbor;
+    let not_a_document = "the attestation is neither JSON nor a Nitro attestation document (CBOR)";
+    let cose: Cbor = ciborium::from_reader(document).context(not_a_document)?;
+    let cose = match cose {
+        Cbor::Tag(_, inner) => *inner,
+        other => other,
+    };
+    let payload = match cose {
+        Cbor::Array(items) if items.len() == 4 => match &items[2] {
+            Cbor::Bytes(payload) => payload.clone(),
+            _ => bail!("{not_a_document}: its payload is not a byte string"),
+        },
+        _ => bail!("{not_a_document}: not a COSE_Sign1 array of four"),
+    };
+    let Cbor::Map(fields) = ciborium::from_reader::<Cbor, _>(payload.as_slice())
+        .context("the attestation document's payload is not CBOR")?
+    else {
+        bail!("the attestation document's payload is not a map");
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| matches!(k, Cbor::Text(t) if t == name))
+            .map(|(_, v)| v.clone())
+    };
+    let timestamp_ms = match field("timestamp") {
+        Some(Cbor::Integer(n)) => u64::try_from(n)
+            .map_err(|_| anyhow!("the attestation's timestamp is not a unix time in ms"))?,
+        _ => bail!("the attestation document has no timestamp"),
+    };
+    let Some(Cbor::Map(pcrs)) = field("pcrs") else {
+        bail!("the attestation document has no pcrs");
+    };
+    let pcr = |index: u8| -> Result<Vec<u8>> {
+        pcrs.iter()
+            .find_map(|(k, v)| match (k, v) {
+                (Cbor::Integer(i), Cbor::Bytes(b)) if u8::try_from(*i).ok() == Some(index) => {
+                    Some(b.clone())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("the attestation document has no PCR{index}"))
+    };
+    let mut enclave_public_key = match field("public_key") {
+        Some(Cbor::Bytes(key)) => key,
+        _ => bail!("the attestation document carries no public_key (the enclave key)"),
+    };
+    if enclave_public_key.len() == 65 && enclave_public_key[0] == 4 {
+        enclave_public_key.remove(0);
+    }
+    Ok(AttestationProof {
+        enclave_public_key,
+        pcr0: pcr(0)?,
+        pcr1: pcr(1)?,
+        pcr2: pcr(2)?,
+        timestamp_ms,
+        signature: vec![],
+    })
+}
+
+fn check_attestation(proof: AttestationProof) -> Result<AttestationProof> {
     // Said here, more plainly than the chain's AttestationAuther errors would.
     if proof.enclave_public_key.len() != 64 {
         bail!(
@@ -177,6 +262,58 @@ pub async fn register(
 mod tests {
     use super::*;
 
+    /// A Nitro-shaped attestation document: COSE_Sign1 (tag 18) around a CBOR payload.
+    fn nitro_document(public_key: Option<Vec<u8>>) -> Vec<u8> {
+        use ciborium::Value as Cbor;
+        let pcrs = (0..16u8)
+            .map(|i| (Cbor::Integer(i.into()), Cbor::Bytes(vec![i; 48])))
+            .collect();
+        let payload = Cbor::Map(vec![
+            (Cbor::Text("module_id".into()), Cbor::Text("i-0".into())),
+            (
+                Cbor::Text("timestamp".into()),
+                Cbor::Integer(1_700_000_000_123u64.into()),
+            ),
+            (Cbor::Text("pcrs".into()), Cbor::Map(pcrs)),
+            (
+                Cbor::Text("public_key".into()),
+                public_key.map_or(Cbor::Null, Cbor::Bytes),
+            ),
+        ]);
+        let mut payload_bytes = Vec::new();
+        ciborium::into_writer(&payload, &mut payload_bytes).unwrap();
+        let cose = Cbor::Tag(
+            18,
+            Box::new(Cbor::Array(vec![
+                Cbor::Bytes(vec![0xa1, 0x01, 0x38, 0x22]),
+                Cbor::Map(vec![]),
+                Cbor::Bytes(payload_bytes),
+                Cbor::Bytes(vec![0; 96]),
+            ])),
+        );
+        let mut out = Vec::new();
+        ciborium::into_writer(&cose, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn nitro_documents_parse_raw_or_as_hex() {
+        let mut key = vec![4u8];
+        key.extend([9u8; 64]);
+        let raw = nitro_document(Some(key));
+        for bytes in [raw.clone(), hex::encode(&raw).into_bytes()] {
+            let proof = parse_attestation(&bytes).unwrap();
+            assert_eq!(proof.enclave_public_key, vec![9; 64]);
+            assert_eq!(
+                (proof.pcr0, proof.pcr1, proof.pcr2),
+                (vec![0; 48], vec![1; 48], vec![2; 48])
+            );
+            assert_eq!(proof.timestamp_ms, 1_700_000_000_123);
+        }
+        let e = parse_attestation(&nitro_document(None)).unwrap_err();
+        assert!(e.to_string().contains("no public_key"), "{e}");
+    }
+
     #[test]
     fn attestations_and_messages_parse_or_say_what_is_wrong() {
         let dev = dev_attestation_json([7; 64]);
@@ -189,7 +326,7 @@ mod tests {
         let e = parse_attestation(short.to_string().as_bytes()).unwrap_err();
         assert!(e.to_string().contains("pcr2 has 2 bytes"), "{e}");
         let e = parse_attestation(b"\xd2\x84").unwrap_err();
-        assert!(e.to_string().contains("not JSON"), "{e}");
+        assert!(e.to_string().contains("neither JSON nor"), "{e}");
 
         let message = json!({
             "job_capacity": 4, "sign_timestamp": 1_700_000_000u64, "env": 1,
