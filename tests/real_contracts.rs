@@ -477,3 +477,86 @@ async fn the_client_pays_exactly_the_escrow_and_is_told_what_is_missing() {
     );
     ex.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn registration_refusals_are_told_by_name() {
+    use serverless_executor::client::register::{dev_attestation_json, register, RegisterRequest};
+    use serverless_executor::domain::dal::EnclaveSigner;
+    use serverless_executor::domain::eip712::registration_digest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = devnet(dir.path(), 1).await;
+    let url = net.anvil.http_url();
+    let owner_key = net.anvil.key(4);
+    let owner = serverless_executor::client::wallet(owner_key)
+        .unwrap()
+        .address();
+    let key = EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
+    let now = now_secs();
+    let signature = key
+        .sign_digest(registration_digest(owner, 4, 1, now))
+        .unwrap();
+    let registration = dir.path().join("registration.json");
+    std::fs::write(
+        &registration,
+        serde_json::json!({
+            "job_capacity": 4, "sign_timestamp": now, "env": 1,
+            "owner": format!("{owner:?}"),
+            "signature": format!("0x{}", hex::encode(signature)),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let attempt = |name: &str, attestation: serde_json::Value, stake: Option<U256>| {
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, attestation.to_string()).unwrap();
+        RegisterRequest {
+            registration: registration.display().to_string(),
+            attestation: file.display().to_string(),
+            attestation_signature: vec![],
+            stake,
+        }
+    };
+    let good = dev_attestation_json(key.public_key());
+    let mut other_image = good.clone();
+    other_image["pcr0"] = serde_json::json!(format!("0x{}", "44".repeat(48)));
+    let mut too_old = good.clone();
+    too_old["timestamp_ms"] = serde_json::json!((now - 3600) * 1000);
+    let executors = net.deployment.executors;
+    for (request, name) in [
+        (
+            attempt("image", other_image, None),
+            "AttestationAutherImageNotWhitelisted",
+        ),
+        (
+            attempt("old", too_old, None),
+            "AttestationAutherAttestationTooOld",
+        ),
+        (
+            attempt("rich", good.clone(), Some(U256::exp10(30))),
+            "more are missing",
+        ),
+    ] {
+        let refused = register(&url, owner_key, executors, &request)
+            .await
+            .unwrap_err();
+        assert!(format!("{refused:#}").contains(name), "{name}: {refused:#}");
+    }
+    // Signed for another owner: said before anything is sent.
+    let refused = register(
+        &url,
+        net.anvil.key(5),
+        executors,
+        &attempt("good", good.clone(), None),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("signed for owner"),
+        "{refused:#}"
+    );
+    let (enclave, _) = register(&url, owner_key, executors, &attempt("good", good, None))
+        .await
+        .expect("a whitelisted, fresh attestation with the minimum stake registers");
+    assert_eq!(enclave, key.address());
+}
