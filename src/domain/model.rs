@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// The execution environment this executor serves (JavaScript on workerd).
 pub const EXECUTOR_ENV: u8 = 1;
 
+/// Marlin's published Jobs deletes a job's record at this many outputs.
+pub const OUTPUTS_THAT_DELETE_A_JOB: usize = 3;
+
 /// The protocol's `errorCode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
@@ -71,6 +74,13 @@ impl Job {
 
     pub fn selects(&self, enclave: Address) -> bool {
         self.selected_executors.contains(&enclave)
+    }
+
+    /// Whether `output_count` outputs leave nothing to settle: every selected executor answered,
+    /// or the published Jobs deleted the job (at its 3rd output, whatever it selected).
+    pub fn fully_answered(&self, output_count: u8) -> bool {
+        let count = usize::from(output_count);
+        count >= self.selected_executors.len() || count >= OUTPUTS_THAT_DELETE_A_JOB
     }
 }
 
@@ -299,6 +309,25 @@ mod tests {
             exec_start_time: 100,
         };
         assert_eq!(job.window_end_ms(20), 100_000 + 1500 + 20_000);
+    }
+
+    #[test]
+    fn a_job_is_fully_answered_by_all_its_executors_or_by_three() {
+        let mut job = Job {
+            id: U256::zero(),
+            env: 1,
+            owner: Address::zero(),
+            codehash: H256::zero(),
+            code_inputs: vec![],
+            deadline_ms: 1,
+            selected_executors: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
+            exec_start_time: 0,
+        };
+        assert!(!job.fully_answered(1));
+        assert!(job.fully_answered(2));
+        job.selected_executors = (1..=5).map(Address::repeat_byte).collect();
+        assert!(!job.fully_answered(2));
+        assert!(job.fully_answered(3), "deleted at the 3rd output");
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Executor {
                 let mut ended = None;
                 self.update_job(job_id, |record| {
                     record.output_count = record.output_count.max(output_count);
-                    if usize::from(record.output_count) >= record.job.selected_executors.len() {
+                    if record.job.fully_answered(record.output_count) {
                         record.settled = true;
                     }
                     if executor == me && !matches!(record.state, JobState::Confirmed { .. }) {

@@ -25,9 +25,7 @@ impl Executor {
                     return;
                 }
             };
-            if record.settled
-                || usize::from(record.output_count) >= record.job.selected_executors.len()
-            {
+            if record.settled || record.job.fully_answered(record.output_count) {
                 return;
             }
             if !record.slash_sent {
