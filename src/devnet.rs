@@ -100,8 +100,8 @@ pub enum ClientCommand {
         /// The attestation verifier's signature over the attestation (hex).
         #[arg(long)]
         attestation_signature: String,
-        /// Stake, POND base units (default: the contract's MIN_STAKE_AMOUNT).
-        #[arg(long)]
+        /// Stake, POND base units, decimal (default: the contract's MIN_STAKE_AMOUNT).
+        #[arg(long, value_parser = decimal_u256)]
         stake: Option<U256>,
         #[arg(
             long,
@@ -179,6 +179,11 @@ impl ChainArgs {
         self.jobs_address
             .context("the Jobs address is needed: --jobs-address or EXECUTOR_JOBS_ADDRESS")
     }
+}
+
+/// A decimal amount (U256's own `FromStr` reads hex).
+fn decimal_u256(text: &str) -> Result<U256, String> {
+    U256::from_dec_str(text).map_err(|e| format!("not a decimal amount: {e}"))
 }
 
 fn read_code(file: &PathBuf) -> Result<String> {
