@@ -555,8 +555,47 @@ async fn registration_refusals_are_told_by_name() {
         refused.to_string().contains("signed for owner"),
         "{refused:#}"
     );
-    let (enclave, _) = register(&url, owner_key, executors, &attempt("good", good, None))
+    // The command an owner runs: a whitelisted, fresh attestation with the minimum stake.
+    let request = attempt("good", good, None);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_serverless-executor"))
+        .args([
+            "client",
+            "register",
+            "--registration",
+            &request.registration,
+        ])
+        .args([
+            "--attestation",
+            &request.attestation,
+            "--attestation-signature",
+            "0x",
+        ])
+        .args([
+            "--rpc-url",
+            &url,
+            "--executors-address",
+            &format!("{executors:?}"),
+        ])
+        .env("OWNER_KEY", owner_key)
+        .output()
         .await
-        .expect("a whitelisted, fresh attestation with the minimum stake registers");
-    assert_eq!(enclave, key.address());
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("registered enclave {:?}", key.address())),
+        "{stdout}"
+    );
+    // Registering it again is refused, by name.
+    let again = register(&url, owner_key, executors, &request)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{again:#}").contains("ExecutorsExecutorAlreadyExists"),
+        "{again:#}"
+    );
 }
