@@ -639,6 +639,9 @@ async fn wait_mined(log: &StageLog, job: &str, timeout: Duration) -> Result<()> 
     }
 }
 
+/// How many jobs' escrow the bench approves up front (more than any run creates).
+const BENCH_JOBS_ESCROWED: u64 = 100_000;
+
 /// Creates jobs from the author's account with a locally counted nonce, polling receipts
 /// tightly (anvil automines).
 struct Creator {
@@ -650,6 +653,18 @@ struct Creator {
 impl Creator {
     async fn new(http: &str, key: &str, jobs: Address) -> Result<Self> {
         let client = serverless_executor::client::client(http, key).await?;
+        // The escrow of every job the bench may create, approved once: the jobs are sent
+        // concurrently, so one approval per job would race.
+        let (price, usdc) =
+            serverless_executor::client::jobs::job_price(client.clone(), jobs, 1, 5000).await?;
+        serverless_executor::client::jobs::approve_exactly(
+            &client,
+            usdc,
+            jobs,
+            price * U256::from(BENCH_JOBS_ESCROWED),
+            "the benchmark's escrow",
+        )
+        .await?;
         let nonce = client
             .get_transaction_count(ethers::signers::Signer::address(client.signer()), None)
             .await?;

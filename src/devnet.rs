@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use ethers::types::{Address, H256};
+use ethers::types::{Address, H256, U256};
 use serverless_executor::client::admin;
 use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::devnet::{Devnet, DevnetOptions, ExecutorOptions};
-use serverless_executor::client::jobs::{create_job, save_code, wait_for_response};
+use serverless_executor::client::jobs::{
+    create_job, save_code, save_code_as, wait_for_response, CodeForm,
+};
+use serverless_executor::client::register::{register, RegisterRequest};
 
 /// The demo job: prime factorisation.
 const DEMO_CODE: &str = include_str!("../examples/factors.js");
@@ -72,8 +75,45 @@ pub enum ClientCommand {
     DeployCode {
         #[arg(long)]
         file: PathBuf,
+        /// Use the legacy saveCodeInCallData(string) instead of saveCodeInCallData(string,bytes).
+        #[arg(long, conflicts_with = "metadata")]
+        legacy: bool,
+        /// Metadata (hex) saved with the code by the current function; empty by default.
+        #[arg(long, default_value = "")]
+        metadata: String,
         #[command(flatten)]
         chain: ChainArgs,
+    },
+    /// Owner: register an executor on chain. Approves the stake (Executors.TOKEN) and calls
+    /// registerExecutor with the executor's signed registration message, an attestation of its
+    /// enclave and the attestation verifier's signature; prints the chain's refusal by name.
+    Register {
+        /// The signed registration message: the executor's
+        /// http(s)://…/signed-registration-message URL, or a file with that JSON.
+        #[arg(long)]
+        registration: String,
+        /// The attestation, a file or the http(s) URL of the enclave's attestation endpoint: a
+        /// Nitro attestation document (CBOR, raw or hex), or JSON with enclave_public_key
+        /// (64 bytes), pcr0, pcr1, pcr2 (48 bytes each), timestamp_ms.
+        #[arg(long)]
+        attestation: String,
+        /// The attestation verifier's signature over the attestation (hex).
+        #[arg(long)]
+        attestation_signature: String,
+        /// Stake, POND base units, decimal (default: the contract's MIN_STAKE_AMOUNT).
+        #[arg(long, value_parser = decimal_u256)]
+        stake: Option<U256>,
+        #[arg(
+            long,
+            env = "EXECUTOR_RPC_HTTP_URL",
+            default_value = "http://127.0.0.1:8545"
+        )]
+        rpc_url: String,
+        #[arg(long, env = "EXECUTOR_EXECUTORS_ADDRESS")]
+        executors_address: Address,
+        /// The owner's private key (hex); better passed in the environment.
+        #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
+        owner_key: String,
     },
     /// Create a job and wait for its output; prints output, error code and time.
     RunJob {
@@ -141,6 +181,11 @@ impl ChainArgs {
     }
 }
 
+/// A decimal amount (U256's own `FromStr` reads hex).
+fn decimal_u256(text: &str) -> Result<U256, String> {
+    U256::from_dec_str(text).map_err(|e| format!("not a decimal amount: {e}"))
+}
+
 fn read_code(file: &PathBuf) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
 }
@@ -176,15 +221,48 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
                 println!("{answer}");
             }
         }
-        ClientCommand::DeployCode { file, chain } => {
-            let codehash = save_code(
+        ClientCommand::DeployCode {
+            file,
+            legacy,
+            metadata,
+            chain,
+        } => {
+            let metadata =
+                hex::decode(metadata.trim_start_matches("0x")).context("--metadata is not hex")?;
+            let form = if legacy {
+                CodeForm::Legacy
+            } else {
+                CodeForm::Current
+            };
+            let codehash = save_code_as(
                 &chain.rpc_url,
                 &chain.key,
                 chain.user_code()?,
                 &read_code(&file)?,
+                form,
+                &metadata,
             )
             .await?;
             println!("{codehash:?}");
+        }
+        ClientCommand::Register {
+            registration,
+            attestation,
+            attestation_signature,
+            stake,
+            rpc_url,
+            executors_address,
+            owner_key,
+        } => {
+            let request = RegisterRequest {
+                registration,
+                attestation,
+                attestation_signature: hex::decode(attestation_signature.trim_start_matches("0x"))
+                    .context("--attestation-signature is not hex")?,
+                stake,
+            };
+            let (enclave, tx) = register(&rpc_url, &owner_key, executors_address, &request).await?;
+            println!("registered enclave {enclave:?} in transaction {tx:?}");
         }
         ClientCommand::RunJob {
             codehash,
@@ -263,6 +341,8 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     println!("Executors    {:?}", d.executors);
     println!("Jobs         {:?}", d.jobs);
     println!("UserCode     {:?}", d.user_code);
+    println!("POND (stake) {:?}", d.pond);
+    println!("USDC (fees)  {:?}", d.usdc);
 
     let executor = devnet
         .start_executor(ExecutorOptions {
@@ -282,10 +362,11 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     std::fs::write(
         &env_file,
         format!(
-            "export EXECUTOR_RPC_HTTP_URL={}\nexport EXECUTOR_JOBS_ADDRESS={:?}\nexport EXECUTOR_USER_CODE_ADDRESS={:?}\n",
+            "export EXECUTOR_RPC_HTTP_URL={}\nexport EXECUTOR_JOBS_ADDRESS={:?}\nexport EXECUTOR_USER_CODE_ADDRESS={:?}\nexport EXECUTOR_EXECUTORS_ADDRESS={:?}\n",
             devnet.anvil.http_url(),
             d.jobs,
-            d.user_code
+            d.user_code,
+            d.executors
         ),
     )?;
 

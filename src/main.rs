@@ -40,7 +40,8 @@ enum Command {
     /// Measure sandbox latency, end-to-end latency and throughput on a local devnet, in
     /// each sandbox mode; prints markdown tables (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
-    /// Job-author commands: deploy code, run a job.
+    /// Job-author and owner commands: deploy code, run a job (paying its escrow), register an
+    /// executor.
     #[command(subcommand)]
     Client(devnet::ClientCommand),
 }

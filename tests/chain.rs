@@ -18,6 +18,7 @@ use ethers::types::{Address, BlockNumber, TransactionRequest, H256, U256};
 use serverless_executor::client;
 use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::jobs;
+use serverless_executor::client::jobs::CodeForm;
 use serverless_executor::config::Config;
 use serverless_executor::domain::dal::{
     ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter,
@@ -27,7 +28,9 @@ use serverless_executor::domain::eip712::{output_digest, recover};
 use serverless_executor::domain::model::{ChainEvent, ErrorCode, SignedOutput};
 use serverless_executor::effects::chain::sender::RECEIPT_TIMEOUT;
 use serverless_executor::effects::chain::{FollowerItem, LogFollower, TxSender};
-use serverless_executor::effects::code_fetch::{UserCodeSource, SAVE_CODE_SELECTOR};
+use serverless_executor::effects::code_fetch::{
+    UserCodeSource, LEGACY_SAVE_CODE_SELECTOR, SAVE_CODE_SELECTOR,
+};
 use serverless_executor::effects::signer::EnclaveKey;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -44,6 +47,7 @@ fn params(executors_to_select: u8) -> DeployParams {
         sign_max_age_secs: 30,
         attestation_max_age_secs: 600,
         executors_to_select,
+        ..DeployParams::default()
     }
 }
 
@@ -68,8 +72,10 @@ struct WriterCase {
     output: SignedOutput,
     /// Signed by a selected executor that has not submitted, but too long ago.
     stale_output: SignedOutput,
-    /// Fresh, signed by a key that is not selected for the job.
+    /// Fresh, signed by a registered enclave that is not selected for the job.
     unselected_output: SignedOutput,
+    /// Fresh, signed by a key that was never registered (not a verified enclave key).
+    unverified_output: SignedOutput,
     /// A job whose window is not over.
     open_job: U256,
     unknown_job: U256,
@@ -124,19 +130,34 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
         Some(Revert::NotSelectedExecutor),
         "{unselected:?}"
     );
+    let unverified = writer
+        .submit_output(&case.unverified_output, ignore_sent())
+        .await;
+    assert_eq!(
+        revert_of(&unverified),
+        Some(Revert::EnclaveNotVerified),
+        "{unverified:?}"
+    );
     let early = writer.slash_on_execution_timeout(case.open_job).await;
     assert_eq!(
         revert_of(&early),
         Some(Revert::DeadlineNotOver),
         "{early:?}"
     );
+    // A job id never created: Panic(0x32) on the published Jobs, for both calls.
     let unknown = writer.slash_on_execution_timeout(case.unknown_job).await;
-    assert_eq!(revert_of(&unknown), Some(Revert::InvalidJob), "{unknown:?}");
+    assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
+    let mut unknown_output = case.output.clone();
+    unknown_output.job_id = case.unknown_job;
+    let unknown = writer.submit_output(&unknown_output, ignore_sent()).await;
+    assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
 }
 
-/// A fixed world for the stub: job 1 is open and selects `selected`; the chain's time is `now`.
+/// A fixed world for the stub: job 1 is open and selects `selected` among `registered`; the
+/// chain's time is `now`; jobs 0 and 1 exist.
 struct StubWorld {
     selected: Vec<Address>,
+    registered: Vec<Address>,
     open_job: U256,
     now: u64,
     sign_max_age: u64,
@@ -144,13 +165,13 @@ struct StubWorld {
 
 fn writer_case_for_stub() -> (WriterCase, StubWorld) {
     let (e1, e2, outsider) = (random_enclave(), random_enclave(), random_enclave());
+    let stranger = random_enclave();
     let now = 1_700_000_000;
     let job = U256::from(1);
+    let address = serverless_executor::domain::dal::EnclaveSigner::address;
     let world = StubWorld {
-        selected: vec![
-            serverless_executor::domain::dal::EnclaveSigner::address(&e1),
-            serverless_executor::domain::dal::EnclaveSigner::address(&e2),
-        ],
+        selected: vec![address(&e1), address(&e2)],
+        registered: vec![address(&e1), address(&e2), address(&outsider)],
         open_job: job,
         now,
         sign_max_age: 30,
@@ -160,6 +181,7 @@ fn writer_case_for_stub() -> (WriterCase, StubWorld) {
         output: sign_output(&e1, job, b"out", 5, ErrorCode::Ok, now),
         stale_output: sign_output(&e2, job, b"out", 5, ErrorCode::Ok, now - 100),
         unselected_output: sign_output(&outsider, job, b"out", 5, ErrorCode::Ok, now),
+        unverified_output: sign_output(&stranger, job, b"out", 5, ErrorCode::Ok, now),
         open_job: job,
         unknown_job: U256::from(99),
     };
@@ -193,8 +215,11 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
                 revert,
             })
         };
+        if output.job_id > w.open_job {
+            return reverted(Revert::UnknownJob);
+        }
         if output.job_id != w.open_job {
-            return reverted(Revert::InvalidJob);
+            return reverted(Revert::ExecutionTimeOver);
         }
         if w.now > output.sign_timestamp + w.sign_max_age {
             return reverted(Revert::SignatureTooOld);
@@ -207,6 +232,9 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
             output.sign_timestamp,
         );
         let signer = recover(digest, &output.signature).unwrap_or_default();
+        if !w.registered.contains(&signer) {
+            return reverted(Revert::EnclaveNotVerified);
+        }
         if !w.selected.contains(&signer) {
             return reverted(Revert::NotSelectedExecutor);
         }
@@ -225,6 +253,8 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
             }
             let revert = if job_id == w.open_job {
                 Revert::DeadlineNotOver
+            } else if job_id > w.open_job {
+                Revert::UnknownJob
             } else {
                 Revert::InvalidJob
             };
@@ -257,12 +287,16 @@ async fn chain_writer_contract_holds_for_the_tx_sender_and_windows_close() {
     let (devnet, e1, e2, codehash) = two_executor_devnet().await;
     let job = devnet.create_job(codehash, b"input", 5_000).await;
     assert_eq!(job.selected_executors.len(), 2);
+    // Registered after the job was created: a verified enclave the job did not select.
+    let e3 = random_enclave();
+    devnet.register(&e3, OPERATOR, 4).await;
     let now = devnet.chain_time().await;
     let case = WriterCase {
         gas_secret: devnet.key(FIRST_GAS_ACCOUNT),
         output: sign_output(&e1, job.job_id, b"hello", 42, ErrorCode::Ok, now),
         stale_output: sign_output(&e2, job.job_id, b"late", 1, ErrorCode::Ok, now - 100),
-        unselected_output: sign_output(&random_enclave(), job.job_id, b"x", 1, ErrorCode::Ok, now),
+        unselected_output: sign_output(&e3, job.job_id, b"x", 1, ErrorCode::Ok, now),
+        unverified_output: sign_output(&random_enclave(), job.job_id, b"x", 1, ErrorCode::Ok, now),
         open_job: job.job_id,
         unknown_job: U256::from(1000),
     };
@@ -635,6 +669,42 @@ async fn code_source_contract_holds_for_user_code_source() {
     };
     let source = UserCodeSource::new(&devnet.chain_config()).expect("code source");
     code_source_contract(&source, &case).await;
+
+    // Both forms of saveCodeInCallData, through the UserCode contract itself, and the current
+    // form with long metadata (which comes after the code in the calldata's tail).
+    let url = devnet.http_url();
+    let author = devnet.anvil.key(JOB_AUTHOR);
+    let legacy_code = "export default { fetch() { return new Response('legacy'); } };";
+    let legacy = jobs::save_code_as(&url, author, user_code, legacy_code, CodeForm::Legacy, &[])
+        .await
+        .expect("legacy saveCodeInCallData(string)");
+    let metadata: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let with_metadata = jobs::save_code_as(
+        &url,
+        author,
+        user_code,
+        OK_CODE,
+        CodeForm::Current,
+        &metadata,
+    )
+    .await
+    .expect("saveCodeInCallData(string,bytes) with long metadata");
+    assert_eq!(source.fetch_code(legacy).await, Ok(legacy_code.to_string()));
+    assert_eq!(
+        source.fetch_code(with_metadata).await,
+        Ok(OK_CODE.to_string())
+    );
+    let legacy_junk = send_raw(
+        &devnet,
+        JOB_AUTHOR,
+        Some(user_code),
+        calldata(LEGACY_SAVE_CODE_SELECTOR, vec![0xab; 10]),
+    )
+    .await;
+    assert!(matches!(
+        source.fetch_code(legacy_junk).await,
+        Err(CodeFetchError::BadCalldata(_))
+    ));
     assert_eq!(
         source.fetch_code(creation).await,
         Err(CodeFetchError::WrongContract(creation)),
@@ -780,9 +850,10 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
         synced_at_least(items, backfilled_to)
     })
     .await;
+    // Ids start at 0, as on the published Jobs.
     assert_eq!(
         job_ids(&items),
-        vec![U256::from(1), U256::from(2), U256::from(3)]
+        vec![U256::from(0), U256::from(1), U256::from(2)]
     );
 
     // Live: three more jobs and one output.
@@ -820,7 +891,7 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
     assert_ordered_and_consistent(&items);
     assert_eq!(
         job_ids(&items),
-        (1..=6u64).map(U256::from).collect::<Vec<_>>()
+        (0..6u64).map(U256::from).collect::<Vec<_>>()
     );
     let provider = devnet.provider();
     for item in &items {
@@ -931,6 +1002,6 @@ async fn follower_reconnects_and_delivers_what_it_missed_exactly_once() {
     assert_ordered_and_consistent(&items);
     assert_eq!(
         job_ids(&items),
-        (1..=4u64).map(U256::from).collect::<Vec<_>>()
+        (0..4u64).map(U256::from).collect::<Vec<_>>()
     );
 }

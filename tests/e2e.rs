@@ -11,7 +11,8 @@ use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, deregister_executor, drain_executor, register_executor, revive_executor, save_code,
-    wait_for_outputs, wait_for_response, CreatedJob, ExecutorRegistration, JobResponse,
+    wait_for_outputs, wait_for_response, AttestationProof, CreatedJob, ExecutorRegistration,
+    JobResponse,
 };
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::registration_digest;
@@ -67,18 +68,18 @@ async fn register_silent_executor(net: &Devnet, dir: &std::path::Path, env: u8) 
         .sign_digest(registration_digest(owner, 10, env, now))
         .unwrap();
     let registration = ExecutorRegistration {
-        enclave_public_key: key.public_key(),
         job_capacity: 10,
         sign_timestamp: now,
         signature: signature.to_vec(),
         env,
-        stake_amount: U256::zero(),
+        stake_amount: U256::from(net.options.deploy.min_stake),
     };
     register_executor(
         &net.anvil.http_url(),
         net.anvil.key(4),
         net.deployment.executors,
         &registration,
+        &AttestationProof::dev(key.public_key()),
     )
     .await
     .expect("silent executor registers");

@@ -6,8 +6,8 @@
 //   node tools/compile-contracts.mjs --check  # compile in memory, fail if an artifact is stale
 //
 // Both modes also check the ABI against the wire protocol (shared protocol.md): the selectors
-// 0xff7cdaf3 / 0x4af50fc8 / 0x95e11ef7, every protocol function, event and custom error, and that
-// no other event or custom error exists. Exits non-zero with a message on any failure.
+// 0x1ae53fea / 0xff7cdaf3 / 0x4af50fc8 / 0x95e11ef7, every protocol function, event and custom
+// error, and that no other event or custom error exists. Exits non-zero with a message on any failure.
 import { createRequire } from "node:module";
 import { readFileSync, writeFileSync, mkdirSync, readdirSync, existsSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
@@ -34,18 +34,18 @@ try {
 
 const EXPECTED_SOLC = "0.8.37";
 const check = process.argv.includes("--check");
-const CONTRACTS = ["UserCode", "Executors", "Jobs"];
+const CONTRACTS = ["UserCode", "Executors", "Jobs", "DevToken", "DevAttestationVerifier"];
 
 // ---------------------------------------------------------------- protocol expectations
 const SELECTORS = {
-  UserCode: { "saveCodeInCallData(string)": "ff7cdaf3" },
+  UserCode: { "saveCodeInCallData(string,bytes)": "1ae53fea", "saveCodeInCallData(string)": "ff7cdaf3" },
   Jobs: {
     "submitOutput(bytes,uint256,bytes,uint256,uint8,uint256)": "4af50fc8",
     "slashOnExecutionTimeout(uint256)": "95e11ef7",
   },
 };
 const FUNCTIONS = {
-  UserCode: ["saveCodeInCallData(string)"],
+  UserCode: ["saveCodeInCallData(string,bytes)", "saveCodeInCallData(string)"],
   Executors: [
     "registerExecutor(bytes,(bytes,bytes,bytes,bytes,uint256),uint256,uint256,bytes,uint256,uint8)",
     "drainExecutor(address)",
@@ -58,6 +58,11 @@ const FUNCTIONS = {
     "selectExecutors(uint8,uint256,uint256)",
     "releaseExecutor(address)",
     "slashExecutor(address)",
+    "allowOnlyVerified(address)",
+    "whitelistEnclaveImage(bytes,bytes,bytes)",
+    "revokeEnclaveImage(bytes32)",
+    "TOKEN()",
+    "MIN_STAKE_AMOUNT()",
   ],
   Jobs: [
     "createJob(uint8,bytes32,bytes,uint256)",
@@ -67,7 +72,11 @@ const FUNCTIONS = {
     "EXECUTION_BUFFER_TIME()",
     "SIGN_MAX_AGE()",
     "NO_OF_NODES_TO_SELECT()",
+    "USDC_TOKEN()",
+    "executionEnv(uint8)",
   ],
+  DevToken: ["approve(address,uint256)", "transferFrom(address,address,uint256)", "allowance(address,address)", "balanceOf(address)"],
+  DevAttestationVerifier: ["verify(bytes,(bytes,bytes,bytes,bytes,uint256))"],
 };
 const OUTPUTS = {
   "executors(address)": ["uint256", "uint256", "uint256", "address", "bool", "uint8"],
@@ -77,7 +86,7 @@ const OUTPUTS = {
 };
 // exact sets: name(types) with "indexed " markers for events
 const EVENTS = {
-  UserCode: ["CodeSaved(address indexed)"],
+  UserCode: ["CodeCreated(address indexed,bytes)"],
   Executors: [
     "ExecutorRegistered(address indexed,address indexed,uint256,uint8)",
     "ExecutorDrained(address indexed)",
@@ -91,7 +100,11 @@ const EVENTS = {
     "JobResultCallbackCalled(uint256 indexed,bool)",
     "JobFailureCallbackCalled(uint256 indexed,bool)",
   ],
+  DevToken: ["Transfer(address indexed,address indexed,uint256)", "Approval(address indexed,address indexed,uint256)"],
+  DevAttestationVerifier: [],
 };
+// OpenZeppelin 5's, raised by contracts/lib/Sig.sol
+const ECDSA_ERRORS = ["ECDSAInvalidSignature()", "ECDSAInvalidSignatureLength(uint256)", "ECDSAInvalidSignatureS(bytes32)"];
 const ERRORS = {
   UserCode: [],
   Executors: [
@@ -104,6 +117,12 @@ const ERRORS = {
     "ExecutorsHasPendingJobs()",
     "ExecutorsInvalidOwner()",
     "ExecutorsUnsupportedEnv()",
+    "AttestationAutherPubkeyLengthInvalid()",
+    "AttestationAutherPCRsInvalid()",
+    "AttestationAutherImageNotWhitelisted()",
+    "AttestationAutherAttestationTooOld()",
+    "AttestationAutherKeyNotVerified()",
+    ...ECDSA_ERRORS,
   ],
   Jobs: [
     "JobsUnavailableResources()",
@@ -113,7 +132,14 @@ const ERRORS = {
     "JobsExecutorAlreadySubmittedOutput()",
     "JobsInvalidJob()",
     "JobsDeadlineNotOver()",
+    ...ECDSA_ERRORS,
   ],
+  DevToken: [
+    "ERC20InsufficientBalance(address,uint256,uint256)",
+    "ERC20InsufficientAllowance(address,uint256,uint256)",
+    "ERC20InvalidReceiver(address)",
+  ],
+  DevAttestationVerifier: [],
 };
 
 // ---------------------------------------------------------------- compile

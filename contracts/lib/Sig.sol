@@ -8,11 +8,16 @@ pragma solidity ^0.8.20;
 /// `domainSeparator = keccak256(abi.encode(keccak256(typeString), keccak256(name), keccak256(version)))`;
 /// `digest = keccak256(0x19 0x01 || domainSeparator || hashStruct)`.
 ///
-/// Signatures are 65 bytes `r || s || v` with v in {27, 28} (0/1 are accepted and shifted by 27).
-/// Malleable (high-s) signatures, bad lengths, bad v and the zero address are all rejected by
-/// returning `address(0)`: callers turn that into their own custom error, so this library never
-/// introduces errors of its own.
+/// Signatures are 65 bytes `r || s || v` with v in {27, 28}. Refusals are OpenZeppelin 5's ECDSA
+/// errors, as the published contracts (which use OpenZeppelin's ECDSA) give them:
+/// `ECDSAInvalidSignatureLength(uint256)` for a length other than 65, `ECDSAInvalidSignatureS(bytes32)`
+/// for a high-s (malleable) signature, `ECDSAInvalidSignature()` for any other v (0/1 included) or
+/// a signature that recovers no address.
 library Sig {
+    error ECDSAInvalidSignature();
+    error ECDSAInvalidSignatureLength(uint256 length);
+    error ECDSAInvalidSignatureS(bytes32 s);
+
     bytes32 internal constant DOMAIN_TYPEHASH = keccak256("EIP712Domain(string name,string version)");
 
     /// secp256k1n / 2
@@ -26,9 +31,9 @@ library Sig {
         return keccak256(abi.encodePacked(bytes2(0x1901), domainSep, structHash));
     }
 
-    /// @return signer the recovered address, or address(0) when the signature is malformed.
+    /// @return signer the recovered address; reverts with an ECDSA error otherwise.
     function recover(bytes32 digest, bytes memory signature) internal pure returns (address signer) {
-        if (signature.length != 65) return address(0);
+        if (signature.length != 65) revert ECDSAInvalidSignatureLength(signature.length);
         bytes32 r;
         bytes32 s;
         uint8 v;
@@ -37,9 +42,8 @@ library Sig {
             s := mload(add(signature, 0x40))
             v := byte(0, mload(add(signature, 0x60)))
         }
-        if (v < 27) v += 27;
-        if (v != 27 && v != 28) return address(0);
-        if (uint256(s) > HALF_ORDER) return address(0);
+        if (uint256(s) > HALF_ORDER) revert ECDSAInvalidSignatureS(s);
         signer = ecrecover(digest, v, r, s);
+        if (signer == address(0)) revert ECDSAInvalidSignature();
     }
 }

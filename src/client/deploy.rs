@@ -1,20 +1,34 @@
 //! Deploys the dev contracts (contracts/artifacts, compiled from contracts/*.sol) and wires them:
-//! UserCode, Executors(attestationMaxAge), Jobs(executors, buffer, signMaxAge, nodes), then the
-//! dev-only `Executors.setJobsContract(jobs)`.
+//! two dev ERC20 tokens (POND for stakes, USDC for job fees, given to anvil's ten accounts), the
+//! permissive attestation verifier, UserCode, Executors, Jobs, then the dev-only
+//! `Executors.setJobsContract(jobs)` and `Executors.whitelistEnclaveImage(DEV_PCRS)`.
 
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ethers::abi::{Abi, Tokenize};
 use ethers::contract::ContractFactory;
+use ethers::signers::Signer;
 use ethers::types::{Address, Bytes, U256};
 use serde::Deserialize;
 
-use super::{client, Client};
+use super::anvil::DEV_KEYS;
+use super::{client, wallet, Client};
 
 const EXECUTORS_ARTIFACT: &str = include_str!("../../contracts/artifacts/Executors.json");
 const JOBS_ARTIFACT: &str = include_str!("../../contracts/artifacts/Jobs.json");
 const USER_CODE_ARTIFACT: &str = include_str!("../../contracts/artifacts/UserCode.json");
+const TOKEN_ARTIFACT: &str = include_str!("../../contracts/artifacts/DevToken.json");
+const VERIFIER_ARTIFACT: &str =
+    include_str!("../../contracts/artifacts/DevAttestationVerifier.json");
+
+/// PCR0..2 of the enclave image a dev deployment whitelists (48 bytes each, like Nitro's SHA-384
+/// PCRs). Dev attestations carry them.
+pub const DEV_PCRS: [[u8; 48]; 3] = [[0x11; 48], [0x22; 48], [0x33; 48]];
+
+/// One POND or one USDC in base units (18 and 6 decimals).
+pub const POND: u128 = 1_000_000_000_000_000_000;
+pub const USDC: u128 = 1_000_000;
 
 /// The constructor arguments of a dev deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +41,11 @@ pub struct DeployParams {
     pub attestation_max_age_secs: u64,
     /// `Jobs.NO_OF_NODES_TO_SELECT`.
     pub executors_to_select: u8,
+    /// `Executors.MIN_STAKE_AMOUNT`, POND base units.
+    pub min_stake: u128,
+    /// `executionFeePerMs` and `stakingRewardPerMs` of every env, USDC base units per ms.
+    pub execution_fee_per_ms: u128,
+    pub staking_reward_per_ms: u128,
 }
 
 impl Default for DeployParams {
@@ -36,6 +55,9 @@ impl Default for DeployParams {
             sign_max_age_secs: 600,
             attestation_max_age_secs: 600,
             executors_to_select: 3,
+            min_stake: POND,
+            execution_fee_per_ms: 1,
+            staking_reward_per_ms: 1,
         }
     }
 }
@@ -46,7 +68,15 @@ pub struct Deployment {
     pub executors: Address,
     pub jobs: Address,
     pub user_code: Address,
+    /// The stake token (`Executors.TOKEN`).
+    pub pond: Address,
+    /// The fee token (`Jobs.USDC_TOKEN`).
+    pub usdc: Address,
+    pub attestation_verifier: Address,
 }
+
+/// What a dev token gives each of anvil's accounts: plenty for any test.
+const DEV_BALANCE_TOKENS: u128 = 1_000_000;
 
 #[derive(Deserialize)]
 struct Artifact {
@@ -82,19 +112,55 @@ async fn deploy<T: Tokenize>(
     Ok(contract.address())
 }
 
-/// Deploys UserCode, Executors and Jobs from `deployer_key` and wires Jobs into Executors.
+/// Deploys the tokens, the verifier, UserCode, Executors and Jobs from `deployer_key`, wires Jobs
+/// into Executors and whitelists the dev image.
 pub async fn deploy_dev_contracts(
     http_url: &str,
     deployer_key: &str,
     params: DeployParams,
 ) -> Result<Deployment> {
     let client = client(http_url, deployer_key).await?;
-    let executors_artifact = artifact(EXECUTORS_ARTIFACT)?;
+    let holders = DEV_KEYS
+        .iter()
+        .map(|key| wallet(key).map(|w| w.address()))
+        .collect::<Result<Vec<Address>>>()?;
+    let token = artifact(TOKEN_ARTIFACT)?;
+    let pond = deploy(
+        &client,
+        &token,
+        (
+            "Dev POND".to_string(),
+            "POND".to_string(),
+            18u8,
+            holders.clone(),
+            U256::from(DEV_BALANCE_TOKENS * POND),
+        ),
+    )
+    .await?;
+    let usdc = deploy(
+        &client,
+        &token,
+        (
+            "Dev USDC".to_string(),
+            "USDC".to_string(),
+            6u8,
+            holders,
+            U256::from(DEV_BALANCE_TOKENS * USDC),
+        ),
+    )
+    .await?;
+    let attestation_verifier = deploy(&client, &artifact(VERIFIER_ARTIFACT)?, ()).await?;
     let user_code = deploy(&client, &artifact(USER_CODE_ARTIFACT)?, ()).await?;
+    let executors_artifact = artifact(EXECUTORS_ARTIFACT)?;
     let executors = deploy(
         &client,
         &executors_artifact,
-        U256::from(params.attestation_max_age_secs),
+        (
+            pond,
+            attestation_verifier,
+            U256::from(params.attestation_max_age_secs),
+            U256::from(params.min_stake),
+        ),
     )
     .await?;
     let jobs = deploy(
@@ -102,30 +168,88 @@ pub async fn deploy_dev_contracts(
         &artifact(JOBS_ARTIFACT)?,
         (
             executors,
+            usdc,
             U256::from(params.execution_buffer_secs),
             U256::from(params.sign_max_age_secs),
             U256::from(params.executors_to_select),
+            U256::from(params.execution_fee_per_ms),
+            U256::from(params.staking_reward_per_ms),
         ),
     )
     .await?;
 
     let contract = ethers::contract::Contract::new(executors, executors_artifact.abi, client);
-    let receipt = contract
-        .method::<_, ()>("setJobsContract", jobs)
-        .context("encoding setJobsContract")?
-        .send()
-        .await
-        .context("Executors.setJobsContract")?
-        .await
-        .context("waiting for Executors.setJobsContract")?
-        .ok_or_else(|| anyhow!("Executors.setJobsContract was dropped from the mempool"))?;
-    if receipt.status != Some(1u64.into()) {
-        bail!("Executors.setJobsContract reverted");
+    let [pcr0, pcr1, pcr2] = DEV_PCRS.map(|pcr| Bytes::from(pcr.to_vec()));
+    let wiring = [
+        (
+            "Executors.setJobsContract",
+            contract.method::<_, ()>("setJobsContract", jobs),
+        ),
+        (
+            "Executors.whitelistEnclaveImage",
+            contract.method::<_, ()>("whitelistEnclaveImage", (pcr0, pcr1, pcr2)),
+        ),
+    ];
+    for (what, call) in wiring {
+        let receipt = call
+            .with_context(|| format!("encoding {what}"))?
+            .send()
+            .await
+            .with_context(|| what.to_string())?
+            .await
+            .with_context(|| format!("waiting for {what}"))?
+            .ok_or_else(|| anyhow!("{what} was dropped from the mempool"))?;
+        if receipt.status != Some(1u64.into()) {
+            bail!("{what} reverted");
+        }
     }
-    tracing::info!(?executors, ?jobs, ?user_code, "dev contracts deployed");
+    tracing::info!(
+        ?executors,
+        ?jobs,
+        ?user_code,
+        ?pond,
+        ?usdc,
+        "dev contracts deployed"
+    );
     Ok(Deployment {
         executors,
         jobs,
         user_code,
+        pond,
+        usdc,
+        attestation_verifier,
     })
+}
+
+/// The image id `keccak256(PCR0 ‖ PCR1 ‖ PCR2)` of the dev image (for `revokeEnclaveImage`).
+pub fn dev_image_id() -> [u8; 32] {
+    ethers::utils::keccak256(DEV_PCRS.concat())
+}
+
+/// Dev-only: revokes the dev image, so the chain no longer takes outputs of enclaves
+/// registered with it (`AttestationAutherKeyNotVerified`).
+pub async fn revoke_dev_image(
+    http_url: &str,
+    deployer_key: &str,
+    deployment: &Deployment,
+) -> Result<()> {
+    let client = client(http_url, deployer_key).await?;
+    let contract = ethers::contract::Contract::new(
+        deployment.executors,
+        artifact(EXECUTORS_ARTIFACT)?.abi,
+        client,
+    );
+    let receipt = contract
+        .method::<_, ()>("revokeEnclaveImage", dev_image_id())
+        .context("encoding revokeEnclaveImage")?
+        .send()
+        .await
+        .context("Executors.revokeEnclaveImage")?
+        .await
+        .context("waiting for Executors.revokeEnclaveImage")?
+        .ok_or_else(|| anyhow!("Executors.revokeEnclaveImage was dropped from the mempool"))?;
+    if receipt.status != Some(1u64.into()) {
+        bail!("Executors.revokeEnclaveImage reverted");
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::admin;
 use super::anvil::Anvil;
 use super::deploy::{deploy_dev_contracts, DeployParams, Deployment};
-use super::jobs::{register_executor, ExecutorRegistration};
+use super::register;
 use crate::bootstrap::{self, Running};
 use crate::config::Config;
 use crate::effects::signer::EnclaveKey;
@@ -213,29 +213,39 @@ impl Devnet {
         let body =
             admin::signed_mutable_config_body(&owner, enclave, &gas_key, admin::now_secs()).await?;
         admin::post(&http, admin_url, "/mutable-config", &body).await?;
+        // The owner's registration, exactly as `client register` does it: the signed message
+        // from the executor's API, a dev attestation of its key (file), the dev verifier.
         let details = admin::get(&http, api_url, "/executor-details").await?;
-        let registration = admin::get(&http, api_url, "/signed-registration-message").await?;
-        let public_key =
-            hex::decode(field(&details, "enclave_public_key")?.trim_start_matches("0x"))?;
-        let signature = hex::decode(field(&registration, "signature")?.trim_start_matches("0x"))?;
-        let reg = ExecutorRegistration {
-            enclave_public_key: public_key
+        let public_key: [u8; 64] =
+            hex::decode(field(&details, "enclave_public_key")?.trim_start_matches("0x"))?
                 .try_into()
-                .map_err(|_| anyhow!("the executor's public key is not 64 bytes"))?,
-            job_capacity: number(&registration, "job_capacity")?,
-            sign_timestamp: number(&registration, "sign_timestamp")?,
-            signature,
-            env: number(&registration, "env")? as u8,
-            stake_amount: 0.into(),
+                .map_err(|_| anyhow!("the executor's public key is not 64 bytes"))?;
+        let attestation_file = self
+            .options
+            .work_dir
+            .join(format!("attestation-{account}-{enclave:?}.json"));
+        std::fs::write(
+            &attestation_file,
+            register::dev_attestation_json(public_key).to_string(),
+        )
+        .with_context(|| format!("cannot write {}", attestation_file.display()))?;
+        let request = register::RegisterRequest {
+            registration: format!("{api_url}/signed-registration-message"),
+            attestation: attestation_file.display().to_string(),
+            attestation_signature: vec![],
+            stake: None,
         };
-        register_executor(
+        let (registered, _) = register::register(
             &self.anvil.http_url(),
             &owner_key,
             self.deployment.executors,
-            &reg,
+            &request,
         )
         .await
         .context("registering the executor on chain")?;
+        if registered != enclave {
+            bail!("registered {registered:?}, but the executor's enclave is {enclave:?}");
+        }
         Ok(enclave)
     }
 }
@@ -275,11 +285,5 @@ pub async fn wait_for_chain_status(api_url: &str, status: &str, timeout: Duratio
 fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str> {
     body[name]
         .as_str()
-        .ok_or_else(|| anyhow!("the executor's answer lacks {name}: {body}"))
-}
-
-fn number(body: &Value, name: &str) -> Result<u64> {
-    body[name]
-        .as_u64()
         .ok_or_else(|| anyhow!("the executor's answer lacks {name}: {body}"))
 }

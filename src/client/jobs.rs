@@ -1,6 +1,7 @@
 //! Job-author and operator helpers, all through the protocol surface (the bindings of
-//! `effects::chain::bindings`): save code, register / drain / revive / deregister an executor,
-//! create a job, wait for its outputs.
+//! `effects::chain::bindings`): save code (current or legacy form), register an executor (stake
+//! approved first) / drain / revive / deregister it, create a job (its USDC escrow approved
+//! first), wait for its outputs. Refusals are reported by the chain's own names.
 
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use ethers::types::{Address, BlockNumber, Filter, TransactionReceipt, H256, U256
 
 use super::{client, provider, Client};
 use crate::effects::chain::bindings::{
-    Attestation, Executors, JobCreatedFilter, JobRespondedFilter, Jobs, UserCode,
+    Attestation, Erc20, Executors, ExecutorsTokens, JobCreatedFilter, JobRespondedFilter, Jobs,
+    JobsFees, UserCode,
 };
 use crate::effects::chain::revert::decode_revert;
 
@@ -42,34 +44,91 @@ async fn send<D: Detokenize>(
 
 fn describe(what: &str, error: ContractError<Client>) -> anyhow::Error {
     match error.as_revert() {
-        Some(data) => anyhow!("{what} reverted: {:?}", decode_revert(data)),
+        Some(data) => anyhow!("{what} refused by the chain: {}", decode_revert(data)),
         None => anyhow!("{what} failed: {error}"),
     }
 }
 
-/// Saves `source` as job code; returns the codehash (the transaction's hash).
+/// Which `saveCodeInCallData` a job author calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodeForm {
+    /// `saveCodeInCallData(string,bytes)`, Marlin's published code contract.
+    #[default]
+    Current,
+    /// `saveCodeInCallData(string)`, the 2024 standalone code contract.
+    Legacy,
+}
+
+/// Saves `source` as job code (current form, empty metadata); returns the codehash (the
+/// transaction's hash).
 pub async fn save_code(
     http_url: &str,
     key: &str,
     user_code: Address,
     source: &str,
 ) -> Result<H256> {
+    save_code_as(http_url, key, user_code, source, CodeForm::Current, &[]).await
+}
+
+/// Saves `source` as job code with `form` (`metadata` goes with the current form only).
+pub async fn save_code_as(
+    http_url: &str,
+    key: &str,
+    user_code: Address,
+    source: &str,
+    form: CodeForm,
+    metadata: &[u8],
+) -> Result<H256> {
     let client = client(http_url, key).await?;
     let contract = UserCode::new(user_code, client);
-    let receipt = send(
-        "UserCode.saveCodeInCallData",
-        contract.save_code_in_call_data(source.to_string()),
-    )
-    .await?;
+    let receipt = match form {
+        CodeForm::Current => {
+            let call = contract
+                .save_code_in_call_data_with_metadata(source.to_string(), metadata.to_vec().into());
+            send("UserCode.saveCodeInCallData(string,bytes)", call).await?
+        }
+        CodeForm::Legacy => {
+            let call = contract.save_code_in_call_data(source.to_string());
+            send("UserCode.saveCodeInCallData(string)", call).await?
+        }
+    };
     Ok(receipt.transaction_hash)
 }
 
+/// An enclave's attestation as `registerExecutor` takes it, with the attestation verifier's
+/// signature over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationProof {
+    /// 64-byte uncompressed enclave public key without the 04 prefix.
+    pub enclave_public_key: Vec<u8>,
+    pub pcr0: Vec<u8>,
+    pub pcr1: Vec<u8>,
+    pub pcr2: Vec<u8>,
+    pub timestamp_ms: u64,
+    /// The verifier's signature (anything for the dev verifier).
+    pub signature: Vec<u8>,
+}
+
+impl AttestationProof {
+    /// What a devnet uses: the dev image's PCRs, taken now, no verifier signature (the dev
+    /// verifier accepts any).
+    pub fn dev(enclave_public_key: [u8; 64]) -> Self {
+        let [pcr0, pcr1, pcr2] = super::deploy::DEV_PCRS.map(|p| p.to_vec());
+        Self {
+            enclave_public_key: enclave_public_key.to_vec(),
+            pcr0,
+            pcr1,
+            pcr2,
+            timestamp_ms: unix_ms(),
+            signature: vec![],
+        }
+    }
+}
+
 /// The arguments of `registerExecutor` that come from the executor (its signed registration
-/// message and public key) and the operator (stake).
+/// message) and the operator (stake).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorRegistration {
-    /// 64-byte uncompressed enclave public key without the 04 prefix.
-    pub enclave_public_key: [u8; 64],
     pub job_capacity: u64,
     /// Unix seconds.
     pub sign_timestamp: u64,
@@ -86,24 +145,86 @@ fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// `registerExecutor` from the owner's key (attestation: empty signature and PCRs, time now).
+/// Makes sure `spender` may take `amount` of `token` from the client's account: tells how much is
+/// missing when the balance is short, and approves exactly `amount` when the allowance is.
+pub async fn approve_exactly(
+    client: &std::sync::Arc<Client>,
+    token: Address,
+    spender: Address,
+    amount: U256,
+    what: &str,
+) -> Result<()> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    let erc20 = Erc20::new(token, client.clone());
+    let me = ethers::signers::Signer::address(client.signer());
+    let symbol = erc20
+        .symbol()
+        .call()
+        .await
+        .unwrap_or_else(|_| "tokens".into());
+    let balance = erc20
+        .balance_of(me)
+        .call()
+        .await
+        .with_context(|| format!("reading the {symbol} balance of {me:?}"))?;
+    if balance < amount {
+        bail!(
+            "{what} needs {amount} {symbol} (base units) from {me:?}, which holds {balance}: \
+             {} more are missing",
+            amount - balance
+        );
+    }
+    let allowance = erc20
+        .allowance(me, spender)
+        .call()
+        .await
+        .with_context(|| format!("reading the {symbol} allowance of {spender:?}"))?;
+    if allowance < amount {
+        send(
+            &format!("{symbol}.approve({spender:?}, {amount})"),
+            erc20.approve(spender, amount),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// `registerExecutor` from the owner's key: approves the stake (`Executors.TOKEN`) first.
 pub async fn register_executor(
     http_url: &str,
     owner_key: &str,
     executors: Address,
     registration: &ExecutorRegistration,
+    proof: &AttestationProof,
 ) -> Result<H256> {
     let client = client(http_url, owner_key).await?;
+    if !registration.stake_amount.is_zero() {
+        let token = ExecutorsTokens::new(executors, client.clone())
+            .token()
+            .call()
+            .await
+            .context("reading Executors.TOKEN (the stake token)")?;
+        approve_exactly(
+            &client,
+            token,
+            executors,
+            registration.stake_amount,
+            "the stake",
+        )
+        .await?;
+    }
     let contract = Executors::new(executors, client);
     let attestation = Attestation {
-        enclave_pub_key: registration.enclave_public_key.to_vec().into(),
-        pcr0: Default::default(),
-        pcr1: Default::default(),
-        pcr2: Default::default(),
-        timestamp_in_milliseconds: U256::from(unix_ms()),
+        enclave_pub_key: proof.enclave_public_key.clone().into(),
+        pcr0: proof.pcr0.clone().into(),
+        pcr1: proof.pcr1.clone().into(),
+        pcr2: proof.pcr2.clone().into(),
+        timestamp_in_milliseconds: U256::from(proof.timestamp_ms),
     };
     let call = contract.register_executor(
-        Default::default(),
+        proof.signature.clone().into(),
         attestation,
         U256::from(registration.job_capacity),
         U256::from(registration.sign_timestamp),
@@ -176,8 +297,33 @@ pub struct CreatedJob {
     pub block_number: u64,
 }
 
-/// `createJob(env, codehash, inputs, deadline_ms)`; the id and selection come from the
-/// `JobCreated` log of the receipt.
+/// What `createJob` escrows for a job of `env` with `deadline_ms`, and the token it is paid in:
+/// `deadline × (executionFeePerMs + stakingRewardPerMs)` of `Jobs.USDC_TOKEN`.
+pub async fn job_price<M: Middleware + 'static>(
+    client: std::sync::Arc<M>,
+    jobs: Address,
+    env: u8,
+    deadline_ms: u64,
+) -> Result<(U256, Address)> {
+    let fees = JobsFees::new(jobs, client);
+    let token = fees
+        .usdc_token()
+        .call()
+        .await
+        .context("reading Jobs.USDC_TOKEN (the fee token)")?;
+    let (execution_fee, staking_reward) = fees
+        .execution_env(env)
+        .call()
+        .await
+        .with_context(|| format!("reading Jobs.executionEnv({env})"))?;
+    let price = U256::from(deadline_ms)
+        .checked_mul(execution_fee.saturating_add(staking_reward))
+        .ok_or_else(|| anyhow!("the price of a {deadline_ms} ms job overflows"))?;
+    Ok((price, token))
+}
+
+/// `createJob(env, codehash, inputs, deadline_ms)`, after approving exactly its escrow; the id
+/// and selection come from the `JobCreated` log of the receipt.
 pub async fn create_job(
     http_url: &str,
     key: &str,
@@ -187,7 +333,10 @@ pub async fn create_job(
     inputs: &[u8],
     deadline_ms: u64,
 ) -> Result<CreatedJob> {
-    let contract = Jobs::new(jobs, client(http_url, key).await?);
+    let client = client(http_url, key).await?;
+    let (price, token) = job_price(client.clone(), jobs, env, deadline_ms).await?;
+    approve_exactly(&client, token, jobs, price, "the job's escrow").await?;
+    let contract = Jobs::new(jobs, client);
     let receipt = send(
         "Jobs.createJob",
         contract.create_job(env, codehash.0, inputs.to_vec().into(), deadline_ms.into()),

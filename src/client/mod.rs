@@ -10,6 +10,7 @@ pub mod anvil;
 pub mod deploy;
 pub mod devnet;
 pub mod jobs;
+pub mod register;
 
 use std::sync::Arc;
 use std::time::Duration;

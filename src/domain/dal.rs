@@ -84,7 +84,7 @@ pub enum CodeFetchError {
     NotFound(H256),
     #[error("transaction {0:?} was not sent to the UserCode contract")]
     WrongContract(H256),
-    #[error("calldata is not saveCodeInCallData(string): {0}")]
+    #[error("calldata is not a saveCodeInCallData call: {0}")]
     BadCalldata(String),
     /// The RPC failed; the same call may succeed later.
     #[error("code fetch failed for now: {0}")]
@@ -156,6 +156,10 @@ pub enum Revert {
     AlreadySubmittedOutput,
     InvalidJob,
     DeadlineNotOver,
+    /// `Panic(0x32)`: the published Jobs has no job with this id (never created).
+    UnknownJob,
+    /// `AttestationAutherKeyNotVerified()`: the signer is not (or no longer) a verified enclave.
+    EnclaveNotVerified,
     Other(String),
 }
 
@@ -169,6 +173,8 @@ impl Revert {
             Revert::AlreadySubmittedOutput => "already_submitted_output",
             Revert::InvalidJob => "invalid_job",
             Revert::DeadlineNotOver => "deadline_not_over",
+            Revert::UnknownJob => "unknown_job",
+            Revert::EnclaveNotVerified => "enclave_not_verified",
             Revert::Other(_) => "other",
         }
     }
@@ -181,8 +187,27 @@ impl Revert {
         "already_submitted_output",
         "invalid_job",
         "deadline_not_over",
+        "unknown_job",
+        "enclave_not_verified",
         "other",
     ];
+}
+
+impl std::fmt::Display for Revert {
+    /// The chain's own name for the refusal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ExecutionTimeOver => f.write_str("JobsExecutionTimeOver"),
+            Self::SignatureTooOld => f.write_str("JobsSignatureTooOld"),
+            Self::NotSelectedExecutor => f.write_str("JobsNotSelectedExecutor"),
+            Self::AlreadySubmittedOutput => f.write_str("JobsExecutorAlreadySubmittedOutput"),
+            Self::InvalidJob => f.write_str("JobsInvalidJob"),
+            Self::DeadlineNotOver => f.write_str("JobsDeadlineNotOver"),
+            Self::UnknownJob => f.write_str("Panic(0x32): no job with this id"),
+            Self::EnclaveNotVerified => f.write_str("AttestationAutherKeyNotVerified"),
+            Self::Other(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// The end of one transaction.
@@ -275,6 +300,8 @@ pub trait Metrics: Send + Sync {
     fn output_reverted(&self, revert: &Revert);
     /// The chain slashed this enclave (`SlashedOnExecutionTimeout` naming it), once per job.
     fn enclave_slashed(&self);
+    /// Whether the chain refuses outputs signed by our enclave key as not verified.
+    fn enclave_refused(&self, refused: bool);
     fn set_load(&self, load: Load);
     /// Whether the executor can do its work, and each reason, sampled when metrics are read.
     fn set_readiness(&self, readiness: Readiness);

@@ -89,6 +89,9 @@ pub struct Executor {
     journal: Mutex<()>,
     /// The last probe of the chain and sandbox (for readiness).
     probe: Mutex<Option<model::Probe>>,
+    /// Why the chain refuses our enclave key (`AttestationAutherKeyNotVerified`), if it does:
+    /// while set, no job is taken.
+    enclave_refusal: Mutex<Option<String>>,
 }
 
 impl Executor {
@@ -102,6 +105,7 @@ impl Executor {
             scheduler: Scheduler::default(),
             journal: Mutex::new(()),
             probe: Mutex::new(None),
+            enclave_refusal: Mutex::new(None),
         })
     }
 
@@ -126,6 +130,46 @@ impl Executor {
     pub fn stop_taking_jobs(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.scheduler.wake();
+    }
+
+    /// Why the chain refuses outputs signed by our enclave key, when it does.
+    pub fn enclave_refusal(&self) -> Option<String> {
+        self.enclave_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The chain refused our enclave key: take no more jobs, and say so everywhere.
+    pub(crate) fn refuse_enclave(&self, reason: &str) {
+        let first = self
+            .enclave_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(reason.to_string())
+            .is_none();
+        if first {
+            tracing::error!(
+                enclave = ?self.ports.signer.address(),
+                %reason,
+                "THE CHAIN REFUSES THIS ENCLAVE KEY: no jobs are taken until it is registered \
+                 again with a valid attestation of a whitelisted image"
+            );
+        }
+        self.ports.metrics.enclave_refused(true);
+    }
+
+    /// Our enclave was (re)registered: its key is verified again.
+    pub(crate) fn clear_enclave_refusal(&self) {
+        let was = self
+            .enclave_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if was.is_some() {
+            tracing::info!("enclave registered again: taking jobs");
+            self.ports.metrics.enclave_refused(false);
+        }
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

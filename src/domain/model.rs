@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// The execution environment this executor serves (JavaScript on workerd).
 pub const EXECUTOR_ENV: u8 = 1;
 
+/// Marlin's published Jobs deletes a job's record at this many outputs.
+pub const OUTPUTS_THAT_DELETE_A_JOB: usize = 3;
+
 /// The protocol's `errorCode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
@@ -15,7 +18,7 @@ pub enum ErrorCode {
     Ok = 0,
     /// Code transaction not found, or sent to another contract than UserCode.
     CodeNotFound = 1,
-    /// Calldata is not a valid `saveCodeInCallData(string)` call.
+    /// Calldata is not a valid `saveCodeInCallData(string,bytes)` or `saveCodeInCallData(string)` call.
     BadCalldata = 2,
     /// The code failed to load (syntax error, no default export).
     LoadFailed = 3,
@@ -71,6 +74,13 @@ impl Job {
 
     pub fn selects(&self, enclave: Address) -> bool {
         self.selected_executors.contains(&enclave)
+    }
+
+    /// Whether `output_count` outputs leave nothing to settle: every selected executor answered,
+    /// or the published Jobs deleted the job (at its 3rd output, whatever it selected).
+    pub fn fully_answered(&self, output_count: u8) -> bool {
+        let count = usize::from(output_count);
+        count >= self.selected_executors.len() || count >= OUTPUTS_THAT_DELETE_A_JOB
     }
 }
 
@@ -141,8 +151,10 @@ pub struct Readiness {
     /// The operator chose to serve without slot limits (`EXECUTOR_ALLOW_UNLIMITED_SLOTS`).
     pub unlimited_slots_allowed: bool,
     pub workerd_found: bool,
-    /// registered, chain connected, workerd found, and slot limits enforced (or explicitly
-    /// waived).
+    /// The chain has not refused our enclave key (`AttestationAutherKeyNotVerified`).
+    pub enclave_verified: bool,
+    /// registered, chain connected, workerd found, the enclave key not refused, and slot limits
+    /// enforced (or explicitly waived).
     pub ready: bool,
 }
 
@@ -158,6 +170,9 @@ impl Readiness {
         }
         if !self.workerd_found {
             why.push("the workerd binary is missing or not executable");
+        }
+        if !self.enclave_verified {
+            why.push("the chain refuses our enclave key (AttestationAutherKeyNotVerified)");
         }
         if !self.cgroups_enforced && !self.unlimited_slots_allowed {
             why.push(
@@ -334,6 +349,25 @@ mod tests {
             exec_start_time: 100,
         };
         assert_eq!(job.window_end_ms(20), 100_000 + 1500 + 20_000);
+    }
+
+    #[test]
+    fn a_job_is_fully_answered_by_all_its_executors_or_by_three() {
+        let mut job = Job {
+            id: U256::zero(),
+            env: 1,
+            owner: Address::zero(),
+            codehash: H256::zero(),
+            code_inputs: vec![],
+            deadline_ms: 1,
+            selected_executors: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
+            exec_start_time: 0,
+        };
+        assert!(!job.fully_answered(1));
+        assert!(job.fully_answered(2));
+        job.selected_executors = (1..=5).map(Address::repeat_byte).collect();
+        assert!(!job.fully_answered(2));
+        assert!(job.fully_answered(3), "deleted at the 3rd output");
     }
 
     #[test]

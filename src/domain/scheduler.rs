@@ -149,6 +149,11 @@ impl Executor {
                 self.abandon(&job, "the window closed while the job waited for a slot");
                 continue;
             }
+            if let Some(refusal) = self.enclave_refusal() {
+                let reason = format!("not run: the chain refuses this enclave key ({refusal})");
+                self.abandon(&job, &reason);
+                continue;
+            }
             let executor = self.clone();
             // The span names the job in the adapters' events (e.g. their stage marks).
             let span = tracing::info_span!(target: "job_stage", "job", job = %job.id);

@@ -159,6 +159,15 @@ pub fn counting_metrics() -> super::dal::MockMetrics {
             .insert("ready".into(), u64::from(readiness.ready));
     });
     let c = counts.clone();
+    metrics.expect_enclave_refused().returning(move |refused| {
+        let mut counts = c.lock().unwrap();
+        if refused {
+            counts.insert("enclave_refused".into(), 1);
+        } else {
+            counts.remove("enclave_refused");
+        }
+    });
+    let c = counts.clone();
     metrics.expect_set_load().returning(move |load| {
         c.lock()
             .unwrap()
@@ -187,6 +196,15 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
     metrics.job_finished(JobEnd::Confirmed, Some(ErrorCode::Ok), 2_500);
     metrics.job_finished(JobEnd::Abandoned, None, 90_000);
     metrics.sandbox_oom_kill();
+    let unrefused = metrics.render();
+    metrics.enclave_refused(true);
+    assert_ne!(unrefused, metrics.render(), "a refused enclave shows");
+    metrics.enclave_refused(false);
+    assert_eq!(
+        unrefused,
+        metrics.render(),
+        "and stops showing once cleared"
+    );
     metrics.set_load(Load {
         slots_busy: 1,
         slots_total: 4,
@@ -214,6 +232,7 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
         cgroups_enforced: ready,
         unlimited_slots_allowed: false,
         workerd_found: ready,
+        enclave_verified: ready,
         ready,
     };
     metrics.set_readiness(readiness(false));

@@ -795,6 +795,174 @@ async fn the_status_report_shows_a_small_page_of_jobs_and_the_last_probe() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refusals_of_the_published_jobs_end_the_job_and_keep_a_landed_output_confirmed() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    // Panic(0x32): no such job; one attempt, abandoned with the reason.
+    let unknown = job_now(1, vec![me], b"x");
+    *h.chain.submit_answers.lock().unwrap() = vec![reverted(Revert::UnknownJob)];
+    h.executor
+        .submit_output(&unknown, outcome.clone())
+        .await
+        .unwrap();
+    let record = h.store.job(unknown.id).unwrap().unwrap();
+    assert!(
+        matches!(&record.state, JobState::Abandoned { reason } if reason.contains("no job with this id")),
+        "{:?}",
+        record.state
+    );
+    assert_eq!(h.chain.outputs.lock().unwrap().len(), 1);
+
+    // JobsExecutionTimeOver inside the window: the job was deleted at its 3rd output. Nothing
+    // is left to do; our JobResponded, read afterwards, makes it confirmed.
+    let deleted = job_now(
+        2,
+        vec![me, Address::repeat_byte(2), Address::repeat_byte(3)],
+        b"x",
+    );
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(deleted.clone())))
+        .unwrap();
+    *h.chain.submit_answers.lock().unwrap() = vec![reverted(Revert::ExecutionTimeOver)];
+    h.executor
+        .submit_output(&deleted, outcome.clone())
+        .await
+        .unwrap();
+    let record = h.store.job(deleted.id).unwrap().unwrap();
+    assert!(
+        matches!(&record.state, JobState::Abandoned { reason } if reason.contains("fully answered")),
+        "{:?}",
+        record.state
+    );
+    assert_eq!(h.chain.outputs.lock().unwrap().len(), 2, "not retried");
+    for (block, executor, count) in [
+        (3, me, 1),
+        (4, Address::repeat_byte(2), 2),
+        (5, Address::repeat_byte(3), 3),
+    ] {
+        h.executor
+            .on_chain_event(log(
+                block,
+                ChainEvent::JobResponded {
+                    job_id: deleted.id,
+                    executor,
+                    output_count: count,
+                },
+            ))
+            .unwrap();
+    }
+    let record = h.store.job(deleted.id).unwrap().unwrap();
+    assert_eq!(record.state.name(), "confirmed");
+    assert!(record.settled, "fully answered: nothing to settle");
+
+    settle_all(&h).await;
+    assert!(
+        h.chain.slashes.lock().unwrap().is_empty(),
+        "{:?}",
+        h.chain.slashes
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_enclave_key_the_chain_refuses_stops_job_taking_until_registered_again() {
+    let h = harness();
+    registered(&h);
+    let me = enclave();
+    assert_eq!(h.executor.enclave_refusal(), None);
+    *h.chain.submit_answers.lock().unwrap() = vec![reverted(Revert::EnclaveNotVerified)];
+    h.executor
+        .on_chain_event(log(
+            2,
+            ChainEvent::JobCreated(job_now(1, vec![me], b"first")),
+        ))
+        .unwrap();
+    settle_all(&h).await;
+    assert_eq!(h.chain.outputs.lock().unwrap().len(), 1);
+    let refusal = h.executor.enclave_refusal().expect("the refusal is kept");
+    assert!(
+        refusal.contains("AttestationAutherKeyNotVerified"),
+        "{refusal}"
+    );
+    let readiness = h.executor.readiness().unwrap();
+    assert!(!readiness.enclave_verified && !readiness.ready);
+    assert!(h.executor.metrics_text().contains("enclave_refused 1"));
+
+    // The next job that selects us is refused without running, and says why.
+    h.executor
+        .on_chain_event(log(
+            3,
+            ChainEvent::JobCreated(job_now(2, vec![me], b"second")),
+        ))
+        .unwrap();
+    settle_all(&h).await;
+    assert_eq!(
+        h.chain.outputs.lock().unwrap().len(),
+        1,
+        "not run, not sent"
+    );
+    let record = h.store.job(U256::from(2)).unwrap().unwrap();
+    assert!(
+        matches!(&record.state, JobState::Abandoned { reason } if reason.contains("refuses this enclave key")),
+        "{:?}",
+        record.state
+    );
+
+    // Registered again (a fresh attestation): jobs are taken again.
+    h.executor
+        .on_chain_event(log(
+            4,
+            ChainEvent::ExecutorRegistered {
+                enclave: me,
+                owner: Address::repeat_byte(0x0e),
+                job_capacity: U256::from(2),
+                env: 1,
+            },
+        ))
+        .unwrap();
+    assert_eq!(h.executor.enclave_refusal(), None);
+    assert!(!h.executor.metrics_text().contains("enclave_refused"));
+    let mut third = job_now(3, vec![me], b"third");
+    third.exec_start_time = h.executor.ports().clock.now_ms() / 1000;
+    h.executor
+        .on_chain_event(log(5, ChainEvent::JobCreated(third)))
+        .unwrap();
+    settle_all(&h).await;
+    assert_eq!(
+        h.store.job(U256::from(3)).unwrap().unwrap().state.name(),
+        "confirmed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_settlement_the_chain_refuses_for_good_is_never_sent_again() {
+    let h = harness();
+    registered(&h);
+    let other = Address::repeat_byte(0x99);
+    *h.chain.slash_answers.lock().unwrap() = vec![reverted(Revert::UnknownJob)];
+    h.executor
+        .on_chain_event(log(
+            2,
+            ChainEvent::JobCreated(job_now(8, vec![other], b"x")),
+        ))
+        .unwrap();
+    settle_all(&h).await;
+    assert_eq!(*h.chain.slashes.lock().unwrap(), vec![U256::from(8)]);
+    let record = h.store.job(U256::from(8)).unwrap().unwrap();
+    assert!(record.settled, "journalled as settled");
+    // A restart does not put it back on the settlement timetable.
+    let report = h.executor.recover().unwrap();
+    assert_eq!(report.settling, 0);
+    settle_all(&h).await;
+    assert_eq!(h.chain.slashes.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_settlement_refused_because_already_settled_is_final() {
     let h = harness();
     registered(&h);

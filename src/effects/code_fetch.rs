@@ -1,6 +1,7 @@
-//! Job code from the chain: a job's `codehash` is the hash of a `saveCodeInCallData(string)`
-//! transaction to the UserCode contract, and the code is that string. Fetched with
-//! `eth_getTransactionByHash` over HTTP and kept in an LRU cache by codehash.
+//! Job code from the chain: a job's `codehash` is the hash of a `saveCodeInCallData` transaction
+//! to the UserCode contract — current `(string,bytes)` or legacy `(string)` — and the code is its
+//! first, string argument. Fetched with `eth_getTransactionByHash` over HTTP and kept in an LRU
+//! cache by codehash.
 //!
 //! Only answers that can never change are cached: a source, a transaction to another contract,
 //! bad calldata (a transaction's content is fixed by its hash). "Not found" is not cached (the
@@ -19,9 +20,11 @@ use lru::LruCache;
 use crate::config::ChainConfig;
 use crate::domain::dal::{CodeFetchError, CodeSource};
 
-/// The selector of `saveCodeInCallData(string)` (kept here: effects do not import each other;
-/// `effects::chain::bindings` checks it against the generated binding).
-pub const SAVE_CODE_SELECTOR: [u8; 4] = [0xff, 0x7c, 0xda, 0xf3];
+/// The selector of the current `saveCodeInCallData(string,bytes)` (kept here: effects do not
+/// import each other; `effects::chain::bindings` checks both against the generated binding).
+pub const SAVE_CODE_SELECTOR: [u8; 4] = [0x1a, 0xe5, 0x3f, 0xea];
+/// The selector of the legacy `saveCodeInCallData(string)`.
+pub const LEGACY_SAVE_CODE_SELECTOR: [u8; 4] = [0xff, 0x7c, 0xda, 0xf3];
 
 /// The longest `eth_getTransactionByHash` may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,25 +74,39 @@ impl UserCodeSource {
     }
 }
 
-/// The JavaScript source in `saveCodeInCallData(string)` calldata.
+/// The JavaScript source in `saveCodeInCallData(string,bytes)` or `saveCodeInCallData(string)`
+/// calldata: the first argument; the metadata of the current form is decoded (so calldata that
+/// does not decode is refused) and ignored.
 pub fn decode_save_code(calldata: &[u8]) -> Result<String, CodeFetchError> {
-    let Some(arguments) = calldata.strip_prefix(&SAVE_CODE_SELECTOR[..]) else {
-        return Err(CodeFetchError::BadCalldata(match calldata.get(..4) {
-            Some(selector) => format!(
-                "selector 0x{} is not saveCodeInCallData(string) (0x{})",
-                hex::encode(selector),
-                hex::encode(SAVE_CODE_SELECTOR)
-            ),
-            None => format!(
-                "{} bytes of calldata is shorter than a selector",
-                calldata.len()
-            ),
-        }));
-    };
     // `string` and `bytes` share one encoding; decoding as bytes keeps the UTF-8 check ours
     // (ethabi would replace invalid sequences silently).
-    let tokens = ethers::abi::decode(&[ParamType::Bytes], arguments)
-        .map_err(|e| CodeFetchError::BadCalldata(format!("not an ABI-encoded (string): {e}")))?;
+    let (arguments, types, form) = match calldata.get(..4) {
+        Some(s) if s == SAVE_CODE_SELECTOR => (
+            &calldata[4..],
+            &[ParamType::Bytes, ParamType::Bytes][..],
+            "(string,bytes)",
+        ),
+        Some(s) if s == LEGACY_SAVE_CODE_SELECTOR => {
+            (&calldata[4..], &[ParamType::Bytes][..], "(string)")
+        }
+        Some(selector) => {
+            return Err(CodeFetchError::BadCalldata(format!(
+                "selector 0x{} is neither saveCodeInCallData(string,bytes) (0x{}) nor \
+                 saveCodeInCallData(string) (0x{})",
+                hex::encode(selector),
+                hex::encode(SAVE_CODE_SELECTOR),
+                hex::encode(LEGACY_SAVE_CODE_SELECTOR)
+            )))
+        }
+        None => {
+            return Err(CodeFetchError::BadCalldata(format!(
+                "{} bytes of calldata is shorter than a selector",
+                calldata.len()
+            )))
+        }
+    };
+    let tokens = ethers::abi::decode(types, arguments)
+        .map_err(|e| CodeFetchError::BadCalldata(format!("not an ABI-encoded {form}: {e}")))?;
     let bytes = tokens
         .into_iter()
         .next()
@@ -135,15 +152,45 @@ mod tests {
         data
     }
 
-    #[test]
-    fn decodes_a_save_code_call() {
-        let data = calldata(
+    fn current(code: &str, metadata: Vec<u8>) -> Vec<u8> {
+        calldata(
             SAVE_CODE_SELECTOR,
+            encode(&[Token::String(code.into()), Token::Bytes(metadata)]),
+        )
+    }
+
+    #[test]
+    fn selectors_are_the_two_forms() {
+        assert_eq!(
+            SAVE_CODE_SELECTOR[..],
+            ethers::utils::id("saveCodeInCallData(string,bytes)")[..]
+        );
+        assert_eq!(
+            LEGACY_SAVE_CODE_SELECTOR[..],
+            ethers::utils::id("saveCodeInCallData(string)")[..]
+        );
+    }
+
+    #[test]
+    fn decodes_both_forms() {
+        let legacy = calldata(
+            LEGACY_SAVE_CODE_SELECTOR,
             encode(&[Token::String("export default {}".into())]),
         );
-        assert_eq!(decode_save_code(&data).unwrap(), "export default {}");
-        let empty = calldata(SAVE_CODE_SELECTOR, encode(&[Token::String(String::new())]));
+        assert_eq!(decode_save_code(&legacy).unwrap(), "export default {}");
+        let empty = calldata(
+            LEGACY_SAVE_CODE_SELECTOR,
+            encode(&[Token::String(String::new())]),
+        );
         assert_eq!(decode_save_code(&empty).unwrap(), "");
+        assert_eq!(
+            decode_save_code(&current("export default {}", vec![])).unwrap(),
+            "export default {}"
+        );
+        // Long metadata (many words, after the code in the tail) does not leak into the code.
+        let metadata: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let code = "export default { fetch() { return new Response('m') } }";
+        assert_eq!(decode_save_code(&current(code, metadata)).unwrap(), code);
     }
 
     #[test]
@@ -157,14 +204,30 @@ mod tests {
             decode_save_code(&[0xff, 0x7c]),
             Err(CodeFetchError::BadCalldata(_))
         ));
-        let junk = calldata(SAVE_CODE_SELECTOR, vec![0xab; 10]);
+        for selector in [SAVE_CODE_SELECTOR, LEGACY_SAVE_CODE_SELECTOR] {
+            let junk = calldata(selector, vec![0xab; 10]);
+            assert!(matches!(
+                decode_save_code(&junk),
+                Err(CodeFetchError::BadCalldata(_))
+            ));
+        }
+        // The current selector with only the legacy arguments: the metadata is missing.
+        let short = calldata(SAVE_CODE_SELECTOR, encode(&[Token::String("x".into())]));
         assert!(matches!(
-            decode_save_code(&junk),
-            Err(CodeFetchError::BadCalldata(_))
+            decode_save_code(&short),
+            Err(CodeFetchError::BadCalldata(m)) if m.contains("(string,bytes)")
+        ));
+        let bad_utf8 = calldata(
+            LEGACY_SAVE_CODE_SELECTOR,
+            encode(&[Token::Bytes(vec![0xff, 0xfe])]),
+        );
+        assert!(matches!(
+            decode_save_code(&bad_utf8),
+            Err(CodeFetchError::BadCalldata(m)) if m.contains("UTF-8")
         ));
         let bad_utf8 = calldata(
             SAVE_CODE_SELECTOR,
-            encode(&[Token::Bytes(vec![0xff, 0xfe])]),
+            encode(&[Token::Bytes(vec![0xff, 0xfe]), Token::Bytes(vec![])]),
         );
         assert!(matches!(
             decode_save_code(&bad_utf8),

@@ -40,6 +40,7 @@ pub struct PromMetrics {
     gas_nonce: IntGauge,
     gas_pending_nonce: IntGauge,
     chain_up: IntGauge,
+    enclave_refused: IntGauge,
 }
 
 /// What the composition root's periodic probe learned about the chain; None: not known this
@@ -174,6 +175,10 @@ impl PromMetrics {
                 "chain_up",
                 "1 when the RPC node answered the last probe"
             )?),
+            enclave_refused: register!(IntGauge::new(
+                "enclave_refused",
+                "1 when the chain refused an output because our enclave key is not (or no longer) verified: no jobs are taken"
+            )?),
             registry,
         };
         // Every known label value starts at 0, so that `increase()` sees the first event.
@@ -248,6 +253,10 @@ impl Metrics for PromMetrics {
 
     fn enclave_slashed(&self) {
         self.slashed.inc();
+    }
+
+    fn enclave_refused(&self, refused: bool) {
+        self.enclave_refused.set(i64::from(refused));
     }
 
     fn set_load(&self, load: Load) {

@@ -24,6 +24,9 @@ pub fn health(executor: &Executor) -> Result<Value, ApiError> {
         "unlimited_slots_allowed": readiness.unlimited_slots_allowed,
         "not_ready_because": readiness.reasons(),
         "workerd_found": readiness.workerd_found,
+        "enclave_verified": readiness.enclave_verified,
+        // Set when the chain refuses our enclave key: the operator's next step.
+        "enclave_refusal": executor.enclave_refusal(),
         "chain_status": format!("{:?}", executor.chain_status()?).to_lowercase(),
         "slots_busy": busy,
         "slots_total": total,

@@ -244,6 +244,7 @@ mod tests {
                 cgroups_enforced: false,
                 unlimited_slots_allowed: false,
                 workerd_found: true,
+                enclave_verified: true,
                 ready: false,
             },
             chain_status: ChainStatus::Serving,

@@ -8,7 +8,7 @@ use ethers::providers::{Http, Middleware, Provider};
 use ethers::types::{Address, BlockNumber, H256, U256};
 use serverless_executor::client::anvil::Anvil;
 use serverless_executor::client::deploy::{deploy_dev_contracts, DeployParams, Deployment};
-use serverless_executor::client::jobs::{self, CreatedJob, ExecutorRegistration};
+use serverless_executor::client::jobs::{self, AttestationProof, CreatedJob, ExecutorRegistration};
 use serverless_executor::config::ChainConfig;
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::{output_digest, registration_digest};
@@ -112,13 +112,13 @@ impl Devnet {
             self.anvil.key(owner),
             self.deployment.executors,
             &ExecutorRegistration {
-                enclave_public_key: enclave.public_key(),
                 job_capacity,
                 sign_timestamp,
                 signature: signature.to_vec(),
                 env: EXECUTOR_ENV,
-                stake_amount: U256::zero(),
+                stake_amount: U256::from(self.params.min_stake),
             },
+            &AttestationProof::dev(enclave.public_key()),
         )
         .await
         .expect("registerExecutor");

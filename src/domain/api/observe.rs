@@ -30,6 +30,7 @@ impl Executor {
                     cgroups_enforced: self.ports.slots.enforced(),
                     unlimited_slots_allowed: self.settings.allow_unlimited_slots,
                     workerd_found: false,
+                    enclave_verified: self.enclave_refusal().is_none(),
                     ready: false,
                 });
             }
@@ -66,15 +67,18 @@ impl Executor {
         let workerd_found = probe.is_some_and(|p| p.workerd_found);
         let cgroups_enforced = self.ports.slots.enforced();
         let unlimited_slots_allowed = self.settings.allow_unlimited_slots;
+        let enclave_verified = self.enclave_refusal().is_none();
         Ok(Readiness {
             registered,
             chain_connected,
             cgroups_enforced,
             unlimited_slots_allowed,
             workerd_found,
+            enclave_verified,
             ready: registered
                 && chain_connected
                 && workerd_found
+                && enclave_verified
                 && (cgroups_enforced || unlimited_slots_allowed),
         })
     }

@@ -30,6 +30,7 @@ impl Executor {
                 } else if Some(owner) == store.owner()? {
                     tracing::info!(owner = ?owner, "enclave registered on chain; serving jobs");
                     store.set_chain_status(ChainStatus::Serving)?;
+                    self.clear_enclave_refusal();
                 } else {
                     tracing::warn!(owner = ?owner, "enclave registered by an unexpected owner; ignored");
                 }
@@ -66,7 +67,7 @@ impl Executor {
                 let mut ended = None;
                 self.update_job(job_id, |record| {
                     record.output_count = record.output_count.max(output_count);
-                    if usize::from(record.output_count) >= record.job.selected_executors.len() {
+                    if record.job.fully_answered(record.output_count) {
                         record.settled = true;
                     }
                     if executor == me && !matches!(record.state, JobState::Confirmed { .. }) {
@@ -149,16 +150,23 @@ impl Executor {
             return Ok(()); // delivered again by a backfill
         }
         let selected = job.selects(self.ports.signer.address());
+        let refusal = self.enclave_refusal().filter(|_| selected);
         // Selected while shutting down: journalled as queued, so the next start runs it.
-        let state = if selected {
-            JobState::Queued
-        } else {
-            JobState::Observed
+        let state = match (&refusal, selected) {
+            (Some(refusal), _) => JobState::Abandoned {
+                reason: format!("not run: the chain refuses this enclave key ({refusal})"),
+            },
+            (None, true) => JobState::Queued,
+            (None, false) => JobState::Observed,
         };
         self.ports
             .store
             .put_job(&JobRecord::new(job.clone(), state.clone()))?;
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
+        if let JobState::Abandoned { reason } = &state {
+            tracing::error!(job = %job.id, %reason, "selected job refused");
+            self.count_job_end(&job, &state);
+        }
         if state == JobState::Queued {
             // Stage marks (target `job_stage`, debug): the benchmark reads their timestamps.
             tracing::debug!(target: "job_stage", job = %job.id, stage = "seen");

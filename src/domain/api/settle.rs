@@ -1,5 +1,6 @@
 //! Timeout settlement: once a job's window is over and not every selected executor answered,
-//! send one `slashOnExecutionTimeout` (a refusal because someone else settled it is fine).
+//! send one `slashOnExecutionTimeout` (a refusal because someone else settled it is fine). A job
+//! the chain refuses to settle (unknown id, deleted) is journalled settled and never retried.
 
 use std::sync::Arc;
 
@@ -24,9 +25,7 @@ impl Executor {
                     return;
                 }
             };
-            if record.settled
-                || usize::from(record.output_count) >= record.job.selected_executors.len()
-            {
+            if record.settled || record.job.fully_answered(record.output_count) {
                 return;
             }
             if !record.slash_sent {
@@ -44,7 +43,7 @@ impl Executor {
                 Ok(TxOutcome::Reverted {
                     revert: Revert::InvalidJob,
                     ..
-                }) => "another party",
+                }) => "another party (or deleted at its 3rd output)",
                 Ok(TxOutcome::Reverted {
                     revert: Revert::DeadlineNotOver,
                     ..
@@ -55,7 +54,13 @@ impl Executor {
                     continue;
                 }
                 Ok(TxOutcome::Reverted { revert, .. }) => {
-                    tracing::warn!(job = %id, ?revert, "settlement refused");
+                    // Any other refusal is final (an unknown id, a key the chain refuses, …):
+                    // journal it so that neither this loop nor a restart sends it again.
+                    tracing::warn!(job = %id, ?revert, "settlement refused; not retried");
+                    let journalled = self.update_job(id, |record| record.settled = true);
+                    if let Err(e) = journalled {
+                        tracing::error!(job = %id, error = %e, "cannot journal the refused settlement");
+                    }
                     return;
                 }
                 Err(e) => {
@@ -68,7 +73,13 @@ impl Executor {
             let me = self.ports.signer.address();
             let journalled = self.update_job(id, |record| {
                 record.settled = true;
-                if record.job.selects(me) && !matches!(record.state, JobState::Confirmed { .. }) {
+                // An abandoned job keeps the reason it was given up for.
+                if record.job.selects(me)
+                    && !matches!(
+                        record.state,
+                        JobState::Confirmed { .. } | JobState::Abandoned { .. }
+                    )
+                {
                     record.state = JobState::Abandoned {
                         reason: format!("settled on timeout by {settled_by} without our output"),
                     };

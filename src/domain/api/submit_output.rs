@@ -120,6 +120,44 @@ impl Executor {
                     )?;
                 }
                 Ok(TxOutcome::Reverted {
+                    revert: Revert::ExecutionTimeOver,
+                    ..
+                }) => {
+                    // The published Jobs says this both when the window closed and when the job
+                    // was deleted at its 3rd output: either way nothing is left to do. If one of
+                    // our transactions is among the outputs, the follower confirms the job.
+                    let reason = if self.ports.clock.now_ms() < window_end {
+                        "nothing left to do: the job was fully answered and deleted on chain \
+                         (JobsExecutionTimeOver before its window closed)"
+                    } else {
+                        "nothing left to do: the job's window closed (JobsExecutionTimeOver)"
+                    };
+                    self.abandon(job, reason);
+                    return Ok(());
+                }
+                Ok(TxOutcome::Reverted {
+                    revert: Revert::UnknownJob,
+                    ..
+                }) => {
+                    self.abandon(job, "the chain has no job with this id (Panic 0x32)");
+                    return Ok(());
+                }
+                Ok(TxOutcome::Reverted {
+                    revert: Revert::EnclaveNotVerified,
+                    tx_hash,
+                }) => {
+                    self.refuse_enclave(&format!(
+                        "submitOutput of job {} refused with AttestationAutherKeyNotVerified \
+                         (tx {tx_hash:?})",
+                        job.id
+                    ));
+                    self.abandon(
+                        job,
+                        "the chain refuses this enclave key (AttestationAutherKeyNotVerified)",
+                    );
+                    return Ok(());
+                }
+                Ok(TxOutcome::Reverted {
                     revert: Revert::InvalidJob,
                     ..
                 }) => {

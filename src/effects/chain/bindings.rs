@@ -33,6 +33,11 @@ abigen!(
         error ExecutorsHasPendingJobs()
         error ExecutorsInvalidOwner()
         error ExecutorsUnsupportedEnv()
+        error AttestationAutherPubkeyLengthInvalid()
+        error AttestationAutherPCRsInvalid()
+        error AttestationAutherImageNotWhitelisted()
+        error AttestationAutherAttestationTooOld()
+        error AttestationAutherKeyNotVerified()
     ]"#
 );
 
@@ -61,12 +66,48 @@ abigen!(
 abigen!(
     UserCode,
     r#"[
+        function saveCodeInCallData(string inputData, bytes metadata)
         function saveCodeInCallData(string inputData)
+        event CodeCreated(address indexed owner, bytes metadata)
     ]"#
 );
 
-/// The selector of `saveCodeInCallData(string)`.
-pub const SAVE_CODE_SELECTOR: [u8; 4] = [0xff, 0x7c, 0xda, 0xf3];
+// The stake (POND) and fee (USDC) tokens, as far as the tooling uses them.
+abigen!(
+    Erc20,
+    r#"[
+        function approve(address spender, uint256 value) returns (bool)
+        function allowance(address owner, address spender) view returns (uint256)
+        function balanceOf(address account) view returns (uint256)
+        function symbol() view returns (string)
+        function decimals() view returns (uint8)
+        error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed)
+        error ERC20InsufficientAllowance(address spender, uint256 allowance, uint256 needed)
+    ]"#
+);
+
+// What deployments expose beyond the wire protocol and the tooling reads: the tokens, the stake
+// minimum and the job price (contracts/README.md).
+abigen!(
+    ExecutorsTokens,
+    r#"[
+        function TOKEN() view returns (address)
+        function MIN_STAKE_AMOUNT() view returns (uint256)
+    ]"#
+);
+
+abigen!(
+    JobsFees,
+    r#"[
+        function USDC_TOKEN() view returns (address)
+        function executionEnv(uint8 env) view returns (uint256 executionFeePerMs, uint256 stakingRewardPerMs)
+    ]"#
+);
+
+/// The selector of the current `saveCodeInCallData(string,bytes)`.
+pub const SAVE_CODE_SELECTOR: [u8; 4] = [0x1a, 0xe5, 0x3f, 0xea];
+/// The selector of the legacy `saveCodeInCallData(string)`.
+pub const LEGACY_SAVE_CODE_SELECTOR: [u8; 4] = [0xff, 0x7c, 0xda, 0xf3];
 /// The selector of `submitOutput(bytes,uint256,bytes,uint256,uint8,uint256)`.
 pub const SUBMIT_OUTPUT_SELECTOR: [u8; 4] = [0x4a, 0xf5, 0x0f, 0xc8];
 /// The selector of `slashOnExecutionTimeout(uint256)`.
@@ -80,10 +121,21 @@ mod tests {
 
     #[test]
     fn selectors_are_the_protocols() {
-        assert_eq!(SaveCodeInCallDataCall::selector(), SAVE_CODE_SELECTOR);
+        assert_eq!(
+            SaveCodeInCallDataWithMetadataCall::selector(),
+            SAVE_CODE_SELECTOR
+        );
+        assert_eq!(
+            SaveCodeInCallDataCall::selector(),
+            LEGACY_SAVE_CODE_SELECTOR
+        );
         assert_eq!(
             crate::effects::code_fetch::SAVE_CODE_SELECTOR,
             SAVE_CODE_SELECTOR
+        );
+        assert_eq!(
+            crate::effects::code_fetch::LEGACY_SAVE_CODE_SELECTOR,
+            LEGACY_SAVE_CODE_SELECTOR
         );
         assert_eq!(SubmitOutputCall::selector(), SUBMIT_OUTPUT_SELECTOR);
         assert_eq!(SlashOnExecutionTimeoutCall::selector(), SLASH_SELECTOR);

@@ -1,30 +1,90 @@
 //! Turning the chain's refusals into the protocol's words: revert data (a custom error's 4-byte
 //! selector, `Error(string)`, `Panic(uint256)`) → `Revert`, and telling a revert apart from RPC
-//! trouble in a provider error.
+//! trouble in a provider error. Covers what Marlin's published contracts raise beyond the wire
+//! protocol: `Panic(0x32)` for a job id never created, `AttestationAutherKeyNotVerified`, and the
+//! attestation, ECDSA and ERC20 errors by name.
 
-use ethers::abi::AbiDecode;
+use ethers::abi::{AbiDecode, ParamType, Token};
 use ethers::contract::EthError;
 use ethers::providers::{ProviderError, RpcError};
 
 use super::bindings::{
-    JobsDeadlineNotOver, JobsExecutionTimeOver, JobsExecutorAlreadySubmittedOutput, JobsInvalidJob,
-    JobsNotSelectedExecutor, JobsSignatureTooOld,
+    AttestationAutherKeyNotVerified, JobsDeadlineNotOver, JobsExecutionTimeOver,
+    JobsExecutorAlreadySubmittedOutput, JobsInvalidJob, JobsNotSelectedExecutor,
+    JobsSignatureTooOld,
 };
 use crate::domain::dal::Revert;
 
-/// The protocol's other custom errors: reported by name.
-const OTHER_PROTOCOL_ERRORS: &[&str] = &[
-    "JobsUnavailableResources()",
-    "ExecutorsSignatureTooOld()",
-    "ExecutorsInvalidSigner()",
-    "ExecutorsExecutorAlreadyExists()",
-    "ExecutorsAlreadyDraining()",
-    "ExecutorsAlreadyRevived()",
-    "ExecutorsNotDraining()",
-    "ExecutorsHasPendingJobs()",
-    "ExecutorsInvalidOwner()",
-    "ExecutorsUnsupportedEnv()",
+/// Other refusals a deployment of the published contracts gives, reported by name (with their
+/// arguments): the protocol's other custom errors, the attestation checks of registration,
+/// OpenZeppelin's ECDSA errors and the tokens' ERC20 errors.
+const NAMED_ERRORS: &[(&str, &[ParamType])] = &[
+    ("JobsUnavailableResources()", &[]),
+    ("ExecutorsSignatureTooOld()", &[]),
+    ("ExecutorsInvalidSigner()", &[]),
+    ("ExecutorsExecutorAlreadyExists()", &[]),
+    ("ExecutorsAlreadyDraining()", &[]),
+    ("ExecutorsAlreadyRevived()", &[]),
+    ("ExecutorsNotDraining()", &[]),
+    ("ExecutorsHasPendingJobs()", &[]),
+    ("ExecutorsInvalidOwner()", &[]),
+    ("ExecutorsUnsupportedEnv()", &[]),
+    ("AttestationAutherPubkeyLengthInvalid()", &[]),
+    ("AttestationAutherPCRsInvalid()", &[]),
+    ("AttestationAutherImageNotWhitelisted()", &[]),
+    ("AttestationAutherAttestationTooOld()", &[]),
+    ("ECDSAInvalidSignature()", &[]),
+    (
+        "ECDSAInvalidSignatureLength(uint256)",
+        &[ParamType::Uint(256)],
+    ),
+    (
+        "ECDSAInvalidSignatureS(bytes32)",
+        &[ParamType::FixedBytes(32)],
+    ),
+    (
+        "ERC20InsufficientBalance(address,uint256,uint256)",
+        &[
+            ParamType::Address,
+            ParamType::Uint(256),
+            ParamType::Uint(256),
+        ],
+    ),
+    (
+        "ERC20InsufficientAllowance(address,uint256,uint256)",
+        &[
+            ParamType::Address,
+            ParamType::Uint(256),
+            ParamType::Uint(256),
+        ],
+    ),
+    ("ERC20InvalidSender(address)", &[ParamType::Address]),
+    ("ERC20InvalidReceiver(address)", &[ParamType::Address]),
+    ("ERC20InvalidApprover(address)", &[ParamType::Address]),
+    ("ERC20InvalidSpender(address)", &[ParamType::Address]),
 ];
+
+/// `Panic(0x32)`: an array index out of bounds — on the published Jobs, a job id never created.
+const PANIC_ARRAY_INDEX: u64 = 0x32;
+
+/// `Name(arg, …)` for a named error, or None when the arguments do not decode.
+fn describe_named(signature: &str, types: &[ParamType], arguments: &[u8]) -> Option<String> {
+    let name = &signature[..signature.find('(')?];
+    if types.is_empty() {
+        return Some(name.to_string());
+    }
+    let tokens = ethers::abi::decode(types, arguments).ok()?;
+    let arguments: Vec<String> = tokens
+        .into_iter()
+        .map(|token| match token {
+            Token::Address(a) => format!("{a:?}"),
+            Token::Uint(n) => n.to_string(),
+            Token::FixedBytes(b) => format!("0x{}", hex::encode(b)),
+            other => other.to_string(),
+        })
+        .collect();
+    Some(format!("{name}({})", arguments.join(", ")))
+}
 
 /// The protocol meaning of revert data returned by a node.
 pub fn decode_revert(data: &[u8]) -> Revert {
@@ -49,15 +109,20 @@ pub fn decode_revert(data: &[u8]) -> Revert {
         ),
         (JobsInvalidJob::selector(), Revert::InvalidJob),
         (JobsDeadlineNotOver::selector(), Revert::DeadlineNotOver),
+        (
+            AttestationAutherKeyNotVerified::selector(),
+            Revert::EnclaveNotVerified,
+        ),
     ];
     if let Some((_, revert)) = known.into_iter().find(|(s, _)| *s == selector) {
         return revert;
     }
-    if let Some(name) = OTHER_PROTOCOL_ERRORS
+    if let Some(named) = NAMED_ERRORS
         .iter()
-        .find(|signature| ethers::utils::id(signature) == selector)
+        .filter(|(signature, _)| ethers::utils::id(signature) == selector)
+        .find_map(|(signature, types)| describe_named(signature, types, &data[4..]))
     {
-        return Revert::Other(name.trim_end_matches("()").to_string());
+        return Revert::Other(named);
     }
     // Error(string)
     if selector == [0x08, 0xc3, 0x79, 0xa0] {
@@ -68,6 +133,9 @@ pub fn decode_revert(data: &[u8]) -> Revert {
     // Panic(uint256)
     if selector == [0x4e, 0x48, 0x7b, 0x71] {
         if let Ok(code) = ethers::types::U256::decode(&data[4..]) {
+            if code == PANIC_ARRAY_INDEX.into() {
+                return Revert::UnknownJob;
+            }
             return Revert::Other(format!("panic 0x{code:x}"));
         }
     }
@@ -102,6 +170,10 @@ mod tests {
             ),
             ("JobsInvalidJob()", Revert::InvalidJob),
             ("JobsDeadlineNotOver()", Revert::DeadlineNotOver),
+            (
+                "AttestationAutherKeyNotVerified()",
+                Revert::EnclaveNotVerified,
+            ),
         ];
         for (signature, revert) in cases {
             let selector = &ethers::utils::id(signature)[..];
@@ -110,6 +182,10 @@ mod tests {
         assert_eq!(
             decode_revert(&ethers::utils::id("JobsUnavailableResources()")),
             Revert::Other("JobsUnavailableResources".into())
+        );
+        assert_eq!(
+            decode_revert(&ethers::utils::id("AttestationAutherImageNotWhitelisted()")),
+            Revert::Other("AttestationAutherImageNotWhitelisted".into())
         );
         assert_eq!(
             decode_revert(&[0xde, 0xad, 0xbe, 0xef, 0]),
@@ -125,10 +201,45 @@ mod tests {
         let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
         data.extend(ethers::types::U256::from(0x11).encode());
         assert_eq!(decode_revert(&data), Revert::Other("panic 0x11".into()));
+        let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
+        data.extend(ethers::types::U256::from(0x32).encode());
+        assert_eq!(decode_revert(&data), Revert::UnknownJob);
         assert_eq!(decode_revert(&[1, 2]), Revert::Other("0x0102".into()));
         assert_eq!(
             decode_revert(&[]),
             Revert::Other("reverted without data".into())
+        );
+    }
+
+    #[test]
+    fn token_and_signature_errors_are_named_with_their_arguments() {
+        let spender = ethers::types::Address::repeat_byte(0x11);
+        let mut data =
+            ethers::utils::id("ERC20InsufficientAllowance(address,uint256,uint256)").to_vec();
+        data.extend(ethers::abi::encode(&[
+            Token::Address(spender),
+            Token::Uint(0.into()),
+            Token::Uint(5000.into()),
+        ]));
+        assert_eq!(
+            decode_revert(&data),
+            Revert::Other(format!("ERC20InsufficientAllowance({spender:?}, 0, 5000)"))
+        );
+        assert_eq!(
+            decode_revert(&ethers::utils::id("ECDSAInvalidSignature()")),
+            Revert::Other("ECDSAInvalidSignature".into())
+        );
+        let mut data = ethers::utils::id("ECDSAInvalidSignatureS(bytes32)").to_vec();
+        data.extend([0xee; 32]);
+        assert_eq!(
+            decode_revert(&data),
+            Revert::Other(format!("ECDSAInvalidSignatureS(0x{})", "ee".repeat(32)))
+        );
+        // Arguments that do not decode: the raw data, never a wrong name.
+        let short = ethers::utils::id("ERC20InsufficientBalance(address,uint256,uint256)");
+        assert_eq!(
+            decode_revert(&short),
+            Revert::Other(format!("0x{}", hex::encode(short)))
         );
     }
 }
