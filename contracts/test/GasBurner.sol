@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+interface IJobsCreate {
+    function createJob(uint8 env, bytes32 codehash, bytes calldata codeInputs, uint256 deadline)
+        external
+        returns (uint256 jobId);
+}
+
+/// @title GasBurner — a hostile job owner, for tests only.
+/// @notice Creates jobs (so it is their `jobOwner`) and, when the result callback runs inside a
+///         transaction that pays for gas (`tx.gasprice != 0`), loops until the callback runs out
+///         of gas. A gas estimate taken without fee fields (`gasprice` 0) sees a cheap callback.
+contract GasBurner {
+    /// @notice Callbacks that ran without burning (gas price 0: an estimate or an eth_call).
+    uint256 public cheapCallbacks;
+
+    function createJob(address jobs, uint8 env, bytes32 codehash, bytes calldata codeInputs, uint256 deadline)
+        external
+        returns (uint256)
+    {
+        return IJobsCreate(jobs).createJob(env, codehash, codeInputs, deadline);
+    }
+
+    function oysterResultCall(uint256, bytes calldata, uint8, uint256) external {
+        if (tx.gasprice == 0) {
+            cheapCallbacks += 1;
+            return;
+        }
+        uint256 spin;
+        while (gasleft() > 0) {
+            spin += 1;
+        }
+        cheapCallbacks = spin; // never reached
+    }
+
+    function oysterFailureCall(uint256, uint256) external {}
+}
