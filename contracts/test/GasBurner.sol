@@ -12,8 +12,8 @@ interface IJobsCreate {
 ///         transaction that pays for gas (`tx.gasprice != 0`), loops until the callback runs out
 ///         of gas. A gas estimate taken without fee fields (`gasprice` 0) sees a cheap callback.
 contract GasBurner {
-    /// @notice Callbacks that ran without burning (gas price 0: an estimate or an eth_call).
-    uint256 public cheapCallbacks;
+    /// @notice Set by a callback that ran out of its loop (never: the loop ends out of gas).
+    uint256 public spun;
 
     function createJob(address jobs, uint8 env, bytes32 codehash, bytes calldata codeInputs, uint256 deadline)
         external
@@ -23,15 +23,13 @@ contract GasBurner {
     }
 
     function oysterResultCall(uint256, bytes calldata, uint8, uint256) external {
-        if (tx.gasprice == 0) {
-            cheapCallbacks += 1;
-            return;
-        }
+        // Cheap (no storage write) when nobody pays for gas: an estimate without fee fields.
+        if (tx.gasprice == 0) return;
         uint256 spin;
         while (gasleft() > 0) {
             spin += 1;
         }
-        cheapCallbacks = spin; // never reached
+        spun = spin; // never reached
     }
 
     function oysterFailureCall(uint256, uint256) external {}
