@@ -64,7 +64,9 @@ pub async fn start(config: Config) -> Result<Running> {
     let slots = Arc::new(CgroupSlots::new(config.slots, &config.sandbox));
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
     prewarm(&sandbox, slots.as_ref()).await?;
-    let chain = Arc::new(TxSender::new(config.chain.clone())?);
+    let chain = Arc::new(
+        TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),
+    );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 
@@ -83,6 +85,8 @@ pub async fn start(config: Config) -> Result<Running> {
         job_capacity: Some(config.job_capacity),
         admin_signature_max_age_secs: config.admin.signature_max_age_secs,
         admin_allow_unsigned: config.admin.allow_unsigned,
+        max_output_gas: config.gas.max_output_gas,
+        denied_job_owners: config.gas.denied_job_owners.clone(),
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);

@@ -104,6 +104,18 @@ pub struct Config {
     pub chain: ChainConfig,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
+    pub gas: GasConfig,
+}
+
+/// What the executor is willing to pay for its transactions, and to whom it refuses service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GasConfig {
+    /// The highest gas limit of an output transaction.
+    pub max_output_gas: u64,
+    /// No fee field above this, in wei (None: no cap).
+    pub max_fee_per_gas: Option<ethers::types::U256>,
+    /// Job owners whose jobs are refused.
+    pub denied_job_owners: Vec<Address>,
 }
 
 /// The operator (admin) listener and how owner-signed configuration is checked.
@@ -248,6 +260,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "false",
         "accept unsigned /mutable-config once the owner is set (old tooling only)",
     ),
+    // Gas: what the executor pays, and for whom.
+    (
+        "MAX_OUTPUT_GAS",
+        "3000000",
+        "highest gas limit of an output transaction (room for a result callback that burns all it gets)",
+    ),
+    (
+        "MAX_FEE_PER_GAS_GWEI",
+        "200",
+        "highest fee per gas of any transaction, gwei (decimals allowed; empty: no cap); above it the executor waits",
+    ),
+    (
+        "DENIED_JOB_OWNERS",
+        "",
+        "comma-separated job owner addresses whose jobs are refused (not run; the chain slashes for them)",
+    ),
 ];
 
 /// The workerd binary that `tools/install.sh` installs, relative to the crate.
@@ -369,6 +397,14 @@ impl Config {
                 },
                 work_dir: sandbox_dir,
             },
+            gas: GasConfig {
+                max_output_gas: r.number("MAX_OUTPUT_GAS", 100_000, 1_000_000_000)?,
+                max_fee_per_gas: match r.text("MAX_FEE_PER_GAS_GWEI") {
+                    v if v.is_empty() => None,
+                    v => Some(r.gwei("MAX_FEE_PER_GAS_GWEI", &v)?),
+                },
+                denied_job_owners: r.addresses("DENIED_JOB_OWNERS")?,
+            },
             admin: AdminConfig {
                 listen_addr: r.parse("ADMIN_LISTEN_ADDR", "an IP address")?,
                 port: r.number("ADMIN_PORT", 0, u16::MAX)?,
@@ -442,6 +478,39 @@ impl Reader<'_> {
             "false" | "0" | "no" => Ok(false),
             v => Err(invalid(name, format!("'{v}' is not true or false"))),
         }
+    }
+
+    /// A positive amount of gwei (decimals allowed) in wei.
+    fn gwei(&self, name: &str, v: &str) -> Result<ethers::types::U256, ConfigError> {
+        let wei: ethers::types::U256 = ethers::utils::parse_units(v, "gwei")
+            .map_err(|_| invalid(name, format!("'{v}' is not an amount of gwei")))?
+            .into();
+        if wei.is_zero() {
+            return Err(invalid(name, "must be above 0"));
+        }
+        Ok(wei)
+    }
+
+    /// A comma-separated list of addresses (empty: none).
+    fn addresses(&self, name: &str) -> Result<Vec<Address>, ConfigError> {
+        self.text(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                Self::parse_address(part)
+                    .map_err(|reason| invalid(name, format!("'{part}': {reason}")))
+            })
+            .collect()
+    }
+
+    fn parse_address(v: &str) -> Result<Address, String> {
+        let digits = v.strip_prefix("0x").unwrap_or(v);
+        let bytes = hex::decode(digits).map_err(|_| "not a hex address".to_string())?;
+        if bytes.len() != 20 {
+            return Err(format!("an address has 20 bytes, this has {}", bytes.len()));
+        }
+        Ok(Address::from_slice(&bytes))
     }
 
     fn address(&self, name: &str) -> Result<Address, ConfigError> {

@@ -156,19 +156,44 @@ pub enum Revert {
     AlreadySubmittedOutput,
     InvalidJob,
     DeadlineNotOver,
+    /// The transaction used its whole gas limit (a job owner's callback can burn it).
+    OutOfGas {
+        gas_limit: u64,
+    },
     Other(String),
 }
 
 /// The end of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxOutcome {
-    Mined {
-        tx_hash: H256,
-    },
+    /// `gas_used` is what the gas account paid for (in gas units).
+    Mined { tx_hash: H256, gas_used: u64 },
+    /// Refused in the estimate (no hash, no gas) or mined with status 0.
     Reverted {
         tx_hash: Option<H256>,
         revert: Revert,
+        gas_used: u64,
     },
+}
+
+impl TxOutcome {
+    pub fn gas_used(&self) -> u64 {
+        match self {
+            Self::Mined { gas_used, .. } | Self::Reverted { gas_used, .. } => *gas_used,
+        }
+    }
+}
+
+/// How an output transaction may be sent: its gas limit bounds and when it stops mattering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputPlan {
+    /// The lowest gas limit to use (raised by the domain after an out-of-gas revert).
+    pub min_gas: u64,
+    /// The highest gas limit ever used (`EXECUTOR_MAX_OUTPUT_GAS`).
+    pub max_gas: u64,
+    /// Unix ms after which the chain refuses the output (the job's window end): a transaction
+    /// still unmined then is replaced by a self-transfer so its nonce does not block others.
+    pub until_ms: u64,
 }
 
 /// Hears the hash of each transaction `ChainWriter::submit_output` broadcasts.
@@ -194,11 +219,12 @@ pub trait ChainWriter: Send + Sync {
     /// Replaces the key that pays gas; returns its address.
     fn set_gas_key(&self, secret: [u8; 32]) -> Result<Address, ChainError>;
     fn gas_address(&self) -> Option<Address>;
-    /// Sends `submitOutput` and follows it to its end; `sent` hears each transaction hash as
-    /// it is broadcast (a replacement has a new one), before any receipt.
+    /// Sends `submitOutput` within `plan` and follows it to its end; `sent` hears each
+    /// transaction hash as it is broadcast (a replacement has a new one), before any receipt.
     async fn submit_output(
         &self,
         output: &SignedOutput,
+        plan: OutputPlan,
         sent: Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError>;
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError>;
@@ -243,6 +269,10 @@ pub trait Metrics: Send + Sync {
     fn job_finished(&self, end: JobEnd, error_code: Option<ErrorCode>, end_to_end_ms: u64);
     /// The kernel's OOM killer stopped a job in its slot.
     fn sandbox_oom_kill(&self);
+    /// A transaction of ours was mined (or reverted on chain) and cost `gas` gas units.
+    fn gas_spent(&self, gas: u64);
+    /// An output for a job of `job_owner` ran out of gas: its result callback burns gas.
+    fn gas_burner(&self, job_owner: Address);
     fn set_load(&self, load: Load);
     /// Every metric in the Prometheus text exposition format.
     fn render(&self) -> String;

@@ -37,6 +37,9 @@ pub struct Ports {
     pub metrics: Arc<dyn Metrics>,
 }
 
+/// The default of `EXECUTOR_MAX_OUTPUT_GAS`.
+pub const DEFAULT_MAX_OUTPUT_GAS: u64 = 3_000_000;
+
 /// Protocol constants of the deployment and the executor's own timing choices.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -56,6 +59,10 @@ pub struct Settings {
     pub admin_signature_max_age_secs: u64,
     /// Accept unsigned mutable-config changes once the owner is set (old tooling only).
     pub admin_allow_unsigned: bool,
+    /// The highest gas limit of an output transaction (`EXECUTOR_MAX_OUTPUT_GAS`).
+    pub max_output_gas: u64,
+    /// Job owners whose jobs are refused (`EXECUTOR_DENIED_JOB_OWNERS`).
+    pub denied_job_owners: Vec<ethers::types::Address>,
 }
 
 impl Default for Settings {
@@ -69,6 +76,8 @@ impl Default for Settings {
             job_capacity: None,
             admin_signature_max_age_secs: 300,
             admin_allow_unsigned: false,
+            max_output_gas: DEFAULT_MAX_OUTPUT_GAS,
+            denied_job_owners: Vec::new(),
         }
     }
 }

@@ -243,6 +243,10 @@ pub struct JobRecord {
     pub settled: bool,
     /// Whether this executor has already sent `slashOnExecutionTimeout` for it.
     pub slash_sent: bool,
+    /// Gas our transactions for this job cost so far (outputs, reverted ones included, and
+    /// the slash), in gas units. Journals written before it existed read as 0.
+    #[serde(default)]
+    pub gas_spent: u64,
 }
 
 impl JobRecord {
@@ -253,6 +257,7 @@ impl JobRecord {
             output_count: 0,
             settled: false,
             slash_sent: false,
+            gas_spent: 0,
         }
     }
 }

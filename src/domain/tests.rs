@@ -23,6 +23,8 @@ fn enclave() -> Address {
 #[derive(Clone, Default)]
 struct ChainScript {
     outputs: Arc<Mutex<Vec<SignedOutput>>>,
+    /// The plan each output was sent with.
+    plans: Arc<Mutex<Vec<OutputPlan>>>,
     slashes: Arc<Mutex<Vec<U256>>>,
     submit_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
     slash_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
@@ -33,6 +35,7 @@ struct ChainScript {
 fn mined() -> Result<TxOutcome, ChainError> {
     Ok(TxOutcome::Mined {
         tx_hash: H256::repeat_byte(1),
+        gas_used: 50_000,
     })
 }
 
@@ -40,6 +43,7 @@ fn reverted(revert: Revert) -> Result<TxOutcome, ChainError> {
     Ok(TxOutcome::Reverted {
         tx_hash: None,
         revert,
+        gas_used: 0,
     })
 }
 
@@ -55,20 +59,24 @@ impl ChainScript {
             .expect_gas_address()
             .return_const(Some(Address::repeat_byte(0x6a)));
         let (outputs, answers) = (self.outputs.clone(), self.submit_answers.clone());
+        let plans = self.plans.clone();
         let journal_when_sent = self.journal_when_sent.clone();
-        chain.expect_submit_output().returning(move |output, sent| {
-            outputs.lock().unwrap().push(output.clone());
-            sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
-            if let Ok(Some(record)) = store.job(output.job_id) {
-                journal_when_sent.lock().unwrap().push(record.state);
-            }
-            let mut answers = answers.lock().unwrap();
-            if answers.is_empty() {
-                mined()
-            } else {
-                answers.remove(0)
-            }
-        });
+        chain
+            .expect_submit_output()
+            .returning(move |output, plan, sent| {
+                outputs.lock().unwrap().push(output.clone());
+                plans.lock().unwrap().push(plan);
+                sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
+                if let Ok(Some(record)) = store.job(output.job_id) {
+                    journal_when_sent.lock().unwrap().push(record.state);
+                }
+                let mut answers = answers.lock().unwrap();
+                if answers.is_empty() {
+                    mined()
+                } else {
+                    answers.remove(0)
+                }
+            });
         let (slashes, answers) = (self.slashes.clone(), self.slash_answers.clone());
         chain
             .expect_slash_on_execution_timeout()

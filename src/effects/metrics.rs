@@ -21,6 +21,8 @@ pub struct PromMetrics {
     execution_seconds: Histogram,
     end_to_end_seconds: Histogram,
     oom_kills: IntCounter,
+    gas_spent: IntCounter,
+    gas_burners: IntCounterVec,
     slots_busy: IntGauge,
     slots_total: IntGauge,
     jobs_queued: IntGauge,
@@ -72,6 +74,17 @@ impl PromMetrics {
             oom_kills: register!(IntCounter::new(
                 "sandbox_oom_kills_total",
                 "Jobs killed by the kernel's OOM killer in their slot"
+            )?),
+            gas_spent: register!(IntCounter::new(
+                "gas_spent_total",
+                "Gas (units) our mined transactions cost: outputs, reverted ones included, and slashes"
+            )?),
+            gas_burners: register!(IntCounterVec::new(
+                Opts::new(
+                    "gas_burner_outputs_total",
+                    "Outputs that ran out of gas, by job owner (whose result callback burns gas)"
+                ),
+                &["job_owner"],
             )?),
             slots_busy: register!(IntGauge::new("slots_busy", "Job slots in use")?),
             slots_total: register!(IntGauge::new("slots_total", "Job slots in all")?),
@@ -144,6 +157,16 @@ impl Metrics for PromMetrics {
 
     fn sandbox_oom_kill(&self) {
         self.oom_kills.inc();
+    }
+
+    fn gas_spent(&self, gas: u64) {
+        self.gas_spent.inc_by(gas);
+    }
+
+    fn gas_burner(&self, job_owner: ethers::types::Address) {
+        self.gas_burners
+            .with_label_values(&[format!("{job_owner:?}").as_str()])
+            .inc();
     }
 
     fn set_load(&self, load: Load) {

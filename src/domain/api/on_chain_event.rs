@@ -133,15 +133,28 @@ impl Executor {
         }
         let selected = job.selects(self.ports.signer.address());
         // Selected while shutting down: journalled as queued, so the next start runs it.
-        let state = if selected {
-            JobState::Queued
-        } else {
+        let state = if !selected {
             JobState::Observed
+        } else if self.settings.denied_job_owners.contains(&job.owner) {
+            // The operator's choice: their callbacks cost more gas than a slash.
+            JobState::Abandoned {
+                reason: format!(
+                    "job owner {:?} is on EXECUTOR_DENIED_JOB_OWNERS; the chain will slash \
+                     this executor for the job",
+                    job.owner
+                ),
+            }
+        } else {
+            JobState::Queued
         };
         self.ports
             .store
             .put_job(&JobRecord::new(job.clone(), state.clone()))?;
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
+        if let JobState::Abandoned { reason } = &state {
+            tracing::warn!(job = %job.id, owner = ?job.owner, %reason, "job refused");
+            self.count_job_end(&job, &state);
+        }
         if state == JobState::Queued {
             // Stage marks (target `job_stage`, debug): the benchmark reads their timestamps.
             tracing::debug!(target: "job_stage", job = %job.id, stage = "seen");
