@@ -914,3 +914,105 @@ impl ChainWriter for TxSender {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(min_gas: u64, max_gas: u64) -> OutputPlan {
+        OutputPlan {
+            min_gas,
+            max_gas,
+            until_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_output_keeps_room_for_its_own_work_after_a_burning_callback() {
+        // Small estimate: the 63/64 reserve dominates the margin.
+        let limit = output_gas_limit(100_000, &plan(0, 3_000_000));
+        assert_eq!(limit, 100_000 + 64 * CALLBACK_TAIL_GAS);
+        // Whatever was spent before the call (at most the estimate), a callback taking 63/64 of
+        // the rest leaves at least CALLBACK_TAIL_GAS.
+        for before in [0, 50_000, 100_000] {
+            assert!((limit - before) / 64 >= CALLBACK_TAIL_GAS);
+        }
+        // Large estimate: the margin dominates.
+        assert_eq!(
+            output_gas_limit(2_000_000, &plan(0, 10_000_000)),
+            2_000_000 + 1_000_000 + GAS_MARGIN_FIXED
+        );
+        // Raised by the domain after an out-of-gas, and never above the maximum.
+        assert_eq!(
+            output_gas_limit(100_000, &plan(1_500_000, 3_000_000)),
+            1_500_000
+        );
+        assert_eq!(output_gas_limit(100_000, &plan(0, 400_000)), 400_000);
+        assert_eq!(
+            output_gas_limit(100_000, &plan(5_000_000, 3_000_000)),
+            3_000_000
+        );
+    }
+
+    fn eip1559(max_fee: u64, priority_fee: u64) -> Fees {
+        Fees::Eip1559 {
+            max_fee: U256::from(max_fee),
+            priority_fee: U256::from(priority_fee),
+        }
+    }
+
+    fn fields(fees: Fees) -> (u64, u64) {
+        match fees {
+            Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            } => (max_fee.as_u64(), priority_fee.as_u64()),
+            Fees::Legacy { gas_price } => (gas_price.as_u64(), 0),
+        }
+    }
+
+    #[test]
+    fn replacements_follow_the_market_bump_and_stop_at_the_cap() {
+        let last = eip1559(1_000, 100);
+        // A quiet market: a plain bump.
+        let quiet = replacement_fees(last, eip1559(500, 50), None).unwrap();
+        assert_eq!(fields(quiet), (1_251, 126));
+        // A spike: straight to the market's fees.
+        let spike = replacement_fees(last, eip1559(50_000, 100), None).unwrap();
+        assert_eq!(fields(spike), (50_000, 126));
+        // Capped: never above the cap, priority never above the max fee.
+        let capped = replacement_fees(last, eip1559(50_000, 100), Some(U256::from(5_000))).unwrap();
+        assert_eq!(fields(capped), (5_000, 126));
+        // At the cap: no valid replacement (nodes want +10 % on both fees).
+        assert_eq!(
+            replacement_fees(
+                eip1559(5_000, 126),
+                eip1559(50_000, 100),
+                Some(U256::from(5_000))
+            )
+            .map(fields),
+            None
+        );
+        assert_eq!(
+            replacement_fees(
+                eip1559(5_000, 126),
+                eip1559(50_000, 100),
+                Some(U256::from(5_400))
+            )
+            .map(fields),
+            None,
+            "8 % more is not a replacement"
+        );
+        let legacy = replacement_fees(
+            Fees::Legacy {
+                gas_price: U256::from(100),
+            },
+            Fees::Legacy {
+                gas_price: U256::from(90),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(fields(legacy), (126, 0));
+    }
+}
