@@ -194,3 +194,233 @@ async fn a_gas_burning_job_owner_cannot_make_us_miss_the_output() {
     assert!(total >= used as f64, "metric {total} < {used}");
     ex.stop().await.unwrap();
 }
+
+/// One anvil RPC call with JSON parameters.
+async fn anvil(net: &Devnet, method: &str, params: serde_json::Value) {
+    serverless_executor::client::provider(&net.anvil.http_url())
+        .unwrap()
+        .request::<_, serde_json::Value>(method, params)
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+}
+
+async fn set_base_fee_gwei(net: &Devnet, gwei: u64) {
+    let wei = U256::from(gwei) * U256::exp10(9);
+    anvil(
+        net,
+        "anvil_setNextBlockBaseFeePerGas",
+        serde_json::json!([format!("{wei:#x}")]),
+    )
+    .await;
+}
+
+async fn nonces(net: &Devnet, who: Address) -> (U256, U256) {
+    let provider = serverless_executor::client::provider(&net.anvil.http_url()).unwrap();
+    let latest = provider.get_transaction_count(who, None).await.unwrap();
+    let pending = provider
+        .get_transaction_count(who, Some(ethers::types::BlockNumber::Pending.into()))
+        .await
+        .unwrap();
+    (latest, pending)
+}
+
+/// Creates a job with automine off (so nothing else lands in its block), then waits until the
+/// executor's output transaction for it waits in the pool, unmined. Returns the job id.
+async fn job_with_pending_output(
+    net: &Devnet,
+    codehash: H256,
+    deadline_ms: u64,
+    gas: Address,
+) -> U256 {
+    let (before, _) = nonces(net, gas).await;
+    anvil(net, "evm_setIntervalMining", serde_json::json!([0])).await;
+    anvil(net, "evm_setAutomine", serde_json::json!([false])).await;
+    let created = {
+        let (url, key, jobs) = (net.anvil.http_url(), net.author_key(), net.deployment.jobs);
+        tokio::spawn(async move {
+            serverless_executor::client::jobs::create_job(
+                &url,
+                key,
+                jobs,
+                1,
+                codehash,
+                br#"{"num":10}"#,
+                deadline_ms,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    net.anvil.mine().await.unwrap();
+    let job_id = created.await.unwrap().expect("createJob").job_id;
+    for _ in 0..200 {
+        let (latest, pending) = nonces(net, gas).await;
+        assert_eq!(latest, before, "nothing is mined while automine is off");
+        if pending > latest {
+            return job_id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the executor never sent an output for job {job_id}");
+}
+
+/// Every transaction the gas account got mined, in nonce order: (nonce, to, input, max fee).
+async fn mined_from(net: &Devnet, who: Address) -> Vec<ethers::types::Transaction> {
+    let provider = serverless_executor::client::provider(&net.anvil.http_url()).unwrap();
+    let head = provider.get_block_number().await.unwrap().as_u64();
+    let mut txs = vec![];
+    for number in 0..=head {
+        let block = provider.get_block_with_txs(number).await.unwrap().unwrap();
+        txs.extend(block.transactions.into_iter().filter(|tx| tx.from == who));
+    }
+    txs.sort_by_key(|tx| tx.nonce);
+    txs
+}
+
+/// The job id of a `submitOutput` call, None for any other transaction.
+fn output_job(tx: &ethers::types::Transaction) -> Option<U256> {
+    use ethers::abi::AbiDecode;
+    use serverless_executor::effects::chain::bindings::SubmitOutputCall;
+    SubmitOutputCall::decode(&tx.input)
+        .ok()
+        .map(|call| call.job_id)
+}
+
+/// Issue #12's fee spike: a stuck output used to be given up after four sends and its nonce
+/// forgotten, blocking every later transaction. Now a stuck nonce is replaced (never above
+/// `EXECUTOR_MAX_FEE_PER_GAS_GWEI`) until it lands, or, once its job's window is over, taken by a
+/// self-transfer; exactly one output transaction lands per job and no nonce is left behind.
+#[tokio::test]
+async fn fee_spikes_never_leave_a_nonce_behind_and_each_job_lands_one_output() {
+    const CAP_GWEI: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let net = devnet(dir.path()).await;
+    let ex = net
+        .start_executor(ExecutorOptions {
+            account: 1,
+            extra: vec![("MAX_FEE_PER_GAS_GWEI".into(), CAP_GWEI.to_string())],
+            ..ExecutorOptions::default()
+        })
+        .await
+        .expect("executor starts");
+    let gas = ex.running.executor.ports().chain.gas_address().unwrap();
+    let codehash: H256 = save_code(
+        &net.anvil.http_url(),
+        net.author_key(),
+        net.deployment.user_code,
+        FACTORS,
+    )
+    .await
+    .unwrap();
+    let interval_mining = || anvil(&net, "evm_setIntervalMining", serde_json::json!([1]));
+
+    // 1. The base fee jumps to 200 gwei right after our output is sent (a 30 s deadline): it is
+    //    replaced, waits at the cap, and lands when the base fee falls under it (~11 blocks).
+    let spiked = job_with_pending_output(&net, codehash, 30_000, gas).await;
+    set_base_fee_gwei(&net, 200).await;
+    net.anvil.mine().await.unwrap();
+    interval_mining().await;
+    let record = final_record(&ex, spiked).await;
+    assert_eq!(record.state.name(), "confirmed", "{record:?}");
+
+    // 2. A 1 s deadline and the base fee at 5000 gwei: the window closes with the output stuck,
+    //    and a self-transfer takes its nonce (it lands once the spike is over).
+    set_base_fee_gwei(&net, 1).await;
+    net.anvil.mine().await.unwrap();
+    let late = job_with_pending_output(&net, codehash, 1_000, gas).await;
+    set_base_fee_gwei(&net, 5_000).await;
+    net.anvil.mine().await.unwrap();
+    interval_mining().await;
+    let window_end = {
+        let record = ex
+            .running
+            .executor
+            .ports()
+            .store
+            .job(late)
+            .unwrap()
+            .unwrap();
+        record.job.window_end_ms(BUFFER_SECS)
+    };
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        if now > window_end + 3_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    set_base_fee_gwei(&net, 1).await;
+    let record = final_record(&ex, late).await;
+    assert_eq!(record.state.name(), "abandoned", "{record:?}");
+
+    // 3. Later jobs are not blocked by either.
+    let after = serverless_executor::client::jobs::create_job(
+        &net.anvil.http_url(),
+        net.author_key(),
+        net.deployment.jobs,
+        1,
+        codehash,
+        br#"{"num":10}"#,
+        5_000,
+    )
+    .await
+    .unwrap()
+    .job_id;
+    let record = final_record(&ex, after).await;
+    assert_eq!(record.state.name(), "confirmed", "{record:?}");
+    // The late job's settlement (a slash: we could not answer under the cap) comes after.
+    let started = tokio::time::Instant::now();
+    while !ex
+        .running
+        .executor
+        .ports()
+        .store
+        .job(late)
+        .unwrap()
+        .unwrap()
+        .settled
+    {
+        assert!(started.elapsed() < WAIT, "the late job is never settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (latest, pending) = nonces(&net, gas).await;
+    assert_eq!(
+        latest, pending,
+        "no transaction of ours is left in the pool"
+    );
+
+    let txs = mined_from(&net, gas).await;
+    let mined_nonces: Vec<U256> = txs.iter().map(|tx| tx.nonce).collect();
+    let expected: Vec<U256> = (0..latest.as_u64()).map(U256::from).collect();
+    assert_eq!(
+        mined_nonces, expected,
+        "every nonce mined once, none skipped"
+    );
+    for job in [spiked, after] {
+        let landed = txs.iter().filter(|tx| output_job(tx) == Some(job)).count();
+        assert_eq!(landed, 1, "job {job}: one output transaction lands");
+    }
+    assert_eq!(
+        txs.iter().filter(|tx| output_job(tx) == Some(late)).count(),
+        0,
+        "the late job's nonce went to a self-transfer"
+    );
+    let transfers: Vec<_> = txs.iter().filter(|tx| tx.to == Some(gas)).collect();
+    assert_eq!(transfers.len(), 1, "{transfers:?}");
+    assert!(transfers[0].input.is_empty() && transfers[0].value.is_zero());
+    let cap = U256::from(CAP_GWEI) * U256::exp10(9);
+    for tx in &txs {
+        let max_fee = tx.max_fee_per_gas.or(tx.gas_price).unwrap();
+        // The self-transfer may bid one bump (25 %) above the cap to replace a capped output.
+        let limit = if tx.to == Some(gas) {
+            cap + cap / 4 + 1
+        } else {
+            cap
+        };
+        assert!(max_fee <= limit, "{max_fee} > {limit}: {tx:?}");
+    }
+    ex.stop().await.unwrap();
+}

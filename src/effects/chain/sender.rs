@@ -173,7 +173,7 @@ impl Fees {
 
     /// Whether a node takes `self` as a replacement of `last` (both fees up by 10 %).
     fn replaces(self, last: Fees) -> bool {
-        let enough = |new: U256, old: U256| new >= old + old * MIN_BUMP_PERCENT / 100 + 1;
+        let enough = |new: U256, old: U256| new > old + old * MIN_BUMP_PERCENT / 100;
         match (self, last) {
             (
                 Fees::Eip1559 {
@@ -518,13 +518,18 @@ impl TxSender {
         let cancel = call.cancel();
         let mut sent = vec![first_hash];
         let mut cancels: Vec<H256> = vec![];
+        // After a refused replacement or at the cap, look again soon: the base fee can fall
+        // below our bid in the next block.
+        let mut patience = RECEIPT_TIMEOUT;
+        let mut at_cap_said = false;
         loop {
             let now = now_ms();
             let wait = if now < until_ms {
-                RECEIPT_TIMEOUT.min(Duration::from_millis(until_ms - now))
+                patience.min(Duration::from_millis(until_ms - now))
             } else {
-                RECEIPT_TIMEOUT
+                patience
             };
+            patience = FEE_CAP_POLL;
             let hashes: Vec<H256> = sent.iter().chain(&cancels).copied().collect();
             if let Some(receipt) = self.wait_for_receipt(&hashes, wait).await {
                 if cancels.contains(&receipt.transaction_hash) {
@@ -562,16 +567,18 @@ impl TxSender {
                 cap => cap,
             };
             let Some(next) = replacement_fees(fees, market, limit) else {
-                tracing::warn!(call = call.name, %nonce, max_fee_gwei = %gwei(fees.max_fee()),
-                    "not mined and already at EXECUTOR_MAX_FEE_PER_GAS_GWEI; waiting for the base fee to fall");
+                if !at_cap_said {
+                    tracing::warn!(call = call.name, %nonce, max_fee_gwei = %gwei(fees.max_fee()),
+                        "not mined and already at EXECUTOR_MAX_FEE_PER_GAS_GWEI; waiting for the base fee to fall");
+                    at_cap_said = true;
+                }
                 continue;
             };
-            fees = next;
             let (what, signed) = if late {
-                let transfer = self.signed(wallet, &cancel, nonce, U256::from(TRANSFER_GAS), fees);
+                let transfer = self.signed(wallet, &cancel, nonce, U256::from(TRANSFER_GAS), next);
                 (cancel.name, transfer)
             } else {
-                (call.name, self.signed(wallet, call, nonce, gas, fees))
+                (call.name, self.signed(wallet, call, nonce, gas, next))
             };
             let (raw, hash) = signed?;
             match rpc(
@@ -580,20 +587,28 @@ impl TxSender {
             )
             .await
             {
-                Ok(_) if !late => on_sent.sent(hash),
-                Ok(_) => {}
+                Ok(_) => {
+                    if !late {
+                        on_sent.sent(hash);
+                    }
+                }
                 Err(e) => match classify(&e) {
                     // One of the earlier sends was mined meanwhile, or the node has this one.
                     Some(Refusal::NonceTooLow) | Some(Refusal::Known) => {}
-                    // The next round bids higher.
+                    // Not in the pool (e.g. below the base fee): the pool still holds the last
+                    // accepted one, which the next round must outbid.
                     Some(Refusal::Underpriced) => {
-                        tracing::debug!(call = what, %nonce, "replacement underpriced")
+                        tracing::debug!(call = what, %nonce, "replacement underpriced");
+                        continue;
                     }
                     None => {
-                        tracing::warn!(call = what, %nonce, error = %e, "replacement not accepted")
+                        tracing::warn!(call = what, %nonce, error = %e, "replacement not accepted");
+                        continue;
                     }
                 },
             }
+            fees = next;
+            patience = RECEIPT_TIMEOUT;
             if late {
                 if !cancels.contains(&hash) {
                     cancels.push(hash);
