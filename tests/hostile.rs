@@ -188,6 +188,17 @@ async fn a_gas_burning_job_owner_cannot_make_us_miss_the_output() {
         "journal: {} gas spent, the receipt says {used}",
         record.gas_spent
     );
+    let status: serde_json::Value = reqwest::get(format!("{}/jobs/{job_id}", ex.api_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["gas_spent"],
+        serde_json::json!(record.gas_spent),
+        "{status}"
+    );
     let total = metric(&ex, "executor_gas_spent_total")
         .await
         .expect("executor_gas_spent_total is exported");
