@@ -482,9 +482,11 @@ impl Reader<'_> {
 
     /// A positive amount of gwei (decimals allowed) in wei.
     fn gwei(&self, name: &str, v: &str) -> Result<ethers::types::U256, ConfigError> {
-        let wei: ethers::types::U256 = ethers::utils::parse_units(v, "gwei")
-            .map_err(|_| invalid(name, format!("'{v}' is not an amount of gwei")))?
-            .into();
+        let wei = match ethers::utils::parse_units(v, "gwei") {
+            Ok(ethers::utils::ParseUnits::U256(wei)) => wei,
+            Ok(ethers::utils::ParseUnits::I256(_)) => return Err(invalid(name, "must be above 0")),
+            Err(_) => return Err(invalid(name, format!("'{v}' is not an amount of gwei"))),
+        };
         if wei.is_zero() {
             return Err(invalid(name, "must be above 0"));
         }
@@ -569,6 +571,38 @@ mod tests {
     }
 
     #[test]
+    fn gas_settings_parse_with_defaults() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.gas.max_output_gas, 3_000_000);
+        assert_eq!(
+            c.gas.max_fee_per_gas,
+            Some(ethers::types::U256::from(200_000_000_000u64))
+        );
+        assert!(c.gas.denied_job_owners.is_empty());
+        let c = with(&[
+            ("MAX_FEE_PER_GAS_GWEI", "0.5"),
+            (
+                "DENIED_JOB_OWNERS",
+                " 0x00000000000000000000000000000000000000b1, 00000000000000000000000000000000000000B2 ",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.gas.max_fee_per_gas,
+            Some(ethers::types::U256::from(500_000_000u64))
+        );
+        assert_eq!(
+            c.gas.denied_job_owners,
+            vec![
+                Address::from_low_u64_be(0xb1),
+                Address::from_low_u64_be(0xb2)
+            ]
+        );
+        let uncapped = with(&[("MAX_FEE_PER_GAS_GWEI", "")]).unwrap();
+        assert_eq!(uncapped.gas.max_fee_per_gas, None);
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("PORT", "70000"),
@@ -588,6 +622,16 @@ mod tests {
             ("ADMIN_LISTEN_ADDR", "localhost"),
             ("ADMIN_ALLOW_UNSIGNED", "maybe"),
             ("ADMIN_SIGNATURE_MAX_AGE", "0"),
+            ("MAX_OUTPUT_GAS", "21000"),
+            ("MAX_OUTPUT_GAS", "lots"),
+            ("MAX_FEE_PER_GAS_GWEI", "0"),
+            ("MAX_FEE_PER_GAS_GWEI", "-1"),
+            ("MAX_FEE_PER_GAS_GWEI", "cheap"),
+            ("DENIED_JOB_OWNERS", "0x1234"),
+            (
+                "DENIED_JOB_OWNERS",
+                "0x0000000000000000000000000000000000000001,nope",
+            ),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(
