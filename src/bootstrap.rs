@@ -80,7 +80,9 @@ pub async fn start(config: Config) -> Result<Running> {
     }
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
     prewarm(&sandbox, slots.as_ref()).await?;
-    let chain = Arc::new(TxSender::new(config.chain.clone())?);
+    let chain = Arc::new(
+        TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),
+    );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 
@@ -100,6 +102,8 @@ pub async fn start(config: Config) -> Result<Running> {
         admin_signature_max_age_secs: config.admin.signature_max_age_secs,
         admin_allow_unsigned: config.admin.allow_unsigned,
         allow_unlimited_slots: config.sandbox.allow_unlimited_slots,
+        max_output_gas: config.gas.max_output_gas,
+        denied_job_owners: config.gas.denied_job_owners.clone(),
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);

@@ -110,6 +110,18 @@ pub struct Config {
     pub chain: ChainConfig,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
+    pub gas: GasConfig,
+}
+
+/// What the executor is willing to pay for its transactions, and to whom it refuses service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GasConfig {
+    /// The highest gas limit of an output transaction.
+    pub max_output_gas: u64,
+    /// No fee field above this, in wei (None: no cap).
+    pub max_fee_per_gas: Option<ethers::types::U256>,
+    /// Job owners whose jobs are refused.
+    pub denied_job_owners: Vec<Address>,
 }
 
 /// The operator (admin) listener and how owner-signed configuration is checked.
@@ -276,6 +288,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "",
         "comma-separated Host names the admin API answers to besides localhost and loopback addresses",
     ),
+    // Gas: what the executor pays, and for whom.
+    (
+        "MAX_OUTPUT_GAS",
+        "3000000",
+        "highest gas limit of an output transaction (room for a result callback that burns all it gets)",
+    ),
+    (
+        "MAX_FEE_PER_GAS_GWEI",
+        "200",
+        "highest fee per gas of any transaction, gwei (decimals allowed; empty: no cap); above it the executor waits",
+    ),
+    (
+        "DENIED_JOB_OWNERS",
+        "",
+        "comma-separated job owner addresses whose jobs are refused (not run; the chain slashes for them)",
+    ),
 ];
 
 /// The workerd binary that `tools/install.sh` installs, relative to the crate.
@@ -414,6 +442,14 @@ impl Config {
                 hidden_paths: vec![data_dir, enclave_key_file],
                 allow_unlimited_slots: r.boolean("ALLOW_UNLIMITED_SLOTS")?,
             },
+            gas: GasConfig {
+                max_output_gas: r.number("MAX_OUTPUT_GAS", 100_000, 1_000_000_000)?,
+                max_fee_per_gas: match r.text("MAX_FEE_PER_GAS_GWEI") {
+                    v if v.is_empty() => None,
+                    v => Some(r.gwei("MAX_FEE_PER_GAS_GWEI", &v)?),
+                },
+                denied_job_owners: r.addresses("DENIED_JOB_OWNERS")?,
+            },
             admin: AdminConfig {
                 listen_addr: r.parse("ADMIN_LISTEN_ADDR", "an IP address")?,
                 port: r.number("ADMIN_PORT", 0, u16::MAX)?,
@@ -511,6 +547,41 @@ impl Reader<'_> {
         Ok(hosts)
     }
 
+    /// A positive amount of gwei (decimals allowed) in wei.
+    fn gwei(&self, name: &str, v: &str) -> Result<ethers::types::U256, ConfigError> {
+        let wei = match ethers::utils::parse_units(v, "gwei") {
+            Ok(ethers::utils::ParseUnits::U256(wei)) => wei,
+            Ok(ethers::utils::ParseUnits::I256(_)) => return Err(invalid(name, "must be above 0")),
+            Err(_) => return Err(invalid(name, format!("'{v}' is not an amount of gwei"))),
+        };
+        if wei.is_zero() {
+            return Err(invalid(name, "must be above 0"));
+        }
+        Ok(wei)
+    }
+
+    /// A comma-separated list of addresses (empty: none).
+    fn addresses(&self, name: &str) -> Result<Vec<Address>, ConfigError> {
+        self.text(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                Self::parse_address(part)
+                    .map_err(|reason| invalid(name, format!("'{part}': {reason}")))
+            })
+            .collect()
+    }
+
+    fn parse_address(v: &str) -> Result<Address, String> {
+        let digits = v.strip_prefix("0x").unwrap_or(v);
+        let bytes = hex::decode(digits).map_err(|_| "not a hex address".to_string())?;
+        if bytes.len() != 20 {
+            return Err(format!("an address has 20 bytes, this has {}", bytes.len()));
+        }
+        Ok(Address::from_slice(&bytes))
+    }
+
     fn address(&self, name: &str) -> Result<Address, ConfigError> {
         let v = self.text(name);
         let digits = v.strip_prefix("0x").unwrap_or(&v);
@@ -567,6 +638,38 @@ mod tests {
     }
 
     #[test]
+    fn gas_settings_parse_with_defaults() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.gas.max_output_gas, 3_000_000);
+        assert_eq!(
+            c.gas.max_fee_per_gas,
+            Some(ethers::types::U256::from(200_000_000_000u64))
+        );
+        assert!(c.gas.denied_job_owners.is_empty());
+        let c = with(&[
+            ("MAX_FEE_PER_GAS_GWEI", "0.5"),
+            (
+                "DENIED_JOB_OWNERS",
+                " 0x00000000000000000000000000000000000000b1, 00000000000000000000000000000000000000B2 ",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.gas.max_fee_per_gas,
+            Some(ethers::types::U256::from(500_000_000u64))
+        );
+        assert_eq!(
+            c.gas.denied_job_owners,
+            vec![
+                Address::from_low_u64_be(0xb1),
+                Address::from_low_u64_be(0xb2)
+            ]
+        );
+        let uncapped = with(&[("MAX_FEE_PER_GAS_GWEI", "")]).unwrap();
+        assert_eq!(uncapped.gas.max_fee_per_gas, None);
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("PORT", "70000"),
@@ -588,6 +691,16 @@ mod tests {
             ("ADMIN_SIGNATURE_MAX_AGE", "0"),
             ("ADMIN_ALLOWED_HOSTS", "a.example, b/c"),
             ("ALLOW_UNLIMITED_SLOTS", "perhaps"),
+            ("MAX_OUTPUT_GAS", "21000"),
+            ("MAX_OUTPUT_GAS", "lots"),
+            ("MAX_FEE_PER_GAS_GWEI", "0"),
+            ("MAX_FEE_PER_GAS_GWEI", "-1"),
+            ("MAX_FEE_PER_GAS_GWEI", "cheap"),
+            ("DENIED_JOB_OWNERS", "0x1234"),
+            (
+                "DENIED_JOB_OWNERS",
+                "0x0000000000000000000000000000000000000001,nope",
+            ),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(

@@ -22,7 +22,7 @@ use serverless_executor::client::jobs::CodeForm;
 use serverless_executor::config::Config;
 use serverless_executor::domain::dal::{
     ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter,
-    MockCodeSource, Revert, TxOutcome,
+    MockCodeSource, OutputPlan, Revert, TxOutcome,
 };
 use serverless_executor::domain::eip712::{output_digest, recover};
 use serverless_executor::domain::model::{ChainEvent, ErrorCode, SignedOutput};
@@ -48,6 +48,19 @@ fn params(executors_to_select: u8) -> DeployParams {
         attestation_max_age_secs: 600,
         executors_to_select,
         ..DeployParams::default()
+    }
+}
+
+/// An output plan that never limits the tests: plenty of gas, a deadline far ahead.
+fn plan() -> OutputPlan {
+    OutputPlan {
+        min_gas: 0,
+        max_gas: 3_000_000,
+        until_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 600_000,
     }
 }
 
@@ -85,7 +98,9 @@ struct WriterCase {
 async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
     assert_eq!(writer.gas_address(), None, "no gas key at first");
     assert_eq!(
-        writer.submit_output(&case.output, ignore_sent()).await,
+        writer
+            .submit_output(&case.output, plan(), ignore_sent())
+            .await,
         Err(ChainError::NoGasKey)
     );
     assert_eq!(
@@ -106,16 +121,20 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
     assert_eq!(writer.set_gas_key(case.gas_secret), Ok(expected));
     assert_eq!(writer.gas_address(), Some(expected));
 
-    let first = writer.submit_output(&case.output, ignore_sent()).await;
+    let first = writer
+        .submit_output(&case.output, plan(), ignore_sent())
+        .await;
     assert!(is_mined(&first), "a valid output is mined: {first:?}");
-    let again = writer.submit_output(&case.output, ignore_sent()).await;
+    let again = writer
+        .submit_output(&case.output, plan(), ignore_sent())
+        .await;
     assert_eq!(
         revert_of(&again),
         Some(Revert::AlreadySubmittedOutput),
         "{again:?}"
     );
     let stale = writer
-        .submit_output(&case.stale_output, ignore_sent())
+        .submit_output(&case.stale_output, plan(), ignore_sent())
         .await;
     assert_eq!(
         revert_of(&stale),
@@ -123,7 +142,7 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
         "{stale:?}"
     );
     let unselected = writer
-        .submit_output(&case.unselected_output, ignore_sent())
+        .submit_output(&case.unselected_output, plan(), ignore_sent())
         .await;
     assert_eq!(
         revert_of(&unselected),
@@ -131,7 +150,7 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
         "{unselected:?}"
     );
     let unverified = writer
-        .submit_output(&case.unverified_output, ignore_sent())
+        .submit_output(&case.unverified_output, plan(), ignore_sent())
         .await;
     assert_eq!(
         revert_of(&unverified),
@@ -149,7 +168,9 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
     assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
     let mut unknown_output = case.output.clone();
     unknown_output.job_id = case.unknown_job;
-    let unknown = writer.submit_output(&unknown_output, ignore_sent()).await;
+    let unknown = writer
+        .submit_output(&unknown_output, plan(), ignore_sent())
+        .await;
     assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
 }
 
@@ -205,46 +226,49 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
     stub.expect_gas_address()
         .returning(move || *k.lock().unwrap());
     let (k, w) = (key.clone(), world.clone());
-    stub.expect_submit_output().returning(move |output, _sent| {
-        if k.lock().unwrap().is_none() {
-            return Err(ChainError::NoGasKey);
-        }
-        let reverted = |revert| {
-            Ok(TxOutcome::Reverted {
-                tx_hash: None,
-                revert,
+    stub.expect_submit_output()
+        .returning(move |output, _plan, _sent| {
+            if k.lock().unwrap().is_none() {
+                return Err(ChainError::NoGasKey);
+            }
+            let reverted = |revert| {
+                Ok(TxOutcome::Reverted {
+                    tx_hash: None,
+                    revert,
+                    gas_used: 0,
+                })
+            };
+            if output.job_id > w.open_job {
+                return reverted(Revert::UnknownJob);
+            }
+            if output.job_id != w.open_job {
+                return reverted(Revert::ExecutionTimeOver);
+            }
+            if w.now > output.sign_timestamp + w.sign_max_age {
+                return reverted(Revert::SignatureTooOld);
+            }
+            let digest = output_digest(
+                output.job_id,
+                &output.output,
+                output.total_time_ms,
+                output.error_code.as_u8(),
+                output.sign_timestamp,
+            );
+            let signer = recover(digest, &output.signature).unwrap_or_default();
+            if !w.registered.contains(&signer) {
+                return reverted(Revert::EnclaveNotVerified);
+            }
+            if !w.selected.contains(&signer) {
+                return reverted(Revert::NotSelectedExecutor);
+            }
+            if !submitted.lock().unwrap().insert((output.job_id, signer)) {
+                return reverted(Revert::AlreadySubmittedOutput);
+            }
+            Ok(TxOutcome::Mined {
+                tx_hash: H256::random(),
+                gas_used: 60_000,
             })
-        };
-        if output.job_id > w.open_job {
-            return reverted(Revert::UnknownJob);
-        }
-        if output.job_id != w.open_job {
-            return reverted(Revert::ExecutionTimeOver);
-        }
-        if w.now > output.sign_timestamp + w.sign_max_age {
-            return reverted(Revert::SignatureTooOld);
-        }
-        let digest = output_digest(
-            output.job_id,
-            &output.output,
-            output.total_time_ms,
-            output.error_code.as_u8(),
-            output.sign_timestamp,
-        );
-        let signer = recover(digest, &output.signature).unwrap_or_default();
-        if !w.registered.contains(&signer) {
-            return reverted(Revert::EnclaveNotVerified);
-        }
-        if !w.selected.contains(&signer) {
-            return reverted(Revert::NotSelectedExecutor);
-        }
-        if !submitted.lock().unwrap().insert((output.job_id, signer)) {
-            return reverted(Revert::AlreadySubmittedOutput);
-        }
-        Ok(TxOutcome::Mined {
-            tx_hash: H256::random(),
-        })
-    });
+        });
     let (k, w) = (key, world);
     stub.expect_slash_on_execution_timeout()
         .returning(move |job_id| {
@@ -261,6 +285,7 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
             Ok(TxOutcome::Reverted {
                 tx_hash: None,
                 revert,
+                gas_used: 0,
             })
         });
     stub
@@ -327,7 +352,7 @@ async fn chain_writer_contract_holds_for_the_tx_sender_and_windows_close() {
     devnet.advance(5 + 5 + 2).await;
     let now = devnet.chain_time().await;
     let late = sign_output(&e2, job.job_id, b"late", 1, ErrorCode::Ok, now);
-    let outcome = sender.submit_output(&late, ignore_sent()).await;
+    let outcome = sender.submit_output(&late, plan(), ignore_sent()).await;
     assert_eq!(
         revert_of(&outcome),
         Some(Revert::ExecutionTimeOver),
@@ -360,8 +385,8 @@ async fn concurrent_submits_use_distinct_nonces_from_the_chain() {
     let a = sign_output(&e1, first.job_id, b"a", 1, ErrorCode::Ok, now);
     let b = sign_output(&e1, second.job_id, b"b", 1, ErrorCode::Ok, now);
     let (ra, rb) = tokio::join!(
-        sender.submit_output(&a, ignore_sent()),
-        sender.submit_output(&b, ignore_sent())
+        sender.submit_output(&a, plan(), ignore_sent()),
+        sender.submit_output(&b, plan(), ignore_sent())
     );
     let provider = devnet.provider();
     let mut nonces = Vec::new();
@@ -376,9 +401,9 @@ async fn concurrent_submits_use_distinct_nonces_from_the_chain() {
         .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT + 1))
         .expect("gas key");
     let c = sign_output(&e2, first.job_id, b"c", 1, ErrorCode::Ok, now);
-    let outcome = sender.submit_output(&c, ignore_sent()).await;
+    let outcome = sender.submit_output(&c, plan(), ignore_sent()).await;
     let tx_hash = match &outcome {
-        Ok(TxOutcome::Mined { tx_hash }) => *tx_hash,
+        Ok(TxOutcome::Mined { tx_hash, .. }) => *tx_hash,
         other => panic!("mined: {other:?}"),
     };
     let tx = provider
@@ -394,7 +419,7 @@ async fn mined_nonce(
     provider: &ethers::providers::Provider<ethers::providers::Http>,
     outcome: Result<TxOutcome, ChainError>,
 ) -> U256 {
-    let Ok(TxOutcome::Mined { tx_hash }) = outcome else {
+    let Ok(TxOutcome::Mined { tx_hash, .. }) = outcome else {
         panic!("both land: {outcome:?}");
     };
     provider
@@ -450,7 +475,7 @@ async fn a_reverted_receipt_is_replayed_for_its_reason() {
         .iter()
         .map(|sender| {
             let (sender, output) = (sender.clone(), output.clone());
-            tokio::spawn(async move { sender.submit_output(&output, ignore_sent()).await })
+            tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
         })
         .collect();
     wait_for_pool(&devnet, 2).await;
@@ -470,7 +495,8 @@ async fn a_reverted_receipt_is_replayed_for_its_reason() {
             o,
             Ok(TxOutcome::Reverted {
                 tx_hash: Some(_),
-                revert: Revert::AlreadySubmittedOutput
+                revert: Revert::AlreadySubmittedOutput,
+                ..
             })
         )),
         "the loser's receipt (status 0) is explained by replaying it: {outcomes:?}"
@@ -490,7 +516,7 @@ async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
     set_automine(&devnet, false).await;
     let task = {
         let sender = sender.clone();
-        tokio::spawn(async move { sender.submit_output(&output, ignore_sent()).await })
+        tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
     };
     wait_for_pool(&devnet, 1).await;
     let provider = devnet.provider();
@@ -528,11 +554,9 @@ async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
     devnet.anvil.mine().await.expect("evm_mine");
     let outcome = task.await.expect("task");
     set_automine(&devnet, true).await;
-    assert_eq!(
-        outcome,
-        Ok(TxOutcome::Mined {
-            tx_hash: replacement.hash
-        })
+    assert!(
+        matches!(outcome, Ok(TxOutcome::Mined { tx_hash, gas_used }) if tx_hash == replacement.hash && gas_used > 21_000),
+        "{outcome:?}"
     );
     let nonce = provider
         .get_transaction_count(gas, None)
@@ -873,7 +897,7 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
     let now = devnet.chain_time().await;
     let output = sign_output(selected, first.job_id, b"ok", 3, ErrorCode::Ok, now);
     assert!(is_mined(
-        &sender.submit_output(&output, ignore_sent()).await
+        &sender.submit_output(&output, plan(), ignore_sent()).await
     ));
     collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
         job_ids(items).len() >= 6

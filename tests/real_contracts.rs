@@ -14,7 +14,9 @@ use serverless_executor::client::jobs::{
     create_job, save_code, save_code_as, wait_for_outputs, wait_for_response, CodeForm, CreatedJob,
     JobResponse,
 };
-use serverless_executor::domain::dal::{ignore_sent, ChainWriter, Revert, Store, TxOutcome};
+use serverless_executor::domain::dal::{
+    ignore_sent, ChainWriter, OutputPlan, Revert, Store, TxOutcome,
+};
 use serverless_executor::domain::eip712::output_digest;
 use serverless_executor::domain::model::{ErrorCode, Job, JobRecord, JobState, SignedOutput};
 use serverless_executor::effects::chain::bindings::Erc20;
@@ -232,7 +234,15 @@ async fn a_job_answered_by_three_is_deleted_and_late_calls_change_nothing() {
     let sender = sender(&net);
     let key = EnclaveKey::load(&net.executor_dir(1).unwrap().join("enclave.key")).unwrap();
     let late = sender
-        .submit_output(&signed(&key, created.job_id, b"late"), ignore_sent())
+        .submit_output(
+            &signed(&key, created.job_id, b"late"),
+            OutputPlan {
+                min_gas: 0,
+                max_gas: 3_000_000,
+                until_ms: now_secs() * 1000 + 600_000,
+            },
+            ignore_sent(),
+        )
         .await;
     assert_eq!(
         revert_of(&late),

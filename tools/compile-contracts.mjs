@@ -35,6 +35,9 @@ try {
 const EXPECTED_SOLC = "0.8.37";
 const check = process.argv.includes("--check");
 const CONTRACTS = ["UserCode", "Executors", "Jobs", "DevToken", "DevAttestationVerifier"];
+// Test-only contracts (contracts/test/<Name>.sol → contracts/artifacts/test/<Name>.json): compiled
+// and kept fresh like the others, with no protocol checks.
+const TEST_CONTRACTS = ["GasBurner"];
 
 // ---------------------------------------------------------------- protocol expectations
 const SELECTORS = {
@@ -225,6 +228,13 @@ for (const name of CONTRACTS) {
   artifacts[name] = { abi, bytecode: `0x${c.evm.bytecode.object}`, contractName: name };
 }
 if (problems.length) fail(`ABI does not match the protocol:\n  ${problems.join("\n  ")}`);
+const outputs = CONTRACTS.map((name) => [name, join(artifactsDir, `${name}.json`)]);
+for (const name of TEST_CONTRACTS) {
+  const c = output.contracts?.[`contracts/test/${name}.sol`]?.[name];
+  if (!c || !c.evm.bytecode.object) fail(`no output for contracts/test/${name}.sol`);
+  artifacts[name] = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}`, contractName: name };
+  outputs.push([name, join(artifactsDir, "test", `${name}.json`)]);
+}
 
 // ---------------------------------------------------------------- write / check
 function sortKeys(v) {
@@ -238,8 +248,7 @@ const render = (a) => `${JSON.stringify(sortKeys(a), null, 2)}\n`;
 
 if (check) {
   const stale = [];
-  for (const name of CONTRACTS) {
-    const path = join(artifactsDir, `${name}.json`);
+  for (const [name, path] of outputs) {
     if (!existsSync(path)) stale.push(`${relative(root, path)} is missing`);
     else if (readFileSync(path, "utf8") !== render(artifacts[name]))
       stale.push(`${relative(root, path)} differs from a fresh compile`);
@@ -249,9 +258,8 @@ if (check) {
   }
   console.error(`compile-contracts: artifacts up to date (solc ${solc.version()})`);
 } else {
-  mkdirSync(artifactsDir, { recursive: true });
-  for (const name of CONTRACTS) {
-    const path = join(artifactsDir, `${name}.json`);
+  for (const [name, path] of outputs) {
+    mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, render(artifacts[name]));
     console.error(`wrote ${relative(root, path)} (${(artifacts[name].bytecode.length - 2) / 2} bytes)`);
   }

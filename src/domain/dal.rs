@@ -160,6 +160,10 @@ pub enum Revert {
     UnknownJob,
     /// `AttestationAutherKeyNotVerified()`: the signer is not (or no longer) a verified enclave.
     EnclaveNotVerified,
+    /// The transaction used its whole gas limit (a job owner's callback can burn it).
+    OutOfGas {
+        gas_limit: u64,
+    },
     Other(String),
 }
 
@@ -175,6 +179,7 @@ impl Revert {
             Revert::DeadlineNotOver => "deadline_not_over",
             Revert::UnknownJob => "unknown_job",
             Revert::EnclaveNotVerified => "enclave_not_verified",
+            Revert::OutOfGas { .. } => "out_of_gas",
             Revert::Other(_) => "other",
         }
     }
@@ -189,6 +194,7 @@ impl Revert {
         "deadline_not_over",
         "unknown_job",
         "enclave_not_verified",
+        "out_of_gas",
         "other",
     ];
 }
@@ -205,6 +211,7 @@ impl std::fmt::Display for Revert {
             Self::DeadlineNotOver => f.write_str("JobsDeadlineNotOver"),
             Self::UnknownJob => f.write_str("Panic(0x32): no job with this id"),
             Self::EnclaveNotVerified => f.write_str("AttestationAutherKeyNotVerified"),
+            Self::OutOfGas { gas_limit } => write!(f, "out of gas (limit {gas_limit})"),
             Self::Other(reason) => f.write_str(reason),
         }
     }
@@ -213,13 +220,34 @@ impl std::fmt::Display for Revert {
 /// The end of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxOutcome {
-    Mined {
-        tx_hash: H256,
-    },
+    /// `gas_used` is what the gas account paid for (in gas units).
+    Mined { tx_hash: H256, gas_used: u64 },
+    /// Refused in the estimate (no hash, no gas) or mined with status 0.
     Reverted {
         tx_hash: Option<H256>,
         revert: Revert,
+        gas_used: u64,
     },
+}
+
+impl TxOutcome {
+    pub fn gas_used(&self) -> u64 {
+        match self {
+            Self::Mined { gas_used, .. } | Self::Reverted { gas_used, .. } => *gas_used,
+        }
+    }
+}
+
+/// How an output transaction may be sent: its gas limit bounds and when it stops mattering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputPlan {
+    /// The lowest gas limit to use (raised by the domain after an out-of-gas revert).
+    pub min_gas: u64,
+    /// The highest gas limit ever used (`EXECUTOR_MAX_OUTPUT_GAS`).
+    pub max_gas: u64,
+    /// Unix ms after which the chain refuses the output (the job's window end): a transaction
+    /// still unmined then is replaced by a self-transfer so its nonce does not block others.
+    pub until_ms: u64,
 }
 
 /// Hears the hash of each transaction `ChainWriter::submit_output` broadcasts.
@@ -245,11 +273,12 @@ pub trait ChainWriter: Send + Sync {
     /// Replaces the key that pays gas; returns its address.
     fn set_gas_key(&self, secret: [u8; 32]) -> Result<Address, ChainError>;
     fn gas_address(&self) -> Option<Address>;
-    /// Sends `submitOutput` and follows it to its end; `sent` hears each transaction hash as
-    /// it is broadcast (a replacement has a new one), before any receipt.
+    /// Sends `submitOutput` within `plan` and follows it to its end; `sent` hears each
+    /// transaction hash as it is broadcast (a replacement has a new one), before any receipt.
     async fn submit_output(
         &self,
         output: &SignedOutput,
+        plan: OutputPlan,
         sent: Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError>;
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError>;
@@ -302,6 +331,10 @@ pub trait Metrics: Send + Sync {
     fn enclave_slashed(&self);
     /// Whether the chain refuses outputs signed by our enclave key as not verified.
     fn enclave_refused(&self, refused: bool);
+    /// A transaction of ours was mined (or reverted on chain) and cost `gas` gas units.
+    fn gas_spent(&self, gas: u64);
+    /// An output for a job of `job_owner` ran out of gas: its result callback burns gas.
+    fn gas_burner(&self, job_owner: Address);
     fn set_load(&self, load: Load);
     /// Whether the executor can do its work, and each reason, sampled when metrics are read.
     fn set_readiness(&self, readiness: Readiness);

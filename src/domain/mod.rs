@@ -37,6 +37,9 @@ pub struct Ports {
     pub metrics: Arc<dyn Metrics>,
 }
 
+/// The default of `EXECUTOR_MAX_OUTPUT_GAS`.
+pub const DEFAULT_MAX_OUTPUT_GAS: u64 = 3_000_000;
+
 /// Protocol constants of the deployment and the executor's own timing choices.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -58,6 +61,10 @@ pub struct Settings {
     pub admin_allow_unsigned: bool,
     /// Ready even when slot limits are not enforced (the operator's explicit choice).
     pub allow_unlimited_slots: bool,
+    /// The highest gas limit of an output transaction (`EXECUTOR_MAX_OUTPUT_GAS`).
+    pub max_output_gas: u64,
+    /// Job owners whose jobs are refused (`EXECUTOR_DENIED_JOB_OWNERS`).
+    pub denied_job_owners: Vec<ethers::types::Address>,
 }
 
 impl Default for Settings {
@@ -72,6 +79,8 @@ impl Default for Settings {
             admin_signature_max_age_secs: 300,
             admin_allow_unsigned: false,
             allow_unlimited_slots: false,
+            max_output_gas: DEFAULT_MAX_OUTPUT_GAS,
+            denied_job_owners: Vec::new(),
         }
     }
 }

@@ -294,6 +294,10 @@ pub struct JobRecord {
     /// Whether the chain slashed this enclave for it (counted once).
     #[serde(default)]
     pub slashed: bool,
+    /// Gas our transactions for this job cost so far (outputs, reverted ones included, and
+    /// the slash), in gas units. Journals written before it existed read as 0.
+    #[serde(default)]
+    pub gas_spent: u64,
 }
 
 impl JobRecord {
@@ -305,6 +309,7 @@ impl JobRecord {
             settled: false,
             slash_sent: false,
             slashed: false,
+            gas_spent: 0,
         }
     }
 }

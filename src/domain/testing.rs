@@ -168,6 +168,14 @@ pub fn counting_metrics() -> super::dal::MockMetrics {
         }
     });
     let c = counts.clone();
+    metrics.expect_gas_spent().returning(move |gas| {
+        *c.lock().unwrap().entry("gas_spent".into()).or_default() += gas;
+    });
+    let c = counts.clone();
+    metrics
+        .expect_gas_burner()
+        .returning(move |owner| bump(&c, format!("gas_burner_{owner:?}")));
+    let c = counts.clone();
     metrics.expect_set_load().returning(move |load| {
         c.lock()
             .unwrap()
@@ -204,6 +212,24 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
         unrefused,
         metrics.render(),
         "and stops showing once cleared"
+    );
+    let before_gas = metrics.render();
+    metrics.gas_spent(21_000);
+    assert_ne!(
+        before_gas,
+        metrics.render(),
+        "gas spent shows in the rendering"
+    );
+    let before_burner = metrics.render();
+    metrics.gas_burner(Address::repeat_byte(0xb0));
+    let with_burner = metrics.render();
+    assert_ne!(
+        before_burner, with_burner,
+        "a gas burner shows in the rendering"
+    );
+    assert!(
+        with_burner.contains("0xb0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"),
+        "the gas burner is named: {with_burner}"
     );
     metrics.set_load(Load {
         slots_busy: 1,

@@ -23,6 +23,8 @@ fn enclave() -> Address {
 #[derive(Clone, Default)]
 struct ChainScript {
     outputs: Arc<Mutex<Vec<SignedOutput>>>,
+    /// The plan each output was sent with.
+    plans: Arc<Mutex<Vec<OutputPlan>>>,
     slashes: Arc<Mutex<Vec<U256>>>,
     submit_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
     slash_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
@@ -33,6 +35,7 @@ struct ChainScript {
 fn mined() -> Result<TxOutcome, ChainError> {
     Ok(TxOutcome::Mined {
         tx_hash: H256::repeat_byte(1),
+        gas_used: 50_000,
     })
 }
 
@@ -40,6 +43,7 @@ fn reverted(revert: Revert) -> Result<TxOutcome, ChainError> {
     Ok(TxOutcome::Reverted {
         tx_hash: None,
         revert,
+        gas_used: 0,
     })
 }
 
@@ -55,20 +59,24 @@ impl ChainScript {
             .expect_gas_address()
             .return_const(Some(Address::repeat_byte(0x6a)));
         let (outputs, answers) = (self.outputs.clone(), self.submit_answers.clone());
+        let plans = self.plans.clone();
         let journal_when_sent = self.journal_when_sent.clone();
-        chain.expect_submit_output().returning(move |output, sent| {
-            outputs.lock().unwrap().push(output.clone());
-            sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
-            if let Ok(Some(record)) = store.job(output.job_id) {
-                journal_when_sent.lock().unwrap().push(record.state);
-            }
-            let mut answers = answers.lock().unwrap();
-            if answers.is_empty() {
-                mined()
-            } else {
-                answers.remove(0)
-            }
-        });
+        chain
+            .expect_submit_output()
+            .returning(move |output, plan, sent| {
+                outputs.lock().unwrap().push(output.clone());
+                plans.lock().unwrap().push(plan);
+                sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
+                if let Ok(Some(record)) = store.job(output.job_id) {
+                    journal_when_sent.lock().unwrap().push(record.state);
+                }
+                let mut answers = answers.lock().unwrap();
+                if answers.is_empty() {
+                    mined()
+                } else {
+                    answers.remove(0)
+                }
+            });
         let (slashes, answers) = (self.slashes.clone(), self.slash_answers.clone());
         chain
             .expect_slash_on_execution_timeout()
@@ -694,6 +702,124 @@ async fn submission_refusals_are_classified() {
         assert_eq!(record.state.name(), state);
         assert_eq!(h.chain.outputs.lock().unwrap().len(), sends);
     }
+}
+
+fn out_of_gas(gas_limit: u64) -> Result<TxOutcome, ChainError> {
+    Ok(TxOutcome::Reverted {
+        tx_hash: Some(H256::repeat_byte(0x0f)),
+        revert: Revert::OutOfGas { gas_limit },
+        gas_used: gas_limit,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_output_out_of_gas_is_resent_with_more_gas_and_its_gas_is_counted() {
+    let h = harness();
+    registered(&h);
+    let job = job_now(1, vec![enclave()], b"x");
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    *h.chain.submit_answers.lock().unwrap() =
+        vec![out_of_gas(700_000), out_of_gas(1_400_000), mined()];
+    h.executor.submit_output(&job, outcome).await.unwrap();
+
+    let record = h.store.job(job.id).unwrap().unwrap();
+    assert_eq!(record.state.name(), "confirmed", "{record:?}");
+    let plans = h.chain.plans.lock().unwrap().clone();
+    let floors: Vec<u64> = plans.iter().map(|p| p.min_gas).collect();
+    assert_eq!(
+        floors,
+        vec![0, 1_400_000, 2_800_000],
+        "twice the gas each time"
+    );
+    assert!(plans
+        .iter()
+        .all(|p| p.max_gas == Settings::default().max_output_gas
+            && p.until_ms == job.window_end_ms(10)));
+    // Reverted attempts cost gas too: all of it is in the journal and the metrics.
+    assert_eq!(record.gas_spent, 700_000 + 1_400_000 + 50_000);
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("gas_spent 2150000\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("gas_burner_{:?} 2\n", job.owner)),
+        "the job owner is named as a gas burner: {metrics}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_output_out_of_gas_at_the_maximum_is_abandoned_saying_why() {
+    let h = harness();
+    registered(&h);
+    let job = job_now(1, vec![enclave()], b"x");
+    let outcome = ExecutionOutcome {
+        output: b"x".to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    };
+    let max = Settings::default().max_output_gas;
+    *h.chain.submit_answers.lock().unwrap() = vec![out_of_gas(max / 2 + 1), out_of_gas(max)];
+    h.executor.submit_output(&job, outcome).await.unwrap();
+    let record = h.store.job(job.id).unwrap().unwrap();
+    let JobState::Abandoned { reason } = &record.state else {
+        panic!("{record:?}");
+    };
+    assert!(
+        reason.contains("out of gas") && reason.contains("EXECUTOR_MAX_OUTPUT_GAS"),
+        "{reason}"
+    );
+    assert_eq!(
+        h.chain.outputs.lock().unwrap().len(),
+        2,
+        "never above the maximum"
+    );
+    assert_eq!(h.chain.plans.lock().unwrap()[1].min_gas, max);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_of_a_denied_job_owner_are_refused_and_never_run() {
+    let denied = Address::repeat_byte(0xd0);
+    let mut h = harness();
+    let executor = Executor::new(
+        h.executor.ports().clone(),
+        Settings {
+            execution_buffer_secs: 10,
+            denied_job_owners: vec![denied],
+            ..Settings::default()
+        },
+    );
+    h.executor = executor;
+    registered(&h);
+    let mut theirs = job_now(1, vec![enclave()], b"x");
+    theirs.owner = denied;
+    let ours = job_now(2, vec![enclave()], b"y");
+    for (block, job) in [(2, theirs.clone()), (3, ours.clone())] {
+        h.executor
+            .on_chain_event(log(block, ChainEvent::JobCreated(job)))
+            .unwrap();
+    }
+    tokio::spawn(h.executor.clone().run_dispatcher());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let refused = h.store.job(theirs.id).unwrap().unwrap();
+    let JobState::Abandoned { reason } = &refused.state else {
+        panic!("{refused:?}");
+    };
+    assert!(reason.contains("EXECUTOR_DENIED_JOB_OWNERS"), "{reason}");
+    let sent: Vec<U256> = h
+        .chain
+        .outputs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o.job_id)
+        .collect();
+    assert_eq!(sent, vec![ours.id], "only the other owner's job runs");
+    assert_eq!(
+        h.store.job(ours.id).unwrap().unwrap().state.name(),
+        "confirmed"
+    );
 }
 
 #[tokio::test(start_paused = true)]

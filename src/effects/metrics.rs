@@ -24,6 +24,8 @@ pub struct PromMetrics {
     oom_kills: IntCounter,
     outputs_reverted: IntCounterVec,
     slashed: IntCounter,
+    gas_spent: IntCounter,
+    gas_burners: IntCounterVec,
     slots_busy: IntGauge,
     slots_total: IntGauge,
     jobs_queued: IntGauge,
@@ -119,6 +121,17 @@ impl PromMetrics {
             slashed: register!(IntCounter::new(
                 "slashed_total",
                 "Jobs for which the chain slashed this enclave (SlashedOnExecutionTimeout)"
+            )?),
+            gas_spent: register!(IntCounter::new(
+                "gas_spent_total",
+                "Gas (units) our mined transactions cost: outputs, reverted ones included, and slashes"
+            )?),
+            gas_burners: register!(IntCounterVec::new(
+                Opts::new(
+                    "gas_burner_outputs_total",
+                    "Outputs that ran out of gas, by job owner (whose result callback burns gas)"
+                ),
+                &["job_owner"],
             )?),
             slots_busy: register!(IntGauge::new("slots_busy", "Job slots in use")?),
             slots_total: register!(IntGauge::new("slots_total", "Job slots in all")?),
@@ -257,6 +270,16 @@ impl Metrics for PromMetrics {
 
     fn enclave_refused(&self, refused: bool) {
         self.enclave_refused.set(i64::from(refused));
+    }
+
+    fn gas_spent(&self, gas: u64) {
+        self.gas_spent.inc_by(gas);
+    }
+
+    fn gas_burner(&self, job_owner: ethers::types::Address) {
+        self.gas_burners
+            .with_label_values(&[format!("{job_owner:?}").as_str()])
+            .inc();
     }
 
     fn set_load(&self, load: Load) {

@@ -43,6 +43,7 @@ fn view(job: &JobStatus) -> Value {
         "reason": job.reason,
         "output_count": job.output_count,
         "settled": job.settled,
+        "gas_spent": job.gas_spent,
     })
 }
 

@@ -271,6 +271,7 @@ mod tests {
                 reason: Some(reason.into()),
                 output_count: 0,
                 settled: true,
+                gas_spent: 0,
             }],
         }
     }

@@ -38,6 +38,8 @@ pub struct JobStatus {
     /// Outputs seen on chain.
     pub output_count: u8,
     pub settled: bool,
+    /// Gas our transactions for it cost so far.
+    pub gas_spent: u64,
 }
 
 /// One page of jobs in id order; `next` is the `after` of the following page, if any.
@@ -68,6 +70,7 @@ impl JobStatus {
             reason,
             output_count: record.output_count,
             settled: record.settled,
+            gas_spent: record.gas_spent,
         }
     }
 }

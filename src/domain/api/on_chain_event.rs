@@ -152,19 +152,30 @@ impl Executor {
         let selected = job.selects(self.ports.signer.address());
         let refusal = self.enclave_refusal().filter(|_| selected);
         // Selected while shutting down: journalled as queued, so the next start runs it.
-        let state = match (&refusal, selected) {
-            (Some(refusal), _) => JobState::Abandoned {
+        let state = if let Some(refusal) = &refusal {
+            JobState::Abandoned {
                 reason: format!("not run: the chain refuses this enclave key ({refusal})"),
-            },
-            (None, true) => JobState::Queued,
-            (None, false) => JobState::Observed,
+            }
+        } else if !selected {
+            JobState::Observed
+        } else if self.settings.denied_job_owners.contains(&job.owner) {
+            // The operator's choice: their callbacks cost more gas than a slash.
+            JobState::Abandoned {
+                reason: format!(
+                    "job owner {:?} is on EXECUTOR_DENIED_JOB_OWNERS; the chain will slash \
+                     this executor for the job",
+                    job.owner
+                ),
+            }
+        } else {
+            JobState::Queued
         };
         self.ports
             .store
             .put_job(&JobRecord::new(job.clone(), state.clone()))?;
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
         if let JobState::Abandoned { reason } = &state {
-            tracing::error!(job = %job.id, %reason, "selected job refused");
+            tracing::error!(job = %job.id, owner = ?job.owner, %reason, "selected job refused");
             self.count_job_end(&job, &state);
         }
         if state == JobState::Queued {

@@ -35,8 +35,11 @@ impl Executor {
                 }
             }
             let result = self.ports.chain.slash_on_execution_timeout(id).await;
+            if let Ok(outcome) = &result {
+                self.count_gas(id, outcome.gas_used());
+            }
             let settled_by = match result {
-                Ok(TxOutcome::Mined { tx_hash }) => {
+                Ok(TxOutcome::Mined { tx_hash, .. }) => {
                     tracing::info!(job = %id, tx = ?tx_hash, "settled a timed-out job");
                     "this executor"
                 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use ethers::types::H256;
+use ethers::types::{H256, U256};
 
-use crate::domain::dal::{ChainError, JobEnd, Revert, TxOutcome};
+use crate::domain::dal::{ChainError, JobEnd, OutputPlan, Revert, TxOutcome};
 use crate::domain::eip712::output_digest;
 use crate::domain::model::{ExecutionOutcome, Job, JobRecord, JobState, SignedOutput};
 use crate::domain::{DomainError, Executor};
@@ -66,17 +66,25 @@ impl Executor {
         let window_end = job.window_end_ms(self.settings.execution_buffer_secs);
         let mut backoff = self.settings.retry_backoff_ms;
         let mut resigns = 0;
+        let mut plan = OutputPlan {
+            min_gas: 0,
+            max_gas: self.settings.max_output_gas,
+            until_ms: window_end,
+        };
         loop {
             let sent = {
                 let (executor, job, signed) = (self.clone(), job.clone(), signed.clone());
                 Arc::new(move |tx_hash| executor.journal_sent(&job, &signed, tx_hash))
             };
-            let result = self.ports.chain.submit_output(&signed, sent).await;
+            let result = self.ports.chain.submit_output(&signed, plan, sent).await;
+            if let Ok(outcome) = &result {
+                self.count_gas(job.id, outcome.gas_used());
+            }
             if let Ok(TxOutcome::Reverted { revert, .. }) = &result {
                 self.ports.metrics.output_reverted(revert);
             }
             match result {
-                Ok(TxOutcome::Mined { tx_hash }) => {
+                Ok(TxOutcome::Mined { tx_hash, .. }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
                     tracing::debug!(target: "job_stage", job = %job.id, stage = "mined");
                     return self.set_state(
@@ -145,6 +153,7 @@ impl Executor {
                 Ok(TxOutcome::Reverted {
                     revert: Revert::EnclaveNotVerified,
                     tx_hash,
+                    ..
                 }) => {
                     self.refuse_enclave(&format!(
                         "submitOutput of job {} refused with AttestationAutherKeyNotVerified \
@@ -170,7 +179,33 @@ impl Executor {
                     );
                     return Ok(());
                 }
-                Ok(TxOutcome::Reverted { revert, tx_hash }) => {
+                Ok(TxOutcome::Reverted {
+                    revert: Revert::OutOfGas { gas_limit },
+                    tx_hash,
+                    ..
+                }) => {
+                    // A callback that burns all it is given leaves the output 1/64 of the gas
+                    // at the call: more gas gives the output's own work room to finish.
+                    self.ports.metrics.gas_burner(job.owner);
+                    tracing::warn!(job = %job.id, owner = ?job.owner, gas_limit, tx = ?tx_hash,
+                        "the output ran out of gas: the job owner's callback burns gas");
+                    let more = gas_limit.saturating_mul(2).min(plan.max_gas);
+                    if more <= gas_limit || self.ports.clock.now_ms() >= window_end {
+                        self.abandon(
+                            job,
+                            &format!(
+                                "the output ran out of gas at {gas_limit} gas (tx {tx_hash:?}); \
+                                 EXECUTOR_MAX_OUTPUT_GAS is {} and job owner {:?} burns gas",
+                                plan.max_gas, job.owner
+                            ),
+                        );
+                        return Ok(());
+                    }
+                    plan.min_gas = more;
+                }
+                Ok(TxOutcome::Reverted {
+                    revert, tx_hash, ..
+                }) => {
                     self.abandon(
                         job,
                         &format!("the chain refused the output: {revert:?} (tx {tx_hash:?})"),
@@ -194,6 +229,19 @@ impl Executor {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Adds the gas a transaction for job `id` cost to its journal record and the metrics.
+    pub(crate) fn count_gas(&self, id: U256, gas: u64) {
+        if gas == 0 {
+            return;
+        }
+        self.ports.metrics.gas_spent(gas);
+        if let Err(e) = self.update_job(id, |record| {
+            record.gas_spent = record.gas_spent.saturating_add(gas)
+        }) {
+            tracing::error!(job = %id, error = %e, gas, "cannot journal the gas spent");
         }
     }
 

@@ -1,18 +1,22 @@
 //! The transaction sender: owns the gas key and the nonce, sends `submitOutput` and
 //! `slashOnExecutionTimeout`.
 //!
-//! Each send: estimate gas (a revert there is the usual way the chain says no) → fees from the
-//! node (EIP-1559 when blocks carry a base fee, legacy otherwise) → under a tokio mutex, so two
-//! transactions never share a nonce: nonce = max(local next nonce, chain pending nonce), sign
-//! locally, send raw → outside the mutex, poll for the receipt. A transaction not mined within
-//! `RECEIPT_TIMEOUT` is replaced (same nonce, fees bumped by `FEE_BUMP_PERCENT`) up to
-//! `MAX_SENDS` times. A receipt with status 0 is replayed with `eth_call` at its block to learn
-//! why. The nonce is asked from the chain again after errors and after a gas key change.
+//! Each send: fees from the node (EIP-1559 when blocks carry a base fee, legacy otherwise), capped
+//! by `EXECUTOR_MAX_FEE_PER_GAS_GWEI` (above it: wait and say so) → estimate gas with those very
+//! fee fields (a callback can tell a free estimate from a paid run by `GASPRICE`; a revert there is
+//! the usual way the chain says no) → the gas limit (for outputs: room for a callback that burns
+//! all it gets, see `output_gas_limit`) → under a tokio mutex, so two transactions never share a
+//! nonce: nonce = max(local next nonce, chain pending nonce), sign locally, send raw → outside
+//! the mutex, poll for the receipt. A transaction not mined within `RECEIPT_TIMEOUT` is replaced
+//! (same nonce, fees raised to the market or bumped by `FEE_BUMP_PERCENT`, never above the cap)
+//! for as long as it can still matter; once its deadline passes, the nonce is freed with a
+//! self-transfer. A nonce is never left behind. A receipt with status 0 is an out-of-gas when it
+//! used its whole limit, else it is replayed with `eth_call` at its block to learn why.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ethers::abi::AbiEncode;
@@ -29,7 +33,9 @@ use tokio::sync::Mutex;
 use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
 use super::revert::revert_of;
 use crate::config::ChainConfig;
-use crate::domain::dal::{ignore_sent, ChainError, ChainWriter, OnSent, Revert, TxOutcome};
+use crate::domain::dal::{
+    ignore_sent, ChainError, ChainWriter, OnSent, OutputPlan, Revert, TxOutcome,
+};
 use crate::domain::model::SignedOutput;
 
 /// The name of the output call, in logs and for the cost metric.
@@ -41,10 +47,26 @@ pub const RECEIPT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The first wait between receipt polls; doubled up to `RECEIPT_POLL_INTERVAL`. (An automining
 /// node mines within a few ms of the send: a flat 100 ms wait added up to 100 ms to a job.)
 pub const RECEIPT_FIRST_POLL: Duration = Duration::from_millis(2);
-/// The first send plus the replacements (same nonce, higher fees).
-pub const MAX_SENDS: usize = 4;
+/// How often a transaction with a new nonce is tried when the node refuses it (nonce taken
+/// meanwhile, or underpriced against one of ours).
+pub const MAX_NONCE_TRIES: usize = 4;
 /// Each replacement raises the fees by this much (nodes require at least 10–12.5 %).
 pub const FEE_BUMP_PERCENT: u64 = 25;
+/// What nodes require of a replacement: both fees raised by at least this much.
+const MIN_BUMP_PERCENT: u64 = 10;
+/// Gas the output's own work may still need after the job owner's result callback returns
+/// (the callback event, bookkeeping). A callback gets at most 63/64 of the gas left at the call,
+/// so keeping 64 × this in the limit leaves the output room to finish whatever the callback does.
+pub const CALLBACK_TAIL_GAS: u64 = 10_000;
+/// Gas of a plain transfer: the self-transfer that frees a nonce whose transaction came too late.
+const TRANSFER_GAS: u64 = 21_000;
+/// How often the fees are looked at again while the base fee is above the cap.
+pub const FEE_CAP_POLL: Duration = Duration::from_secs(1);
+/// A slash has no window of its own: its transaction is given this long before its nonce is freed.
+pub const SLASH_PATIENCE: Duration = Duration::from_secs(120);
+/// After a deadline, how long the self-transfer is kept being replaced before the nonce is left
+/// to the chain (the next send asks the chain for the nonce again).
+pub const CANCEL_PATIENCE: Duration = Duration::from_secs(600);
 /// Added to the gas estimate: the state can change between estimate and inclusion (another
 /// executor's output makes ours the one that settles the job and pays for it).
 pub const GAS_MARGIN_PERCENT: u64 = 50;
@@ -68,6 +90,8 @@ pub struct TxSender {
     pending: AtomicU64,
     /// Gas used by the last mined `submitOutput` (0: none yet), for the cost metric.
     output_gas: AtomicU64,
+    /// `EXECUTOR_MAX_FEE_PER_GAS_GWEI` in wei: no fee field ever above it.
+    max_fee_per_gas: Option<U256>,
 }
 
 /// What the sender knows about the gas account's nonce. Only touched under the send lock.
@@ -84,22 +108,156 @@ enum Fees {
     Legacy { gas_price: U256 },
 }
 
+fn bump(v: U256, percent: u64) -> U256 {
+    v + v * percent / 100 + 1
+}
+
 impl Fees {
     fn bumped(self) -> Self {
-        let bump = |v: U256| v + v * FEE_BUMP_PERCENT / 100 + 1;
+        self.map(|v| bump(v, FEE_BUMP_PERCENT))
+    }
+
+    fn map(self, f: impl Fn(U256) -> U256) -> Self {
         match self {
             Fees::Eip1559 {
                 max_fee,
                 priority_fee,
             } => Fees::Eip1559 {
-                max_fee: bump(max_fee),
-                priority_fee: bump(priority_fee),
+                max_fee: f(max_fee),
+                priority_fee: f(priority_fee),
             },
             Fees::Legacy { gas_price } => Fees::Legacy {
-                gas_price: bump(gas_price),
+                gas_price: f(gas_price),
             },
         }
     }
+
+    /// The highest price per gas this may pay.
+    fn max_fee(self) -> U256 {
+        match self {
+            Fees::Eip1559 { max_fee, .. } => max_fee,
+            Fees::Legacy { gas_price } => gas_price,
+        }
+    }
+
+    /// No field above `cap` (the priority fee never above the max fee).
+    fn capped(self, cap: U256) -> Self {
+        match self.map(|v| v.min(cap)) {
+            Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            } => Fees::Eip1559 {
+                max_fee,
+                priority_fee: priority_fee.min(max_fee),
+            },
+            legacy => legacy,
+        }
+    }
+
+    /// Field by field the higher of the two (the same kind; else `self`).
+    fn at_least(self, other: Fees) -> Self {
+        match (self, other) {
+            (
+                Fees::Eip1559 {
+                    max_fee,
+                    priority_fee,
+                },
+                Fees::Eip1559 {
+                    max_fee: m,
+                    priority_fee: p,
+                },
+            ) => Fees::Eip1559 {
+                max_fee: max_fee.max(m),
+                priority_fee: priority_fee.max(p),
+            },
+            (Fees::Legacy { gas_price }, Fees::Legacy { gas_price: g }) => Fees::Legacy {
+                gas_price: gas_price.max(g),
+            },
+            (fees, _) => fees,
+        }
+    }
+
+    /// Whether a node takes `self` as a replacement of `last` (both fees up by 10 %).
+    fn replaces(self, last: Fees) -> bool {
+        let enough = |new: U256, old: U256| new > old + old * MIN_BUMP_PERCENT / 100;
+        match (self, last) {
+            (
+                Fees::Eip1559 {
+                    max_fee,
+                    priority_fee,
+                },
+                Fees::Eip1559 {
+                    max_fee: m,
+                    priority_fee: p,
+                },
+            ) => enough(max_fee, m) && enough(priority_fee, p),
+            (Fees::Legacy { gas_price }, Fees::Legacy { gas_price: g }) => enough(gas_price, g),
+            _ => true,
+        }
+    }
+}
+
+/// The fees of the next replacement of a transaction last sent with `last`: the market's or a
+/// bump, whichever is higher, never above `limit`; None when that is no valid replacement
+/// (at the cap: the transaction waits for the base fee to fall).
+fn replacement_fees(last: Fees, market: Fees, limit: Option<U256>) -> Option<Fees> {
+    let wanted = last.bumped().at_least(market);
+    let fees = match limit {
+        Some(limit) => wanted.capped(limit),
+        None => wanted,
+    };
+    fees.replaces(last).then_some(fees)
+}
+
+/// The gas limit of an output whose call was estimated at `estimate` gas, within `plan`.
+///
+/// The estimate with a margin, but at least `estimate + 64 × CALLBACK_TAIL_GAS`: a result callback
+/// gets at most 63/64 of the gas left when it is called, so if it burns all of it, the output
+/// keeps 1/64 of that — at least `CALLBACK_TAIL_GAS` — to finish its own work. Never below
+/// `plan.min_gas` (raised after an out-of-gas) nor above `plan.max_gas`.
+pub fn output_gas_limit(estimate: u64, plan: &OutputPlan) -> u64 {
+    let margin = with_margin(estimate);
+    let burn_proof = estimate.saturating_add(64 * CALLBACK_TAIL_GAS);
+    margin.max(burn_proof).max(plan.min_gas).min(plan.max_gas)
+}
+
+/// The estimate plus the margin for state changes between estimate and inclusion (another
+/// executor's output makes ours the one that settles the job and pays for it).
+fn with_margin(estimate: u64) -> u64 {
+    estimate
+        .saturating_add(estimate * GAS_MARGIN_PERCENT / 100)
+        .saturating_add(GAS_MARGIN_FIXED)
+}
+
+/// How one call's gas limit is chosen and until when it may land.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Output(OutputPlan),
+    /// The estimate with the margin; the transaction matters until `until_ms`.
+    Margin {
+        until_ms: u64,
+    },
+}
+
+impl Budget {
+    fn until_ms(&self) -> u64 {
+        match self {
+            Budget::Output(plan) => plan.until_ms,
+            Budget::Margin { until_ms } => *until_ms,
+        }
+    }
+}
+
+/// Wall-clock unix ms (the adapter's own deadline keeping; the chain has the last word).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn gwei(wei: U256) -> String {
+    ethers::utils::format_units(wei, "gwei").unwrap_or_else(|_| wei.to_string())
 }
 
 /// Why sending a transaction with a new nonce failed.
@@ -149,6 +307,16 @@ impl Call {
             .data(self.data.clone())
             .into()
     }
+
+    /// The self-transfer that takes this call's nonce when the call came too late.
+    fn cancel(&self) -> Call {
+        Call {
+            name: "self-transfer",
+            from: self.from,
+            to: self.from,
+            data: Bytes::new(),
+        }
+    }
 }
 
 /// Counts one transaction as pending until dropped (also when the send is cancelled).
@@ -197,7 +365,14 @@ impl TxSender {
             nonce: Mutex::new(NonceState::default()),
             pending: AtomicU64::new(0),
             output_gas: AtomicU64::new(0),
+            max_fee_per_gas: None,
         })
+    }
+
+    /// Caps every fee field at `max_fee_per_gas` wei (None: no cap).
+    pub fn with_max_fee_per_gas(mut self, max_fee_per_gas: Option<U256>) -> Self {
+        self.max_fee_per_gas = max_fee_per_gas;
+        self
     }
 
     /// Transactions being sent or waited for now.
@@ -266,6 +441,7 @@ impl TxSender {
         &self,
         name: &'static str,
         data: Vec<u8>,
+        budget: Budget,
         sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
         let wallet = self.wallet()?;
@@ -276,7 +452,7 @@ impl TxSender {
             data: data.into(),
         };
         let pending = Pending::start(&self.pending);
-        let result = self.send_call(&wallet, &call, sent).await;
+        let result = self.send_call(&wallet, &call, budget, sent).await;
         drop(pending);
         match &result {
             Ok(outcome) => tracing::info!(call = name, ?outcome, "transaction finished"),
@@ -289,15 +465,20 @@ impl TxSender {
         &self,
         wallet: &LocalWallet,
         call: &Call,
+        budget: Budget,
         on_sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
+        let until_ms = budget.until_ms();
+        let mut fees = self.fees_under_cap(call.name, until_ms).await?;
+        let mut estimate_request = self.transaction(call, None, None, fees);
+        estimate_request.set_from(call.from);
         let estimate = match rpc(
             "eth_estimateGas",
-            self.provider.estimate_gas(&call.request(), None),
+            self.provider.estimate_gas(&estimate_request, None),
         )
         .await
         {
-            Ok(gas) => gas,
+            Ok(gas) => gas.min(U256::from(u64::MAX)).as_u64(),
             Err(e) => {
                 return match revert_of(&e) {
                     Some(revert) => {
@@ -305,14 +486,34 @@ impl TxSender {
                         Ok(TxOutcome::Reverted {
                             tx_hash: None,
                             revert,
+                            gas_used: 0,
                         })
                     }
                     None => Err(transient("eth_estimateGas", e)),
                 };
             }
         };
-        let gas = estimate + estimate * GAS_MARGIN_PERCENT / 100 + GAS_MARGIN_FIXED;
-        let mut fees = self.fees().await?;
+        let gas = match &budget {
+            Budget::Output(plan) if estimate > plan.max_gas => {
+                // Sending it would only burn EXECUTOR_MAX_OUTPUT_GAS.
+                tracing::warn!(
+                    call = call.name,
+                    estimate,
+                    max = plan.max_gas,
+                    "the estimate exceeds EXECUTOR_MAX_OUTPUT_GAS; not sent"
+                );
+                return Ok(TxOutcome::Reverted {
+                    tx_hash: None,
+                    revert: Revert::OutOfGas {
+                        gas_limit: plan.max_gas,
+                    },
+                    gas_used: 0,
+                });
+            }
+            Budget::Output(plan) => output_gas_limit(estimate, plan),
+            Budget::Margin { .. } => with_margin(estimate),
+        };
+        let gas = U256::from(gas);
 
         // A fresh nonce, under the lock; the receipt is awaited outside it so that other
         // transactions are not held up by this one's block.
@@ -321,59 +522,142 @@ impl TxSender {
             tries += 1;
             match self.send_with_new_nonce(wallet, call, gas, fees).await {
                 Ok(sent) => break sent,
-                Err(SendFailure::NonceTooLow(_)) if tries < MAX_SENDS => {}
-                Err(SendFailure::Underpriced(_)) if tries < MAX_SENDS => fees = fees.bumped(),
+                Err(SendFailure::NonceTooLow(_)) if tries < MAX_NONCE_TRIES => {}
+                Err(SendFailure::Underpriced(_)) if tries < MAX_NONCE_TRIES => {
+                    fees = match self.max_fee_per_gas {
+                        Some(cap) => fees.bumped().capped(cap),
+                        None => fees.bumped(),
+                    }
+                }
                 Err(SendFailure::NonceTooLow(e) | SendFailure::Underpriced(e))
                 | Err(SendFailure::Other(e)) => return Err(e),
             }
         };
-
         on_sent.sent(first_hash);
+        self.follow_nonce(
+            wallet, call, nonce, gas, fees, first_hash, until_ms, on_sent,
+        )
+        .await
+    }
+
+    /// Follows the transactions sent with `nonce` until one is mined: replaced with higher fees
+    /// while `until_ms` is ahead, then by a self-transfer, so the nonce never blocks later ones.
+    #[allow(clippy::too_many_arguments)]
+    async fn follow_nonce(
+        &self,
+        wallet: &LocalWallet,
+        call: &Call,
+        nonce: U256,
+        gas: U256,
+        mut fees: Fees,
+        first_hash: H256,
+        until_ms: u64,
+        on_sent: &dyn OnSent,
+    ) -> Result<TxOutcome, ChainError> {
+        let cancel = call.cancel();
         let mut sent = vec![first_hash];
-        for attempt in 1..=MAX_SENDS {
-            if let Some(receipt) = self.wait_for_receipt(&sent, RECEIPT_TIMEOUT).await {
+        let mut cancels: Vec<H256> = vec![];
+        // After a refused replacement or at the cap, look again soon: the base fee can fall
+        // below our bid in the next block.
+        let mut patience = RECEIPT_TIMEOUT;
+        let mut at_cap_said = false;
+        loop {
+            let now = now_ms();
+            let wait = if now < until_ms {
+                patience.min(Duration::from_millis(until_ms - now))
+            } else {
+                patience
+            };
+            patience = FEE_CAP_POLL;
+            let hashes: Vec<H256> = sent.iter().chain(&cancels).copied().collect();
+            if let Some(receipt) = self.wait_for_receipt(&hashes, wait).await {
+                if cancels.contains(&receipt.transaction_hash) {
+                    tracing::warn!(call = call.name, %nonce, tx_hash = ?receipt.transaction_hash,
+                        "too late to land; the nonce went to a self-transfer");
+                    return Ok(TxOutcome::Reverted {
+                        tx_hash: Some(receipt.transaction_hash),
+                        revert: Revert::ExecutionTimeOver,
+                        gas_used: receipt.gas_used.unwrap_or_default().as_u64(),
+                    });
+                }
                 return self.outcome(call, gas, receipt).await;
             }
-            if attempt == MAX_SENDS {
-                break;
+            let now = now_ms();
+            let late = now >= until_ms;
+            if late && now >= until_ms.saturating_add(CANCEL_PATIENCE.as_millis() as u64) {
+                // The chain is the authority on the nonce again for the next send.
+                self.nonce.lock().await.next = None;
+                return Err(ChainError::Transient(format!(
+                    "{} with nonce {nonce} still unmined {CANCEL_PATIENCE:?} after its deadline",
+                    call.name
+                )));
             }
-            fees = fees.bumped();
-            tracing::warn!(
-                call = call.name,
-                %nonce,
-                "not mined within {RECEIPT_TIMEOUT:?}; replacing it with higher fees"
-            );
-            let (raw, hash) = self.signed(wallet, call, nonce, gas, fees)?;
+            let market = match self.fees().await {
+                Ok((market, _)) => market,
+                Err(e) => {
+                    tracing::debug!(call = call.name, %nonce, error = %e, "no fees for a replacement");
+                    continue;
+                }
+            };
+            // A self-transfer costs 21 000 gas: it may bid one bump above the cap, so that it can
+            // replace an output already sent at the cap.
+            let limit = match self.max_fee_per_gas {
+                Some(cap) if late => Some(bump(cap, FEE_BUMP_PERCENT)),
+                cap => cap,
+            };
+            let Some(next) = replacement_fees(fees, market, limit) else {
+                if !at_cap_said {
+                    tracing::warn!(call = call.name, %nonce, max_fee_gwei = %gwei(fees.max_fee()),
+                        "not mined and already at EXECUTOR_MAX_FEE_PER_GAS_GWEI; waiting for the base fee to fall");
+                    at_cap_said = true;
+                }
+                continue;
+            };
+            let (what, signed) = if late {
+                let transfer = self.signed(wallet, &cancel, nonce, U256::from(TRANSFER_GAS), next);
+                (cancel.name, transfer)
+            } else {
+                (call.name, self.signed(wallet, call, nonce, gas, next))
+            };
+            let (raw, hash) = signed?;
             match rpc(
                 "eth_sendRawTransaction",
                 self.provider.send_raw_transaction(raw),
             )
             .await
             {
-                Ok(_) => on_sent.sent(hash),
+                Ok(_) => {
+                    if !late {
+                        on_sent.sent(hash);
+                    }
+                }
                 Err(e) => match classify(&e) {
                     // One of the earlier sends was mined meanwhile, or the node has this one.
                     Some(Refusal::NonceTooLow) | Some(Refusal::Known) => {}
-                    // The next round bumps again.
+                    // Not in the pool (e.g. below the base fee): the pool still holds the last
+                    // accepted one, which the next round must outbid.
                     Some(Refusal::Underpriced) => {
-                        tracing::debug!(call = call.name, %nonce, "replacement underpriced")
+                        tracing::debug!(call = what, %nonce, "replacement underpriced");
+                        continue;
                     }
                     None => {
-                        tracing::warn!(call = call.name, %nonce, error = %e, "replacement not accepted")
+                        tracing::warn!(call = what, %nonce, error = %e, "replacement not accepted");
+                        continue;
                     }
                 },
             }
-            if !sent.contains(&hash) {
+            fees = next;
+            patience = RECEIPT_TIMEOUT;
+            if late {
+                if !cancels.contains(&hash) {
+                    cancels.push(hash);
+                }
+            } else if !sent.contains(&hash) {
                 sent.push(hash);
             }
-            tracing::info!(call = call.name, tx_hash = ?hash, %nonce, attempt = attempt + 1, "replacement sent");
+            tracing::info!(call = what, replaces = call.name, tx_hash = ?hash, %nonce,
+                max_fee_gwei = %gwei(fees.max_fee()), "replacement sent");
         }
-        // The chain is the authority on the nonce again for the next send.
-        self.nonce.lock().await.next = None;
-        Err(ChainError::Transient(format!(
-            "{} not mined after {MAX_SENDS} sends with nonce {nonce}",
-            call.name
-        )))
     }
 
     /// Takes the next nonce and sends the first transaction with it, under the send lock.
@@ -447,7 +731,7 @@ impl TxSender {
         gas: U256,
         fees: Fees,
     ) -> Result<(Bytes, H256), ChainError> {
-        let tx = self.transaction(call, nonce, gas, fees);
+        let tx = self.transaction(call, Some(nonce), Some(gas), fees);
         let signature = wallet
             .sign_transaction_sync(&tx)
             .map_err(|e| transient("signing", e))?;
@@ -456,8 +740,15 @@ impl TxSender {
         Ok((raw, hash))
     }
 
-    fn transaction(&self, call: &Call, nonce: U256, gas: U256, fees: Fees) -> TypedTransaction {
-        match fees {
+    /// The transaction of `call`; without nonce and gas it is what the estimate is asked about.
+    fn transaction(
+        &self,
+        call: &Call,
+        nonce: Option<U256>,
+        gas: Option<U256>,
+        fees: Fees,
+    ) -> TypedTransaction {
+        let mut tx: TypedTransaction = match fees {
             Fees::Eip1559 {
                 max_fee,
                 priority_fee,
@@ -465,8 +756,6 @@ impl TxSender {
                 .from(call.from)
                 .to(call.to)
                 .data(call.data.clone())
-                .nonce(nonce)
-                .gas(gas)
                 .max_fee_per_gas(max_fee)
                 .max_priority_fee_per_gas(priority_fee)
                 .chain_id(self.config.chain_id)
@@ -475,16 +764,22 @@ impl TxSender {
                 .from(call.from)
                 .to(call.to)
                 .data(call.data.clone())
-                .nonce(nonce)
-                .gas(gas)
                 .gas_price(gas_price)
                 .chain_id(self.config.chain_id)
                 .into(),
+        };
+        if let Some(nonce) = nonce {
+            tx.set_nonce(nonce);
         }
+        if let Some(gas) = gas {
+            tx.set_gas(gas);
+        }
+        tx
     }
 
+    /// The market's fees, and the base fee (legacy: the gas price) the chain charges now.
     /// EIP-1559 fees when the latest block has a base fee, the legacy gas price otherwise.
-    async fn fees(&self) -> Result<Fees, ChainError> {
+    async fn fees(&self) -> Result<(Fees, U256), ChainError> {
         let block = rpc(
             "eth_getBlockByNumber",
             self.provider.get_block(BlockNumber::Latest),
@@ -501,17 +796,50 @@ impl TxSender {
                 )
                 .await
                 .unwrap_or_else(|_| U256::from(FALLBACK_PRIORITY_FEE));
-                Ok(Fees::Eip1559 {
+                let fees = Fees::Eip1559 {
                     max_fee: base_fee * 2 + priority_fee,
                     priority_fee,
-                })
+                };
+                Ok((fees, base_fee))
             }
             None => {
                 let gas_price = rpc("eth_gasPrice", self.provider.get_gas_price())
                     .await
                     .map_err(|e| transient("eth_gasPrice", e))?;
-                Ok(Fees::Legacy { gas_price })
+                Ok((Fees::Legacy { gas_price }, gas_price))
             }
+        }
+    }
+
+    /// The market's fees capped by `EXECUTOR_MAX_FEE_PER_GAS_GWEI`. While the chain's base fee
+    /// is above the cap nothing of ours could be mined: wait (and say so) until it falls, or
+    /// fail once `until_ms` has passed.
+    async fn fees_under_cap(&self, name: &str, until_ms: u64) -> Result<Fees, ChainError> {
+        let mut said = false;
+        loop {
+            let (fees, base_fee) = self.fees().await?;
+            let Some(cap) = self.max_fee_per_gas else {
+                return Ok(fees);
+            };
+            if base_fee <= cap {
+                if said {
+                    tracing::info!(call = name, base_fee_gwei = %gwei(base_fee), "the base fee is below EXECUTOR_MAX_FEE_PER_GAS_GWEI again; sending");
+                }
+                return Ok(fees.capped(cap));
+            }
+            if now_ms() >= until_ms {
+                return Err(ChainError::Transient(format!(
+                    "the base fee ({} gwei) stayed above EXECUTOR_MAX_FEE_PER_GAS_GWEI ({} gwei) until the deadline",
+                    gwei(base_fee),
+                    gwei(cap)
+                )));
+            }
+            if !said {
+                tracing::warn!(call = name, base_fee_gwei = %gwei(base_fee), cap_gwei = %gwei(cap),
+                    "the base fee is above EXECUTOR_MAX_FEE_PER_GAS_GWEI; waiting for it to fall");
+                said = true;
+            }
+            tokio::time::sleep(FEE_CAP_POLL).await;
         }
     }
 
@@ -552,11 +880,25 @@ impl TxSender {
         receipt: TransactionReceipt,
     ) -> Result<TxOutcome, ChainError> {
         let tx_hash = receipt.transaction_hash;
+        let gas_used = receipt.gas_used.unwrap_or_default();
         if receipt.status == Some(U64::from(1)) {
-            if let (SUBMIT_OUTPUT, Some(used)) = (call.name, receipt.gas_used) {
-                self.output_gas.store(used.low_u64(), Ordering::SeqCst);
+            if call.name == SUBMIT_OUTPUT {
+                self.output_gas.store(gas_used.low_u64(), Ordering::SeqCst);
             }
-            return Ok(TxOutcome::Mined { tx_hash });
+            return Ok(TxOutcome::Mined {
+                tx_hash,
+                gas_used: gas_used.as_u64(),
+            });
+        }
+        if gas_used >= gas {
+            // Only an exceptional halt (out of gas) takes the whole limit.
+            return Ok(TxOutcome::Reverted {
+                tx_hash: Some(tx_hash),
+                revert: Revert::OutOfGas {
+                    gas_limit: gas.as_u64(),
+                },
+                gas_used: gas_used.as_u64(),
+            });
         }
         let block = receipt.block_number.map(|n| BlockId::Number(n.into()));
         let mut replay = call.request();
@@ -564,14 +906,12 @@ impl TxSender {
         let revert = match rpc("eth_call", self.provider.call(&replay, block)).await {
             Err(e) => revert_of(&e)
                 .unwrap_or_else(|| Revert::Other(format!("reverted; the replay failed: {e}"))),
-            Ok(_) if receipt.gas_used.is_some_and(|used| used >= gas) => {
-                Revert::Other(format!("out of gas (limit {gas})"))
-            }
             Ok(_) => Revert::Other("reverted; the replay at its block succeeded".into()),
         };
         Ok(TxOutcome::Reverted {
             tx_hash: Some(tx_hash),
             revert,
+            gas_used: gas_used.as_u64(),
         })
     }
 }
@@ -603,6 +943,7 @@ impl ChainWriter for TxSender {
     async fn submit_output(
         &self,
         output: &SignedOutput,
+        plan: OutputPlan,
         sent: Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError> {
         let data = SubmitOutputCall {
@@ -614,12 +955,121 @@ impl ChainWriter for TxSender {
             sign_timestamp: U256::from(output.sign_timestamp),
         }
         .encode();
-        self.send(SUBMIT_OUTPUT, data, sent.as_ref()).await
+        self.send(SUBMIT_OUTPUT, data, Budget::Output(plan), sent.as_ref())
+            .await
     }
 
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError> {
         let data = SlashOnExecutionTimeoutCall { job_id }.encode();
-        self.send("slashOnExecutionTimeout", data, ignore_sent().as_ref())
-            .await
+        let until_ms = now_ms().saturating_add(SLASH_PATIENCE.as_millis() as u64);
+        self.send(
+            "slashOnExecutionTimeout",
+            data,
+            Budget::Margin { until_ms },
+            ignore_sent().as_ref(),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(min_gas: u64, max_gas: u64) -> OutputPlan {
+        OutputPlan {
+            min_gas,
+            max_gas,
+            until_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_output_keeps_room_for_its_own_work_after_a_burning_callback() {
+        // Small estimate: the 63/64 reserve dominates the margin.
+        let limit = output_gas_limit(100_000, &plan(0, 3_000_000));
+        assert_eq!(limit, 100_000 + 64 * CALLBACK_TAIL_GAS);
+        // Whatever was spent before the call (at most the estimate), a callback taking 63/64 of
+        // the rest leaves at least CALLBACK_TAIL_GAS.
+        for before in [0, 50_000, 100_000] {
+            assert!((limit - before) / 64 >= CALLBACK_TAIL_GAS);
+        }
+        // Large estimate: the margin dominates.
+        assert_eq!(
+            output_gas_limit(2_000_000, &plan(0, 10_000_000)),
+            2_000_000 + 1_000_000 + GAS_MARGIN_FIXED
+        );
+        // Raised by the domain after an out-of-gas, and never above the maximum.
+        assert_eq!(
+            output_gas_limit(100_000, &plan(1_500_000, 3_000_000)),
+            1_500_000
+        );
+        assert_eq!(output_gas_limit(100_000, &plan(0, 400_000)), 400_000);
+        assert_eq!(
+            output_gas_limit(100_000, &plan(5_000_000, 3_000_000)),
+            3_000_000
+        );
+    }
+
+    fn eip1559(max_fee: u64, priority_fee: u64) -> Fees {
+        Fees::Eip1559 {
+            max_fee: U256::from(max_fee),
+            priority_fee: U256::from(priority_fee),
+        }
+    }
+
+    fn fields(fees: Fees) -> (u64, u64) {
+        match fees {
+            Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            } => (max_fee.as_u64(), priority_fee.as_u64()),
+            Fees::Legacy { gas_price } => (gas_price.as_u64(), 0),
+        }
+    }
+
+    #[test]
+    fn replacements_follow_the_market_bump_and_stop_at_the_cap() {
+        let last = eip1559(1_000, 100);
+        // A quiet market: a plain bump.
+        let quiet = replacement_fees(last, eip1559(500, 50), None).unwrap();
+        assert_eq!(fields(quiet), (1_251, 126));
+        // A spike: straight to the market's fees.
+        let spike = replacement_fees(last, eip1559(50_000, 100), None).unwrap();
+        assert_eq!(fields(spike), (50_000, 126));
+        // Capped: never above the cap, priority never above the max fee.
+        let capped = replacement_fees(last, eip1559(50_000, 100), Some(U256::from(5_000))).unwrap();
+        assert_eq!(fields(capped), (5_000, 126));
+        // At the cap: no valid replacement (nodes want +10 % on both fees).
+        assert_eq!(
+            replacement_fees(
+                eip1559(5_000, 126),
+                eip1559(50_000, 100),
+                Some(U256::from(5_000))
+            )
+            .map(fields),
+            None
+        );
+        assert_eq!(
+            replacement_fees(
+                eip1559(5_000, 126),
+                eip1559(50_000, 100),
+                Some(U256::from(5_400))
+            )
+            .map(fields),
+            None,
+            "8 % more is not a replacement"
+        );
+        let legacy = replacement_fees(
+            Fees::Legacy {
+                gas_price: U256::from(100),
+            },
+            Fees::Legacy {
+                gas_price: U256::from(90),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(fields(legacy), (126, 0));
     }
 }
