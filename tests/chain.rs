@@ -744,6 +744,9 @@ fn assert_ordered_and_consistent(items: &[FollowerItem]) {
                 assert!(*next_block >= synced, "Synced went back");
                 synced = *next_block;
             }
+            FollowerItem::Rewound { next_block } => {
+                panic!("no reorg happened, yet the follower rewound to {next_block}")
+            }
         }
     }
 }

@@ -20,7 +20,9 @@ use ethers::types::U256;
 
 use tokio::sync::watch;
 
-use dal::{ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox, Slots, Store};
+use dal::{
+    ChainReader, ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox, Slots, Store,
+};
 pub use error::{AuthRejection, DomainError};
 use scheduler::Scheduler;
 
@@ -34,6 +36,7 @@ pub struct Ports {
     pub sandbox: Arc<dyn Sandbox>,
     pub slots: Arc<dyn Slots>,
     pub chain: Arc<dyn ChainWriter>,
+    pub reader: Arc<dyn ChainReader>,
     pub metrics: Arc<dyn Metrics>,
 }
 
@@ -56,6 +59,13 @@ pub struct Settings {
     pub admin_signature_max_age_secs: u64,
     /// Accept unsigned mutable-config changes once the owner is set (old tooling only).
     pub admin_allow_unsigned: bool,
+    /// How long handling chain logs may keep failing on the store before the executor gives up
+    /// (and exits, so that a supervisor restarts it).
+    pub store_failure_limit_ms: u64,
+    /// Longest pause between retries of a failing store.
+    pub store_retry_max_ms: u64,
+    /// Not ready while the chain head is more than this many blocks past the follower.
+    pub max_head_lag_blocks: u64,
 }
 
 impl Default for Settings {
@@ -69,6 +79,9 @@ impl Default for Settings {
             job_capacity: None,
             admin_signature_max_age_secs: 300,
             admin_allow_unsigned: false,
+            store_failure_limit_ms: 60_000,
+            store_retry_max_ms: 5_000,
+            max_head_lag_blocks: 50,
         }
     }
 }
@@ -86,6 +99,8 @@ pub struct Executor {
     journal: Mutex<()>,
     /// The last probe of the chain and sandbox (for readiness).
     probe: Mutex<Option<model::Probe>>,
+    /// Since when (unix ms) and why handling chain logs fails on the store; None when it works.
+    store_failure: Mutex<Option<(u64, String)>>,
 }
 
 impl Executor {
@@ -99,6 +114,7 @@ impl Executor {
             scheduler: Scheduler::default(),
             journal: Mutex::new(()),
             probe: Mutex::new(None),
+            store_failure: Mutex::new(None),
         })
     }
 

@@ -10,7 +10,7 @@ use ethers::types::{Address, H256, U256};
 
 use super::dal::{Clock, EnclaveSigner, MockClock, MockEnclaveSigner, MockStore, Store};
 use super::eip712::recover;
-use super::model::{ChainStatus, ErrorCode, Job, JobRecord, JobState, SignedOutput};
+use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, JobState, SignedOutput};
 
 #[derive(Default)]
 struct MemoryState {
@@ -20,6 +20,7 @@ struct MemoryState {
     cursor: Option<u64>,
     status: ChainStatus,
     jobs: BTreeMap<U256, JobRecord>,
+    deployment: Option<Deployment>,
 }
 
 /// A `MockStore` that keeps everything in memory, like a store that never fails.
@@ -79,6 +80,11 @@ pub fn memory_store() -> MockStore {
         Ok(())
     });
     with!(expect_jobs, |s| Ok(s.jobs.values().cloned().collect()));
+    with!(expect_deployment, |s| Ok(s.deployment));
+    with!(expect_set_deployment, |s, deployment| {
+        s.deployment = Some(*deployment);
+        Ok(())
+    });
     store.expect_flush().returning(|| Ok(()));
     store
 }
@@ -145,6 +151,18 @@ pub fn counting_metrics() -> super::dal::MockMetrics {
         .expect_sandbox_oom_kill()
         .returning(move || bump(&c, "oom_kills".into()));
     let c = counts.clone();
+    metrics
+        .expect_store_error()
+        .returning(move || bump(&c, "store_errors".into()));
+    let c = counts.clone();
+    metrics
+        .expect_set_store_failing()
+        .returning(move |failing| {
+            c.lock()
+                .unwrap()
+                .insert("store_failing".into(), u64::from(failing));
+        });
+    let c = counts.clone();
     metrics.expect_set_load().returning(move |load| {
         c.lock()
             .unwrap()
@@ -173,6 +191,8 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
     metrics.job_finished(JobEnd::Confirmed, Some(ErrorCode::Ok), 2_500);
     metrics.job_finished(JobEnd::Abandoned, None, 90_000);
     metrics.sandbox_oom_kill();
+    metrics.store_error();
+    metrics.set_store_failing(true);
     metrics.set_load(Load {
         slots_busy: 1,
         slots_total: 4,
@@ -238,6 +258,13 @@ pub fn key_signer(secret: [u8; 32]) -> MockEnclaveSigner {
     signer
 }
 
+/// A `MockChainReader` for a chain without reorgs: every job's creating log is canonical.
+pub fn canonical_reader() -> super::dal::MockChainReader {
+    let mut reader = super::dal::MockChainReader::new();
+    reader.expect_job_is_canonical().returning(|_| Ok(true));
+    reader
+}
+
 /// A job for tests: id, selected executors, window from `exec_start_time`.
 pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job {
     Job {
@@ -249,6 +276,7 @@ pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job 
         deadline_ms: 1000,
         selected_executors: selected,
         exec_start_time,
+        origin: None,
     }
 }
 
@@ -337,6 +365,33 @@ pub fn store_contract(store: &dyn Store) {
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
     assert_eq!(store.jobs().unwrap().len(), 2);
+
+    // A job's origin (its creating log) is kept, so a reorg that reuses its id is noticed.
+    let mut job = sample_job(5, vec![], 1);
+    job.origin = Some(super::model::JobOrigin {
+        block_number: 9,
+        block_hash: H256::repeat_byte(0xb9),
+        tx_hash: H256::repeat_byte(0x79),
+        log_index: 3,
+    });
+    store
+        .put_job(&JobRecord::new(job.clone(), JobState::Observed))
+        .unwrap();
+    assert_eq!(store.job(U256::from(5)).unwrap().map(|r| r.job), Some(job));
+
+    assert_eq!(
+        store.deployment().unwrap(),
+        None,
+        "a new store has no deployment"
+    );
+    let deployment = Deployment {
+        chain_id: 31337,
+        executors: Address::repeat_byte(1),
+        jobs: Address::repeat_byte(2),
+        user_code: Address::repeat_byte(3),
+    };
+    store.set_deployment(&deployment).unwrap();
+    assert_eq!(store.deployment().unwrap(), Some(deployment));
     store.flush().unwrap();
 }
 

@@ -29,6 +29,8 @@ pub struct PromMetrics {
     pending_transactions: IntGauge,
     gas_balance: Gauge,
     chain_up: IntGauge,
+    store_errors: IntCounter,
+    store_failing: IntGauge,
 }
 
 fn code_label(code: Option<ErrorCode>) -> String {
@@ -96,6 +98,14 @@ impl PromMetrics {
                 "chain_up",
                 "1 when the RPC node answered the last probe"
             )?),
+            store_errors: register!(IntCounter::new(
+                "store_errors_total",
+                "Store failures while chain logs were handled (each is retried)"
+            )?),
+            store_failing: register!(IntGauge::new(
+                "store_failing",
+                "1 while handling chain logs is stuck on a failing store (not ready)"
+            )?),
             registry,
         })
     }
@@ -144,6 +154,14 @@ impl Metrics for PromMetrics {
 
     fn sandbox_oom_kill(&self) {
         self.oom_kills.inc();
+    }
+
+    fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    fn set_store_failing(&self, failing: bool) {
+        self.store_failing.set(i64::from(failing));
     }
 
     fn set_load(&self, load: Load) {

@@ -36,12 +36,32 @@ impl Executor {
         let fresh = probe.filter(|p| now.saturating_sub(p.at_ms) <= PROBE_FRESH_MS);
         let chain_connected = fresh.is_some_and(|p| p.chain_head.is_some());
         let workerd_found = probe.is_some_and(|p| p.workerd_found);
+        // The cursor is the first block not yet handled: head + 1 - cursor blocks are behind.
+        let head_lag = fresh
+            .and_then(|p| p.chain_head)
+            .zip(self.ports.store.cursor()?)
+            .map(|(head, cursor)| (head + 1).saturating_sub(cursor));
+        let store_failure = self.store_failure();
+        let follower_behind =
+            registered && head_lag.is_some_and(|lag| lag > self.settings.max_head_lag_blocks);
+        let follower_problem = match (store_failure, head_lag) {
+            (Some(reason), _) => Some(format!("the store fails: {reason}")),
+            (None, Some(lag)) if follower_behind => Some(format!(
+                "the follower is {lag} blocks behind the chain head (at most {} allowed)",
+                self.settings.max_head_lag_blocks
+            )),
+            _ => None,
+        };
+        let follower_ok = follower_problem.is_none();
         Ok(Readiness {
             registered,
             chain_connected,
             cgroups_enforced: self.ports.slots.enforced(),
             workerd_found,
-            ready: registered && chain_connected && workerd_found,
+            follower_ok,
+            head_lag,
+            follower_problem,
+            ready: registered && chain_connected && workerd_found && follower_ok,
         })
     }
 }
