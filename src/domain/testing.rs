@@ -422,3 +422,99 @@ pub async fn clock_contract(clock: &dyn Clock) {
     clock.sleep_ms(20).await;
     assert!(clock.now_ms() >= before + 20, "sleeping lets time pass");
 }
+
+/// The in-memory store whose next `n` writes fail (`fail_next_writes`), like a full or
+/// read-only disk that comes back; reads keep working.
+pub struct FlakyStore {
+    inner: MockStore,
+    failures_left: AtomicU64,
+}
+
+impl Default for FlakyStore {
+    fn default() -> Self {
+        Self {
+            inner: memory_store(),
+            failures_left: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FlakyStore {
+    pub fn fail_next_writes(&self, n: u64) {
+        self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    fn write(&self) -> Result<(), super::dal::StoreError> {
+        let failing = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(super::dal::StoreError::Io("No space left on device".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FlakyStore {
+    fn owner(&self) -> Result<Option<Address>, super::dal::StoreError> {
+        self.inner.owner()
+    }
+    fn set_owner_once(&self, owner: Address) -> Result<bool, super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_owner_once(owner)
+    }
+    fn gas_key(&self) -> Result<Option<[u8; 32]>, super::dal::StoreError> {
+        self.inner.gas_key()
+    }
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_gas_key(secret)
+    }
+    fn config_timestamp(&self) -> Result<Option<u64>, super::dal::StoreError> {
+        self.inner.config_timestamp()
+    }
+    fn advance_config_timestamp(&self, timestamp: u64) -> Result<bool, super::dal::StoreError> {
+        self.write()?;
+        self.inner.advance_config_timestamp(timestamp)
+    }
+    fn cursor(&self) -> Result<Option<u64>, super::dal::StoreError> {
+        self.inner.cursor()
+    }
+    fn set_cursor(&self, next_block: u64) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_cursor(next_block)
+    }
+    fn chain_status(&self) -> Result<ChainStatus, super::dal::StoreError> {
+        self.inner.chain_status()
+    }
+    fn set_chain_status(&self, status: ChainStatus) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_chain_status(status)
+    }
+    fn job(&self, id: U256) -> Result<Option<JobRecord>, super::dal::StoreError> {
+        self.inner.job(id)
+    }
+    fn put_job(&self, record: &JobRecord) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.put_job(record)
+    }
+    fn remove_job(&self, id: U256) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.remove_job(id)
+    }
+    fn jobs(&self) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+        self.inner.jobs()
+    }
+    fn flush(&self) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.flush()
+    }
+    fn deployment(&self) -> Result<Option<Deployment>, super::dal::StoreError> {
+        self.inner.deployment()
+    }
+    fn set_deployment(&self, deployment: &Deployment) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_deployment(deployment)
+    }
+}
