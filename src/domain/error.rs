@@ -26,21 +26,9 @@ pub enum DomainError {
     /// the old one must not be used.
     #[error("job {0} was superseded or removed by a reorg")]
     Superseded(U256),
-    #[error(
-        "this data directory belongs to chain {stored_chain_id} (Jobs {stored_jobs:?}, Executors \
-         {stored_executors:?}, UserCode {stored_user_code:?}), not to the configured chain \
-         {chain_id} (Jobs {jobs:?}, Executors {executors:?}, UserCode {user_code:?})"
-    )]
-    OtherDeployment {
-        stored_chain_id: u64,
-        stored_jobs: Address,
-        stored_executors: Address,
-        stored_user_code: Address,
-        chain_id: u64,
-        jobs: Address,
-        executors: Address,
-        user_code: Address,
-    },
+    /// The store belongs to another chain or other contracts (what differs, said plainly).
+    #[error("{0}")]
+    OtherDeployment(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -1122,7 +1122,7 @@ fn a_store_of_another_deployment_is_refused() {
     ] {
         assert!(matches!(
             h.executor.claim_deployment(other),
-            Err(DomainError::OtherDeployment { .. })
+            Err(DomainError::OtherDeployment(_))
         ));
     }
     assert_eq!(h.store.deployment().unwrap(), Some(ours), "nothing changed");

@@ -46,7 +46,7 @@ impl From<DomainError> for ApiError {
             | DomainError::Signer(_)
             | DomainError::Chain(_)
             | DomainError::Superseded(_)
-            | DomainError::OtherDeployment { .. } => {
+            | DomainError::OtherDeployment(_) => {
                 // The executor failed, not the caller: log the detail, answer plainly.
                 tracing::error!(error = %e, "request failed inside the executor");
                 return Self::new(

@@ -16,16 +16,18 @@ impl Executor {
                 Ok(())
             }
             Some(stored) if stored == configured => Ok(()),
-            Some(stored) => Err(DomainError::OtherDeployment {
-                stored_chain_id: stored.chain_id,
-                stored_jobs: stored.jobs,
-                stored_executors: stored.executors,
-                stored_user_code: stored.user_code,
-                chain_id: configured.chain_id,
-                jobs: configured.jobs,
-                executors: configured.executors,
-                user_code: configured.user_code,
-            }),
+            Some(stored) => Err(DomainError::OtherDeployment(format!(
+                "this data directory belongs to chain {} (Jobs {:?}, Executors {:?}, UserCode \
+                 {:?}), not to the configured chain {} (Jobs {:?}, Executors {:?}, UserCode {:?})",
+                stored.chain_id,
+                stored.jobs,
+                stored.executors,
+                stored.user_code,
+                configured.chain_id,
+                configured.jobs,
+                configured.executors,
+                configured.user_code
+            ))),
         }
     }
 

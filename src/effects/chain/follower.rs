@@ -64,6 +64,8 @@ const BLOCK_TIME_CACHE: usize = 1024;
 
 /// What the follower sends to the domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every item is a log: boxing it would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum FollowerItem {
     /// One protocol log, in (block, log index) order (reorgs aside).
     Log(ChainLog),
