@@ -16,6 +16,7 @@ use crate::domain::dal::{EnclaveSigner, Store, StoreError};
 use crate::domain::model::{ChainStatus, Deployment, Probe};
 use crate::domain::{Executor, Ports, Settings};
 use crate::effects::cgroup::CgroupSlots;
+use crate::effects::chain::follower::REORG_MEMORY_BLOCKS;
 use crate::effects::chain::{FollowerItem, LogFollower, OriginChecker, TxSender};
 use crate::effects::clock::SystemClock;
 use crate::effects::code_fetch::UserCodeSource;
@@ -221,8 +222,12 @@ async fn follow_chain(
             _ = stopped(&mut shutdown) => return,
         }
     }
+    // The last blocks before the cursor are read again: a reorg while the executor was down
+    // may have given a journalled job's id to another job (the same job again changes nothing).
     let from_block = match store.cursor() {
-        Ok(cursor) => cursor.or(config.chain.start_block),
+        Ok(cursor) => cursor
+            .map(|cursor| cursor.saturating_sub(REORG_MEMORY_BLOCKS))
+            .or(config.chain.start_block),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the chain cursor; not following the chain");
             return;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use ethers::middleware::Middleware;
 use ethers::types::{Address, H256, U256};
 use serde_json::{json, Value};
 use serverless_executor::bootstrap;
@@ -230,6 +231,46 @@ async fn a_confirmed_job_replaced_by_a_reorg_does_not_swallow_the_new_job() {
     let new = reorg_and_reuse(&net, &snapshot, code, &old).await;
     assert_only_the_new_job_is_answered(&net, &ex, new.job_id).await;
     ex.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reorg_while_the_executor_is_down_is_found_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = devnet(dir.path()).await;
+    let ex = executor(&net, &[]).await;
+    let code = save(&net).await;
+    let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
+    let old = job(&net, code, "0:old").await;
+    assert_eq!(answered(&net, old.job_id).await, vec!["old".to_string()]);
+    wait_for_state(&ex, old.job_id, "confirmed").await;
+    let cursor_before = serverless_executor::client::provider(&net.anvil.http_url())
+        .unwrap()
+        .get_block_number()
+        .await
+        .unwrap()
+        .as_u64();
+    ex.stop().await.unwrap();
+
+    // While it is down: the reorg, and a new job under the old id in a block below its cursor.
+    let new = reorg_and_reuse(&net, &snapshot, code, &old).await;
+    assert!(new.block_number < cursor_before + 1);
+    let config = net
+        .executor_config(
+            &net.executor_dir(ACCOUNT).unwrap(),
+            &ExecutorOptions {
+                account: ACCOUNT,
+                job_capacity: 4,
+                ..ExecutorOptions::default()
+            },
+        )
+        .unwrap();
+    let running = bootstrap::start(config).await.expect("restart");
+    let api_url = format!("http://{}", running.api_addr);
+    serverless_executor::client::devnet::wait_for_chain_status(&api_url, "serving", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(answered(&net, new.job_id).await, vec!["new".to_string()]);
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
