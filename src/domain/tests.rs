@@ -1239,3 +1239,83 @@ fn a_follower_far_behind_the_head_is_not_ready() {
         .follower_problem
         .is_some_and(|p| p.contains("blocks behind")));
 }
+
+/// A chain writer whose `submitOutput` is broadcast but never mined (a stuck transaction).
+struct NeverMined {
+    sends: Arc<Mutex<Vec<SignedOutput>>>,
+}
+
+#[async_trait::async_trait]
+impl ChainWriter for NeverMined {
+    fn set_gas_key(&self, _secret: [u8; 32]) -> Result<Address, ChainError> {
+        Ok(Address::repeat_byte(0x6a))
+    }
+    fn gas_address(&self) -> Option<Address> {
+        Some(Address::repeat_byte(0x6a))
+    }
+    async fn submit_output(
+        &self,
+        output: &SignedOutput,
+        sent: Arc<dyn OnSent>,
+    ) -> Result<TxOutcome, ChainError> {
+        self.sends.lock().unwrap().push(output.clone());
+        sent.sent(H256::repeat_byte(0x5e));
+        std::future::pending().await
+    }
+    async fn slash_on_execution_timeout(&self, _job_id: U256) -> Result<TxOutcome, ChainError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_in_progress_stops_once_its_job_is_superseded() {
+    let h = harness();
+    let sends = Arc::new(Mutex::new(Vec::new()));
+    let ports = Ports {
+        chain: Arc::new(NeverMined {
+            sends: sends.clone(),
+        }),
+        ..h.executor.ports().clone()
+    };
+    let executor = Executor::new(ports, h.executor.settings().clone());
+    let old = created_in(job_now(5, vec![enclave()], b"old"), 7);
+    let signed = executor.sign_output(&old, &outcome_of(b"old")).unwrap();
+    h.store
+        .put_job(&JobRecord::new(
+            old.clone(),
+            JobState::Executed {
+                output: signed.clone(),
+            },
+        ))
+        .unwrap();
+    let sending = {
+        let (executor, old) = (executor.clone(), old.clone());
+        tokio::spawn(async move { executor.send_output(&old, signed).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(sends.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.store.job(old.id).unwrap().unwrap().state.name(),
+        "submitted"
+    );
+    assert!(!sending.is_finished(), "waiting for the receipt");
+
+    // A reorg gives the id to another job: the send (and its replacements) stops.
+    h.store
+        .put_job(&JobRecord::new(
+            created_in(job_now(5, vec![enclave()], b"new"), 8),
+            JobState::Queued,
+        ))
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), sending)
+        .await
+        .expect("the send stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(sends.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.store.job(old.id).unwrap().unwrap().state,
+        JobState::Queued,
+        "the new job's record is untouched"
+    );
+}
