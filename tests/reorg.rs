@@ -218,6 +218,34 @@ async fn an_executed_job_replaced_by_a_reorg_is_not_answered_with_its_output() {
 }
 
 #[tokio::test]
+async fn a_submitted_output_is_not_sent_again_for_the_job_that_replaced_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = devnet(dir.path()).await;
+    let ex = executor(&net, &[]).await;
+    let code = save(&net).await;
+    let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
+    let old = job(&net, code, "300:old").await;
+    // The output transaction is broadcast and waits in the pool: `submitted`.
+    rpc(&net, "evm_setAutomine", json!([false])).await;
+    wait_for_state(&ex, old.job_id, "submitted").await;
+    // The reorg, and the pool loses the transaction (a node's pool is not kept across reorgs
+    // for sure): were it replaced (same nonce, higher fees), it would answer the new job.
+    assert_eq!(
+        rpc(&net, "evm_revert", json!([snapshot])).await,
+        json!(true)
+    );
+    rpc(&net, "anvil_dropAllTransactions", json!([])).await;
+    rpc(&net, "evm_setAutomine", json!([true])).await;
+    let new = job(&net, code, "0:new").await;
+    assert_eq!(
+        new.job_id, old.job_id,
+        "the reorg gives the id to another job"
+    );
+    assert_only_the_new_job_is_answered(&net, &ex, new.job_id).await;
+    ex.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_confirmed_job_replaced_by_a_reorg_does_not_swallow_the_new_job() {
     let dir = tempfile::tempdir().unwrap();
     let net = devnet(dir.path()).await;
