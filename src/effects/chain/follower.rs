@@ -382,13 +382,14 @@ impl LogFollower {
         let mut canonical = HashMap::new();
         let mut fork = None;
         for (height, hash) in remembered {
-            let now = if height > head {
-                None
-            } else {
-                rpc("eth_getBlockByNumber", http.get_block(height))
-                    .await?
-                    .and_then(|block| block.hash)
-            };
+            // Above the head: a node behind the one we read before, or a shorter chain; only a
+            // different hash at a height the node has is a reorg (anything above it goes too).
+            if height > head {
+                continue;
+            }
+            let now = rpc("eth_getBlockByNumber", http.get_block(height))
+                .await?
+                .and_then(|block| block.hash);
             if let Some(now) = now {
                 canonical.insert(height, now);
             }
@@ -749,6 +750,55 @@ mod tests {
             ..registered(ENCLAVE, EXECUTORS, 1, 3)
         };
         assert!(delivered(&f, &mut state, pending).await.is_empty());
+    }
+
+    #[test]
+    fn a_reorg_forgets_what_it_replaced_and_keeps_logs_of_blocks_still_on_the_chain() {
+        let mut state = State::new(Some(20));
+        let chain_log = |block: u64, hash: u8, index: u64| ChainLog {
+            position: LogPosition {
+                block_number: block,
+                log_index: index,
+            },
+            block_hash: H256::repeat_byte(hash),
+            removed: false,
+            event: ChainEvent::ExecutorDrained { enclave: ENCLAVE },
+        };
+        for (block, hash) in [(10, 0xa0), (11, 0xa1), (12, 0xa2)] {
+            state.remember_hash(block, H256::repeat_byte(hash));
+            state
+                .recent_logs
+                .entry(block)
+                .or_default()
+                .push(chain_log(block, hash, 0));
+        }
+        // Block 11 was replaced; the new block 11 (0xb1) was already delivered live.
+        state.remember_hash(11, H256::repeat_byte(0xb1));
+        assert_eq!(
+            state.recent_hashes[&11],
+            H256::repeat_byte(0xa1),
+            "first seen kept"
+        );
+        state
+            .recent_logs
+            .entry(11)
+            .or_default()
+            .push(chain_log(11, 0xb1, 0));
+        let canonical =
+            HashMap::from([(11, H256::repeat_byte(0xb1)), (10, H256::repeat_byte(0xa0))]);
+        let replaced = state.replaced_from(11, &canonical);
+        let gone: Vec<(u64, H256)> = replaced
+            .iter()
+            .map(|l| (l.position.block_number, l.block_hash))
+            .collect();
+        assert_eq!(
+            gone,
+            vec![(11, H256::repeat_byte(0xa1)), (12, H256::repeat_byte(0xa2))]
+        );
+        assert_eq!(state.recent_logs[&11], vec![chain_log(11, 0xb1, 0)]);
+        assert_eq!(state.recent_hashes[&11], H256::repeat_byte(0xb1));
+        assert!(!state.recent_hashes.contains_key(&12));
+        assert!(state.recent_hashes.contains_key(&10));
     }
 
     #[test]
