@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::domain::api::FollowVerdict;
 use crate::domain::dal::{EnclaveSigner, Store, StoreError};
-use crate::domain::model::{ChainStatus, Probe};
+use crate::domain::model::{ChainStatus, Deployment, Probe};
 use crate::domain::{Executor, Ports, Settings};
 use crate::effects::cgroup::CgroupSlots;
-use crate::effects::chain::{FollowerItem, LogFollower, TxSender};
+use crate::effects::chain::follower::REORG_MEMORY_BLOCKS;
+use crate::effects::chain::{FollowerItem, LogFollower, OriginChecker, TxSender};
 use crate::effects::clock::SystemClock;
 use crate::effects::code_fetch::UserCodeSource;
 use crate::effects::metrics::{ChainSample, PromMetrics};
@@ -40,6 +41,9 @@ pub struct Running {
     tasks: JoinSet<()>,
     /// The two HTTP listeners: on shutdown they close their connections themselves.
     listeners: JoinSet<()>,
+    /// Says why, when the executor cannot go on (the store kept failing): the process should
+    /// exit non-zero so that its supervisor restarts it.
+    pub fatal: watch::Receiver<Option<String>>,
 }
 
 /// Builds everything from `config` and starts serving. Fails with a message naming the problem.
@@ -84,6 +88,7 @@ pub async fn start(config: Config) -> Result<Running> {
         TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),
     );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
+    let reader = Arc::new(OriginChecker::new(&config.chain)?);
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 
     let ports = Ports {
@@ -94,6 +99,7 @@ pub async fn start(config: Config) -> Result<Running> {
         sandbox,
         slots,
         chain: chain.clone(),
+        reader,
         metrics: metrics.clone(),
     };
     let settings = Settings {
@@ -104,9 +110,29 @@ pub async fn start(config: Config) -> Result<Running> {
         allow_unlimited_slots: config.sandbox.allow_unlimited_slots,
         max_output_gas: config.gas.max_output_gas,
         denied_job_owners: config.gas.denied_job_owners.clone(),
+        store_failure_limit_ms: config.store_failure_limit_secs.saturating_mul(1000),
+        max_head_lag_blocks: config.max_head_lag_blocks,
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
+    if config.chain.is_configured() {
+        // A journal of another chain or contracts would answer the wrong jobs.
+        executor
+            .claim_deployment(Deployment {
+                chain_id: config.chain.chain_id,
+                executors: config.chain.executors_address,
+                jobs: config.chain.jobs_address,
+                user_code: config.chain.user_code_address,
+            })
+            .with_context(|| {
+                format!(
+                    "EXECUTOR_DATA_DIR={} belongs to another deployment: give this chain and \
+                     these contracts their own data directory (or set EXECUTOR_CHAIN_ID and the \
+                     contract addresses back)",
+                    config.data_dir.display()
+                )
+            })?;
+    }
     if let Some(gas) = executor.restore_gas_key().with_context(unreadable)? {
         tracing::info!(gas_address = ?gas, "gas key restored from the store");
     }
@@ -114,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running> {
     tracing::info!(?report, "journal recovered");
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (fatal_tx, fatal) = watch::channel(None);
     let mut tasks = JoinSet::new();
     tasks.spawn(executor.clone().run_dispatcher());
     tasks.spawn(executor.clone().run_settler());
@@ -181,6 +208,7 @@ pub async fn start(config: Config) -> Result<Running> {
             executor.clone(),
             store.clone(),
             shutdown_rx,
+            fatal_tx,
         ));
     } else {
         tracing::warn!("contract addresses are not configured: the chain is not followed");
@@ -193,6 +221,7 @@ pub async fn start(config: Config) -> Result<Running> {
         shutdown,
         tasks,
         listeners,
+        fatal,
     })
 }
 
@@ -203,6 +232,7 @@ async fn follow_chain(
     executor: Arc<Executor>,
     store: Arc<SledStore>,
     mut shutdown: watch::Receiver<bool>,
+    fatal: watch::Sender<Option<String>>,
 ) {
     let configured_before = matches!(store.owner(), Ok(Some(_)))
         && matches!(store.gas_key(), Ok(Some(_)))
@@ -214,8 +244,12 @@ async fn follow_chain(
             _ = stopped(&mut shutdown) => return,
         }
     }
+    // The last blocks before the cursor are read again: a reorg while the executor was down
+    // may have given a journalled job's id to another job (the same job again changes nothing).
     let from_block = match store.cursor() {
-        Ok(cursor) => cursor.or(config.chain.start_block),
+        Ok(cursor) => cursor
+            .map(|cursor| cursor.saturating_sub(REORG_MEMORY_BLOCKS))
+            .or(config.chain.start_block),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the chain cursor; not following the chain");
             return;
@@ -236,18 +270,25 @@ async fn follow_chain(
             _ = stopped(&mut shutdown) => None,
         };
         let Some(item) = item else { break };
-        let handled = match item {
-            FollowerItem::Log(log) => executor.on_chain_event(log),
-            FollowerItem::Synced { next_block } => executor
-                .on_chain_synced(next_block)
-                .map(|_| FollowVerdict::Continue),
-        };
+        // A failing store is retried with backoff (not ready meanwhile), within a bound.
+        let handled = executor
+            .with_store_retry(|| match &item {
+                FollowerItem::Log(log) => executor.on_chain_event(log.clone()),
+                FollowerItem::Synced { next_block } => executor
+                    .on_chain_synced(*next_block)
+                    .map(|_| FollowVerdict::Continue),
+                FollowerItem::Rewound { next_block } => executor
+                    .on_chain_rewound(*next_block)
+                    .map(|_| FollowVerdict::Continue),
+            })
+            .await;
         match handled {
             Ok(FollowVerdict::Continue) => {}
             Ok(FollowVerdict::Stop) => break,
             Err(e) => {
-                // The log is not marked handled: it is read again after a restart.
-                tracing::error!(error = %e, "cannot handle a chain log; stopping the listener");
+                // The log is not marked handled: it is read again after the restart.
+                tracing::error!(error = %e, "cannot handle a chain log; the executor stops so that it is restarted");
+                fatal.send_replace(Some(format!("cannot handle a chain log: {e}")));
                 break;
             }
         }
@@ -360,7 +401,16 @@ impl Running {
 pub async fn run(config: Config) -> Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let running = start(config).await?;
-    wait_for_signal().await?;
+    let mut fatal = running.fatal.clone();
+    let failure = tokio::select! {
+        signal = wait_for_signal() => { signal?; None }
+        failure = fatal.wait_for(Option::is_some) => failure.ok().and_then(|f| f.clone()),
+    };
+    if let Some(reason) = failure {
+        // Jobs in flight finish (they may not need the store); then exit non-zero.
+        running.shutdown(grace).await?;
+        anyhow::bail!("{reason}");
+    }
     let shutdown = tokio::spawn(running.shutdown(grace));
     tokio::select! {
         result = shutdown => result.context("shutdown task failed")?,

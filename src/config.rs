@@ -107,6 +107,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long SIGTERM/SIGINT waits for running jobs and their outputs, seconds.
     pub shutdown_grace_secs: u64,
+    /// How long handling chain logs may fail on the store before the process exits, seconds.
+    pub store_failure_limit_secs: u64,
+    /// Not ready while the follower is more than this many blocks behind the chain head.
+    pub max_head_lag_blocks: u64,
     pub chain: ChainConfig,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
@@ -262,6 +266,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "seconds SIGTERM/SIGINT waits for running jobs to finish and submit before exiting",
     ),
     (
+        "STORE_FAILURE_LIMIT",
+        "60",
+        "seconds the store may keep failing while chain logs are handled (retried with backoff, not ready) before the process exits non-zero",
+    ),
+    (
+        "MAX_HEAD_LAG",
+        "50",
+        "not ready while the chain head is more than this many blocks past the last handled block",
+    ),
+    (
         "SANDBOX_DIR",
         "",
         "scratch directory of sandbox runs (empty: the system temp dir)",
@@ -392,6 +406,8 @@ impl Config {
             slots,
             log_level: r.non_empty("LOG_LEVEL")?,
             shutdown_grace_secs: r.number("SHUTDOWN_GRACE", 0, 3600)?,
+            store_failure_limit_secs: r.number("STORE_FAILURE_LIMIT", 1, 86_400)?,
+            max_head_lag_blocks: r.number("MAX_HEAD_LAG", 1, 1_000_000)?,
             log_format: match r.text("LOG_FORMAT").as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
@@ -701,6 +717,8 @@ mod tests {
                 "DENIED_JOB_OWNERS",
                 "0x0000000000000000000000000000000000000001,nope",
             ),
+            ("STORE_FAILURE_LIMIT", "0"),
+            ("MAX_HEAD_LAG", "x"),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(

@@ -838,6 +838,9 @@ fn assert_ordered_and_consistent(items: &[FollowerItem]) {
                 assert!(*next_block >= synced, "Synced went back");
                 synced = *next_block;
             }
+            FollowerItem::Rewound { next_block } => {
+                panic!("no reorg happened, yet the follower rewound to {next_block}")
+            }
         }
     }
 }
@@ -1028,4 +1031,116 @@ async fn follower_reconnects_and_delivers_what_it_missed_exactly_once() {
         job_ids(&items),
         (0..4u64).map(U256::from).collect::<Vec<_>>()
     );
+}
+
+/// The JobCreated logs in `items`: (removed, job).
+fn created_jobs(items: &[FollowerItem]) -> Vec<(bool, serverless_executor::domain::model::Job)> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            FollowerItem::Log(log) => match &log.event {
+                ChainEvent::JobCreated(job) => Some((log.removed, job.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn follower_follows_a_reorg_the_node_does_not_report_and_origins_tell_jobs_apart() {
+    use serverless_executor::domain::dal::ChainReader;
+    use serverless_executor::effects::chain::OriginChecker;
+    init_tracing();
+    let devnet = Devnet::start(params(1)).await;
+    let mine = random_enclave();
+    devnet.register(&mine, OPERATOR, 10).await;
+    let codehash = devnet.save_code(OK_CODE).await;
+    let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
+    let follower = LogFollower::new(devnet.chain_config(), my_address)
+        .with_poll_interval(Duration::from_millis(100));
+    let (tx, mut rx) = mpsc::channel(256);
+    let task = tokio::spawn(follower.run(Some(0), tx));
+
+    let provider = devnet.provider();
+    let snapshot: serde_json::Value = provider
+        .request("evm_snapshot", ())
+        .await
+        .expect("evm_snapshot");
+    let old = devnet.create_job(codehash, b"old", 60_000).await;
+    // Two more blocks: the reorg below replaces three.
+    devnet.anvil.mine().await.unwrap();
+    devnet.anvil.mine().await.unwrap();
+    let head = devnet.head().await;
+    let mut items = Vec::new();
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        synced_at_least(items, head) && job_ids(items).contains(&old.job_id)
+    })
+    .await;
+
+    let reverted: bool = provider
+        .request("evm_revert", [snapshot])
+        .await
+        .expect("evm_revert");
+    assert!(reverted);
+    let new = devnet.create_job(codehash, b"new", 60_000).await;
+    assert_eq!(new.job_id, old.job_id, "the reorg reuses the id");
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        let jobs = created_jobs(items);
+        jobs.iter()
+            .any(|(removed, job)| *removed && job.code_inputs == b"old")
+            && jobs
+                .iter()
+                .any(|(removed, job)| !*removed && job.code_inputs == b"new")
+            && items
+                .iter()
+                .any(|item| matches!(item, FollowerItem::Rewound { .. }))
+    })
+    .await;
+
+    let jobs = created_jobs(&items);
+    let (_, old_job) = jobs
+        .iter()
+        .find(|(removed, job)| !*removed && job.code_inputs == b"old")
+        .expect("the old job was delivered");
+    let (_, removed_job) = jobs.iter().find(|(removed, _)| *removed).unwrap();
+    let (_, new_job) = jobs
+        .iter()
+        .find(|(removed, job)| !*removed && job.code_inputs == b"new")
+        .unwrap();
+    assert_eq!(
+        removed_job, old_job,
+        "the removal names the job that was delivered"
+    );
+    let (old_origin, new_origin) = (old_job.origin.unwrap(), new_job.origin.unwrap());
+    assert_eq!(old_origin.tx_hash, old.tx_hash);
+    assert_eq!(new_origin.tx_hash, new.tx_hash);
+    assert_eq!(old_origin.block_number, old.block_number);
+    assert_ne!(old_origin.block_hash, new_origin.block_hash);
+    assert!(!old_job.same_job(new_job), "one id, two jobs");
+    let rewound = items
+        .iter()
+        .find_map(|item| match item {
+            FollowerItem::Rewound { next_block } => Some(*next_block),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        rewound <= old.block_number,
+        "rewound to {rewound}, above the replaced block {}",
+        old.block_number
+    );
+
+    // The chain says which of the two is on it now.
+    let checker = OriginChecker::new(&devnet.chain_config()).unwrap();
+    assert!(!checker.job_is_canonical(old_job).await.unwrap());
+    assert!(checker.job_is_canonical(new_job).await.unwrap());
+    let mut forged = new_job.clone();
+    forged.origin = Some(serverless_executor::domain::model::JobOrigin {
+        log_index: new_origin.log_index + 1,
+        ..new_origin
+    });
+    assert!(!checker.job_is_canonical(&forged).await.unwrap());
+    drop(rx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

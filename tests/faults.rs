@@ -696,3 +696,123 @@ fn corrupt_files(dir: &Path) {
         }
     }
 }
+
+/// A small tmpfs mounted over a directory (needs root), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size_kib: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700")])
+            .arg("tmpfs")
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(path.to_path_buf()))
+    }
+
+    /// Writes a file until the file system is full; returns its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler file");
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).and_then(|_| file.flush()).is_ok() {}
+        // The last partial chunk too.
+        while file.write_all(&[0u8; 512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+async fn health(executor: &ExecutorProcess) -> Value {
+    admin::get(&reqwest::Client::new(), &executor.api_url, "/")
+        .await
+        .expect("GET /")
+}
+
+#[tokio::test]
+async fn a_full_data_directory_makes_the_executor_unready_then_exit_non_zero_and_nothing_is_lost() {
+    let mut world = World::new().await;
+    let data = world.executor_dir.join("data");
+    let tmpfs = match Tmpfs::mount(&data, 16 * 1024) {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            println!("SKIP a_full_data_directory_makes_the_executor_unready_then_exit_non_zero_and_nothing_is_lost: {reason}");
+            return;
+        }
+    };
+    let settings = world.settings(
+        4,
+        &[
+            ("STORE_FAILURE_LIMIT", "5".into()),
+            ("SHUTDOWN_GRACE", "1".into()),
+        ],
+    );
+    let mut executor = world.start_executor(&settings).await;
+    let code = world.save(SLOW_ECHO).await;
+    let filler = tmpfs.fill();
+
+    // The job cannot be journalled: the follower retries, says why, and is not ready.
+    let job = world.job(code, "0:full", 5000).await;
+    executor
+        .wait_for_log(
+            "the store failed while handling a chain log; retrying",
+            None,
+        )
+        .await;
+    let started = tokio::time::Instant::now();
+    loop {
+        let health = health(&executor).await;
+        if health["ready"] == false
+            && health["follower_problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("store"))
+        {
+            assert_eq!(health["follower_ok"], false, "{health}");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "still ready: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", executor.api_url))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(metrics.contains("executor_store_failing 1"), "{metrics}");
+    let status = executor.exit_status(WAIT).await;
+    assert!(
+        !status.success(),
+        "the executor exits non-zero when the store keeps failing"
+    );
+    executor
+        .wait_for_log("the store keeps failing; giving up", None)
+        .await;
+
+    // Space again: a restarted executor reads the job from its cursor and answers it once.
+    std::fs::remove_file(filler).unwrap();
+    let executor = ExecutorProcess::spawn(&settings);
+    wait_for_api(&executor).await;
+    executor.wait_serving().await;
+    let output = world.only_output(&job).await;
+    assert_eq!(String::from_utf8_lossy(&output.output), "done 0:full");
+    executor.kill().await;
+    drop(tmpfs);
+}

@@ -293,6 +293,7 @@ async fn a_journalled_job_the_chain_never_had_is_given_up_once() {
         selected_executors: vec![enclave],
         // The window closes in ~12 s: time to enrol the executor first.
         exec_start_time: now_secs() + 6,
+        origin: None,
     };
     {
         let store = SledStore::open(&executor_dir.join("data"), [0; 32]).unwrap();

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use ethers::types::{Address, H256, U256};
 use thiserror::Error;
 
-use super::model::{ChainStatus, ErrorCode, JobRecord, Readiness, SignedOutput};
+use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, Readiness, SignedOutput};
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -59,6 +59,9 @@ pub trait Store: Send + Sync {
     fn jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// The chain and contracts this store's journal belongs to (None until first recorded).
+    fn deployment(&self) -> Result<Option<Deployment>, StoreError>;
+    fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -266,6 +269,16 @@ pub fn ignore_sent() -> Arc<dyn OnSent> {
     Arc::new(|_tx_hash: H256| {})
 }
 
+/// What the executor reads from the chain besides logs and code.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ChainReader: Send + Sync {
+    /// Whether the `JobCreated` log that announced `job` (its origin) is on the canonical chain
+    /// now: a reorg may have removed it, or given the job's id to another job. True for a job
+    /// without a recorded origin (nothing to check).
+    async fn job_is_canonical(&self, job: &Job) -> Result<bool, ChainError>;
+}
+
 /// Transactions the executor sends, paid with the gas key.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -335,6 +348,10 @@ pub trait Metrics: Send + Sync {
     fn gas_spent(&self, gas: u64);
     /// An output for a job of `job_owner` ran out of gas: its result callback burns gas.
     fn gas_burner(&self, job_owner: Address);
+    /// The store failed while a chain log was handled (it is retried).
+    fn store_error(&self);
+    /// Whether handling chain logs is stuck on a failing store right now.
+    fn set_store_failing(&self, failing: bool);
     fn set_load(&self, load: Load);
     /// Whether the executor can do its work, and each reason, sampled when metrics are read.
     fn set_readiness(&self, readiness: Readiness);

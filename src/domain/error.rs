@@ -22,6 +22,13 @@ pub enum DomainError {
     UnknownJob(U256),
     #[error("{0}")]
     BadQuery(String),
+    /// The journal now holds another job under this id (a reorg), or none: the work done for
+    /// the old one must not be used.
+    #[error("job {0} was superseded or removed by a reorg")]
+    Superseded(U256),
+    /// The store belongs to another chain or other contracts (what differs, said plainly).
+    #[error("{0}")]
+    OtherDeployment(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -20,7 +20,9 @@ use ethers::types::U256;
 
 use tokio::sync::watch;
 
-use dal::{ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox, Slots, Store};
+use dal::{
+    ChainReader, ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox, Slots, Store,
+};
 pub use error::{AuthRejection, DomainError};
 use scheduler::Scheduler;
 
@@ -34,6 +36,7 @@ pub struct Ports {
     pub sandbox: Arc<dyn Sandbox>,
     pub slots: Arc<dyn Slots>,
     pub chain: Arc<dyn ChainWriter>,
+    pub reader: Arc<dyn ChainReader>,
     pub metrics: Arc<dyn Metrics>,
 }
 
@@ -65,6 +68,13 @@ pub struct Settings {
     pub max_output_gas: u64,
     /// Job owners whose jobs are refused (`EXECUTOR_DENIED_JOB_OWNERS`).
     pub denied_job_owners: Vec<ethers::types::Address>,
+    /// How long handling chain logs may keep failing on the store before the executor gives up
+    /// (and exits, so that a supervisor restarts it).
+    pub store_failure_limit_ms: u64,
+    /// Longest pause between retries of a failing store.
+    pub store_retry_max_ms: u64,
+    /// Not ready while the chain head is more than this many blocks past the follower.
+    pub max_head_lag_blocks: u64,
 }
 
 impl Default for Settings {
@@ -81,6 +91,9 @@ impl Default for Settings {
             allow_unlimited_slots: false,
             max_output_gas: DEFAULT_MAX_OUTPUT_GAS,
             denied_job_owners: Vec::new(),
+            store_failure_limit_ms: 60_000,
+            store_retry_max_ms: 5_000,
+            max_head_lag_blocks: 50,
         }
     }
 }
@@ -101,6 +114,8 @@ pub struct Executor {
     /// Why the chain refuses our enclave key (`AttestationAutherKeyNotVerified`), if it does:
     /// while set, no job is taken.
     enclave_refusal: Mutex<Option<String>>,
+    /// Since when (unix ms) and why handling chain logs fails on the store; None when it works.
+    store_failure: Mutex<Option<(u64, String)>>,
 }
 
 impl Executor {
@@ -115,6 +130,7 @@ impl Executor {
             journal: Mutex::new(()),
             probe: Mutex::new(None),
             enclave_refusal: Mutex::new(None),
+            store_failure: Mutex::new(None),
         })
     }
 

@@ -60,6 +60,19 @@ pub struct Job {
     pub selected_executors: Vec<Address>,
     /// `execStartTime`: the timestamp (unix seconds) of the block that created the job.
     pub exec_start_time: u64,
+    /// The `JobCreated` log that announced it (None in records written before it was kept).
+    #[serde(default)]
+    pub origin: Option<JobOrigin>,
+}
+
+/// Where a job was announced: its `JobCreated` log. A reorg can give a job id to another job,
+/// so the id alone does not identify a job; the id with its origin does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobOrigin {
+    pub block_number: u64,
+    pub block_hash: H256,
+    pub tx_hash: H256,
+    pub log_index: u64,
 }
 
 impl Job {
@@ -82,6 +95,33 @@ impl Job {
         let count = usize::from(output_count);
         count >= self.selected_executors.len() || count >= OUTPUTS_THAT_DELETE_A_JOB
     }
+
+    /// Whether `other` is this very job, not another one that a reorg gave the same id: same
+    /// id, code, inputs and terms, and the same creating log (the block time where a record
+    /// predates origins).
+    pub fn same_job(&self, other: &Job) -> bool {
+        let same_origin = match (self.origin, other.origin) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.exec_start_time == other.exec_start_time,
+        };
+        self.id == other.id
+            && self.codehash == other.codehash
+            && self.code_inputs == other.code_inputs
+            && self.owner == other.owner
+            && self.env == other.env
+            && self.deadline_ms == other.deadline_ms
+            && self.selected_executors == other.selected_executors
+            && same_origin
+    }
+}
+
+/// The chain and contracts a data directory belongs to: its journal means nothing elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub chain_id: u64,
+    pub executors: Address,
+    pub jobs: Address,
+    pub user_code: Address,
 }
 
 /// What one execution produced, in protocol terms.
@@ -140,7 +180,7 @@ pub struct Probe {
 }
 
 /// Whether the executor can do its work, and each reason it cannot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     /// Registered on chain (serving or draining).
     pub registered: bool,
@@ -153,8 +193,14 @@ pub struct Readiness {
     pub workerd_found: bool,
     /// The chain has not refused our enclave key (`AttestationAutherKeyNotVerified`).
     pub enclave_verified: bool,
-    /// registered, chain connected, workerd found, the enclave key not refused, and slot limits
-    /// enforced (or explicitly waived).
+    /// The follower keeps its journal (the store works) and keeps up with the chain head.
+    pub follower_ok: bool,
+    /// Blocks between the chain head and the first block not yet handled (when known).
+    pub head_lag: Option<u64>,
+    /// Why the follower is not ok.
+    pub follower_problem: Option<String>,
+    /// registered, chain connected, workerd found, the enclave key not refused, the follower
+    /// ok, and slot limits enforced (or explicitly waived).
     pub ready: bool,
 }
 
@@ -170,6 +216,9 @@ impl Readiness {
         }
         if !self.workerd_found {
             why.push("the workerd binary is missing or not executable");
+        }
+        if !self.follower_ok {
+            why.push("the chain follower is failing or behind (see follower_problem)");
         }
         if !self.enclave_verified {
             why.push("the chain refuses our enclave key (AttestationAutherKeyNotVerified)");
@@ -352,6 +401,7 @@ mod tests {
             deadline_ms: 1500,
             selected_executors: vec![],
             exec_start_time: 100,
+            origin: None,
         };
         assert_eq!(job.window_end_ms(20), 100_000 + 1500 + 20_000);
     }
@@ -367,6 +417,7 @@ mod tests {
             deadline_ms: 1,
             selected_executors: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
             exec_start_time: 0,
+            origin: None,
         };
         assert!(!job.fully_answered(1));
         assert!(job.fully_answered(2));

@@ -154,6 +154,12 @@ impl Executor {
                 self.abandon(&job, &reason);
                 continue;
             }
+            // Journalled before the run starts, so that a second queue entry for the id (a
+            // job superseded by a reorg) finds it taken.
+            if let Err(e) = self.set_state(&job, JobState::Running) {
+                tracing::error!(job = %job.id, error = %e, "cannot journal the run; job not started");
+                continue;
+            }
             let executor = self.clone();
             // The span names the job in the adapters' events (e.g. their stage marks).
             let span = tracing::info_span!(target: "job_stage", "job", job = %job.id);
@@ -172,10 +178,6 @@ impl Executor {
     }
 
     async fn run_job(self: &Arc<Self>, job: Job, lease: SlotLease) {
-        if let Err(e) = self.set_state(&job, JobState::Running) {
-            tracing::error!(job = %job.id, error = %e, "cannot journal the run; job not started");
-            return;
-        }
         let Some(slot) = lease.slot.as_ref() else {
             return;
         };

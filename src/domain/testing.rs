@@ -10,7 +10,7 @@ use ethers::types::{Address, H256, U256};
 
 use super::dal::{Clock, EnclaveSigner, MockClock, MockEnclaveSigner, MockStore, Store};
 use super::eip712::recover;
-use super::model::{ChainStatus, ErrorCode, Job, JobRecord, JobState, SignedOutput};
+use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, JobState, SignedOutput};
 
 #[derive(Default)]
 struct MemoryState {
@@ -20,6 +20,7 @@ struct MemoryState {
     cursor: Option<u64>,
     status: ChainStatus,
     jobs: BTreeMap<U256, JobRecord>,
+    deployment: Option<Deployment>,
 }
 
 /// A `MockStore` that keeps everything in memory, like a store that never fails.
@@ -79,6 +80,11 @@ pub fn memory_store() -> MockStore {
         Ok(())
     });
     with!(expect_jobs, |s| Ok(s.jobs.values().cloned().collect()));
+    with!(expect_deployment, |s| Ok(s.deployment));
+    with!(expect_set_deployment, |s, deployment| {
+        s.deployment = Some(*deployment);
+        Ok(())
+    });
     store.expect_flush().returning(|| Ok(()));
     store
 }
@@ -176,6 +182,18 @@ pub fn counting_metrics() -> super::dal::MockMetrics {
         .expect_gas_burner()
         .returning(move |owner| bump(&c, format!("gas_burner_{owner:?}")));
     let c = counts.clone();
+    metrics
+        .expect_store_error()
+        .returning(move || bump(&c, "store_errors".into()));
+    let c = counts.clone();
+    metrics
+        .expect_set_store_failing()
+        .returning(move |failing| {
+            c.lock()
+                .unwrap()
+                .insert("store_failing".into(), u64::from(failing));
+        });
+    let c = counts.clone();
     metrics.expect_set_load().returning(move |load| {
         c.lock()
             .unwrap()
@@ -231,6 +249,8 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
         with_burner.contains("0xb0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"),
         "the gas burner is named: {with_burner}"
     );
+    metrics.store_error();
+    metrics.set_store_failing(true);
     metrics.set_load(Load {
         slots_busy: 1,
         slots_total: 4,
@@ -259,6 +279,9 @@ pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
         unlimited_slots_allowed: false,
         workerd_found: ready,
         enclave_verified: ready,
+        follower_ok: ready,
+        head_lag: None,
+        follower_problem: None,
         ready,
     };
     metrics.set_readiness(readiness(false));
@@ -319,6 +342,13 @@ pub fn key_signer(secret: [u8; 32]) -> MockEnclaveSigner {
     signer
 }
 
+/// A `MockChainReader` for a chain without reorgs: every job's creating log is canonical.
+pub fn canonical_reader() -> super::dal::MockChainReader {
+    let mut reader = super::dal::MockChainReader::new();
+    reader.expect_job_is_canonical().returning(|_| Ok(true));
+    reader
+}
+
 /// A job for tests: id, selected executors, window from `exec_start_time`.
 pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job {
     Job {
@@ -330,6 +360,7 @@ pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job 
         deadline_ms: 1000,
         selected_executors: selected,
         exec_start_time,
+        origin: None,
     }
 }
 
@@ -418,6 +449,33 @@ pub fn store_contract(store: &dyn Store) {
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
     assert_eq!(store.jobs().unwrap().len(), 2);
+
+    // A job's origin (its creating log) is kept, so a reorg that reuses its id is noticed.
+    let mut job = sample_job(5, vec![], 1);
+    job.origin = Some(super::model::JobOrigin {
+        block_number: 9,
+        block_hash: H256::repeat_byte(0xb9),
+        tx_hash: H256::repeat_byte(0x79),
+        log_index: 3,
+    });
+    store
+        .put_job(&JobRecord::new(job.clone(), JobState::Observed))
+        .unwrap();
+    assert_eq!(store.job(U256::from(5)).unwrap().map(|r| r.job), Some(job));
+
+    assert_eq!(
+        store.deployment().unwrap(),
+        None,
+        "a new store has no deployment"
+    );
+    let deployment = Deployment {
+        chain_id: 31337,
+        executors: Address::repeat_byte(1),
+        jobs: Address::repeat_byte(2),
+        user_code: Address::repeat_byte(3),
+    };
+    store.set_deployment(&deployment).unwrap();
+    assert_eq!(store.deployment().unwrap(), Some(deployment));
     store.flush().unwrap();
 }
 
@@ -447,4 +505,100 @@ pub async fn clock_contract(clock: &dyn Clock) {
     assert!(before > 1_600_000_000_000, "now is unix milliseconds");
     clock.sleep_ms(20).await;
     assert!(clock.now_ms() >= before + 20, "sleeping lets time pass");
+}
+
+/// The in-memory store whose next `n` writes fail (`fail_next_writes`), like a full or
+/// read-only disk that comes back; reads keep working.
+pub struct FlakyStore {
+    inner: MockStore,
+    failures_left: AtomicU64,
+}
+
+impl Default for FlakyStore {
+    fn default() -> Self {
+        Self {
+            inner: memory_store(),
+            failures_left: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FlakyStore {
+    pub fn fail_next_writes(&self, n: u64) {
+        self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    fn write(&self) -> Result<(), super::dal::StoreError> {
+        let failing = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(super::dal::StoreError::Io("No space left on device".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FlakyStore {
+    fn owner(&self) -> Result<Option<Address>, super::dal::StoreError> {
+        self.inner.owner()
+    }
+    fn set_owner_once(&self, owner: Address) -> Result<bool, super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_owner_once(owner)
+    }
+    fn gas_key(&self) -> Result<Option<[u8; 32]>, super::dal::StoreError> {
+        self.inner.gas_key()
+    }
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_gas_key(secret)
+    }
+    fn config_timestamp(&self) -> Result<Option<u64>, super::dal::StoreError> {
+        self.inner.config_timestamp()
+    }
+    fn advance_config_timestamp(&self, timestamp: u64) -> Result<bool, super::dal::StoreError> {
+        self.write()?;
+        self.inner.advance_config_timestamp(timestamp)
+    }
+    fn cursor(&self) -> Result<Option<u64>, super::dal::StoreError> {
+        self.inner.cursor()
+    }
+    fn set_cursor(&self, next_block: u64) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_cursor(next_block)
+    }
+    fn chain_status(&self) -> Result<ChainStatus, super::dal::StoreError> {
+        self.inner.chain_status()
+    }
+    fn set_chain_status(&self, status: ChainStatus) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_chain_status(status)
+    }
+    fn job(&self, id: U256) -> Result<Option<JobRecord>, super::dal::StoreError> {
+        self.inner.job(id)
+    }
+    fn put_job(&self, record: &JobRecord) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.put_job(record)
+    }
+    fn remove_job(&self, id: U256) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.remove_job(id)
+    }
+    fn jobs(&self) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+        self.inner.jobs()
+    }
+    fn flush(&self) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.flush()
+    }
+    fn deployment(&self) -> Result<Option<Deployment>, super::dal::StoreError> {
+        self.inner.deployment()
+    }
+    fn set_deployment(&self, deployment: &Deployment) -> Result<(), super::dal::StoreError> {
+        self.write()?;
+        self.inner.set_deployment(deployment)
+    }
 }

@@ -122,8 +122,23 @@ struct Harness {
 }
 
 fn harness_with(code: MockCodeSource, sandbox: MockSandbox, slots: usize) -> Harness {
+    harness_on(
+        code,
+        sandbox,
+        slots,
+        Arc::new(memory_store()),
+        canonical_reader(),
+    )
+}
+
+fn harness_on(
+    code: MockCodeSource,
+    sandbox: MockSandbox,
+    slots: usize,
+    store: Arc<dyn Store>,
+    reader: MockChainReader,
+) -> Harness {
     let chain = ChainScript::default();
-    let store: Arc<dyn Store> = Arc::new(memory_store());
     let ports = Ports {
         signer: Arc::new(key_signer(ENCLAVE_SECRET)),
         clock: Arc::new(TokioClock::starting_at(T0_MS)),
@@ -132,6 +147,7 @@ fn harness_with(code: MockCodeSource, sandbox: MockSandbox, slots: usize) -> Har
         sandbox: Arc::new(sandbox),
         slots: Arc::new(counting_slots(slots)),
         chain: Arc::new(chain.writer(store.clone())),
+        reader: Arc::new(reader),
         metrics: Arc::new(counting_metrics()),
     };
     // The stub slots enforce no limits; the harness's operator accepts that, as a devnet would.
@@ -440,14 +456,11 @@ async fn events_are_ignored_until_registration_and_filtered_by_env() {
         .on_chain_event(log(3, ChainEvent::JobCreated(job_now(3, vec![me], b"x"))))
         .unwrap();
     h.executor
-        .on_chain_event(log(3, ChainEvent::JobCreated(job_now(3, vec![me], b"y"))))
+        .on_chain_event(log(3, ChainEvent::JobCreated(job_now(3, vec![me], b"x"))))
         .unwrap();
     let record = h.store.job(U256::from(3)).unwrap().unwrap();
     assert_eq!(record.state, JobState::Queued);
-    assert_eq!(
-        record.job.code_inputs, b"x",
-        "a duplicate log changes nothing"
-    );
+    assert_eq!(record.job.code_inputs, b"x");
     assert_eq!(h.executor.load().0, 1);
     let other = Address::repeat_byte(0x99);
     h.executor
@@ -693,7 +706,9 @@ async fn submission_refusals_are_classified() {
     for (answers, state, sends) in cases {
         h.chain.outputs.lock().unwrap().clear();
         *h.chain.submit_answers.lock().unwrap() = answers;
-        h.store.remove_job(job.id).unwrap();
+        h.store
+            .put_job(&JobRecord::new(job.clone(), JobState::Running))
+            .unwrap();
         h.executor
             .submit_output(&job, outcome.clone())
             .await
@@ -717,6 +732,10 @@ async fn an_output_out_of_gas_is_resent_with_more_gas_and_its_gas_is_counted() {
     let h = harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
+    // Journalled as running, as the dispatcher leaves it before the output is signed.
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Running))
+        .unwrap();
     let outcome = ExecutionOutcome {
         output: b"x".to_vec(),
         error_code: ErrorCode::Ok,
@@ -754,6 +773,10 @@ async fn an_output_out_of_gas_at_the_maximum_is_abandoned_saying_why() {
     let h = harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
+    // Journalled as running, as the dispatcher leaves it before the output is signed.
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Running))
+        .unwrap();
     let outcome = ExecutionOutcome {
         output: b"x".to_vec(),
         error_code: ErrorCode::Ok,
@@ -827,6 +850,10 @@ async fn every_refused_output_is_counted_by_reason() {
     let h = harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
+    // Journalled as running, as the dispatcher leaves it before the output is signed.
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Running))
+        .unwrap();
     let outcome = ExecutionOutcome {
         output: b"x".to_vec(),
         error_code: ErrorCode::Ok,
@@ -932,6 +959,10 @@ async fn refusals_of_the_published_jobs_end_the_job_and_keep_a_landed_output_con
     };
     // Panic(0x32): no such job; one attempt, abandoned with the reason.
     let unknown = job_now(1, vec![me], b"x");
+    // Journalled as running, as the dispatcher leaves it before the output is signed.
+    h.store
+        .put_job(&JobRecord::new(unknown.clone(), JobState::Running))
+        .unwrap();
     *h.chain.submit_answers.lock().unwrap() = vec![reverted(Revert::UnknownJob)];
     h.executor
         .submit_output(&unknown, outcome.clone())
@@ -1283,14 +1314,8 @@ fn without_slot_limits_the_executor_is_not_ready_unless_the_operator_allows_it()
         let mut h = harness();
         registered(&h);
         let ports = Ports {
-            signer: Arc::new(key_signer(ENCLAVE_SECRET)),
-            clock: Arc::new(TokioClock::starting_at(T0_MS)),
-            store: h.store.clone(),
-            code: Arc::new(code_ok()),
-            sandbox: Arc::new(echo_sandbox()),
             slots: Arc::new(counting_slots(2)),
-            chain: Arc::new(h.chain.writer(h.store.clone())),
-            metrics: Arc::new(counting_metrics()),
+            ..h.executor.ports().clone()
         };
         let settings = Settings {
             allow_unlimited_slots: allow,
@@ -1315,4 +1340,429 @@ fn without_slot_limits_the_executor_is_not_ready_unless_the_operator_allows_it()
             assert!(reasons[0].contains("EXECUTOR_ALLOW_UNLIMITED_SLOTS"));
         }
     }
+}
+
+// ---- reorgs --------------------------------------------------------------------------------
+
+/// `job` as announced by the JobCreated log in block `block` (hash and tx hash from `block`).
+fn created_in(mut job: Job, block: u8) -> Job {
+    job.origin = Some(JobOrigin {
+        block_number: u64::from(block),
+        block_hash: H256::repeat_byte(block),
+        tx_hash: H256::repeat_byte(block ^ 0xff),
+        log_index: 0,
+    });
+    job
+}
+
+fn removed(block: u64, event: ChainEvent) -> ChainLog {
+    ChainLog {
+        removed: true,
+        ..log(block, event)
+    }
+}
+
+fn outcome_of(output: &[u8]) -> ExecutionOutcome {
+    ExecutionOutcome {
+        output: output.to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    }
+}
+
+fn sent_outputs(h: &Harness) -> Vec<Vec<u8>> {
+    h.chain
+        .outputs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o.output.clone())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_id_reused_by_a_reorg_supersedes_the_queued_job_and_only_the_new_one_runs() {
+    let h = harness();
+    registered(&h);
+    let old = created_in(job_now(5, vec![enclave()], b"old"), 7);
+    let new = created_in(job_now(5, vec![enclave()], b"new"), 8);
+    h.executor
+        .on_chain_event(log(7, ChainEvent::JobCreated(old.clone())))
+        .unwrap();
+    // Delivered again (a backfill): the very same job changes nothing.
+    h.executor
+        .on_chain_event(log(7, ChainEvent::JobCreated(old)))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(8, ChainEvent::JobCreated(new.clone())))
+        .unwrap();
+    let record = h.store.job(U256::from(5)).unwrap().unwrap();
+    assert!(record.job.same_job(&new), "the new job replaced the old");
+    assert_eq!(record.state, JobState::Queued);
+    settle_all(&h).await;
+    assert_eq!(sent_outputs(&h), vec![b"new".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_output_is_signed_or_sent_for_a_job_superseded_while_running_or_executed() {
+    let h = harness();
+    registered(&h);
+    let old = created_in(job_now(5, vec![enclave()], b"old"), 7);
+    let new = created_in(job_now(5, vec![enclave()], b"new"), 8);
+
+    // Running when the new job arrives: its outcome is dropped, the new record untouched.
+    h.store
+        .put_job(&JobRecord::new(old.clone(), JobState::Running))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(8, ChainEvent::JobCreated(new.clone())))
+        .unwrap();
+    h.executor
+        .submit_output(&old, outcome_of(b"old"))
+        .await
+        .unwrap();
+    assert!(sent_outputs(&h).is_empty());
+    let record = h.store.job(U256::from(5)).unwrap().unwrap();
+    assert!(record.job.same_job(&new) && record.state == JobState::Queued);
+
+    // Executed (signed, not sent) when the new job arrives: the old output is never sent.
+    let signed = h.executor.sign_output(&old, &outcome_of(b"old")).unwrap();
+    h.store
+        .put_job(&JobRecord::new(
+            old.clone(),
+            JobState::Executed {
+                output: signed.clone(),
+            },
+        ))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(8, ChainEvent::JobCreated(new.clone())))
+        .unwrap();
+    h.executor.send_output(&old, signed).await.unwrap();
+    assert!(sent_outputs(&h).is_empty());
+    // Nor does giving the old job up touch the new one.
+    h.executor.abandon(&old, "test");
+    assert_eq!(
+        h.store.job(U256::from(5)).unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_creating_log_forgets_its_job_in_any_state_but_not_another_job() {
+    let h = harness();
+    registered(&h);
+    let job = created_in(job_now(5, vec![enclave()], b"x"), 7);
+    let signed = h.executor.sign_output(&job, &outcome_of(b"x")).unwrap();
+    for state in [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Executed {
+            output: signed.clone(),
+        },
+        JobState::Submitted {
+            output: signed.clone(),
+            tx_hash: H256::repeat_byte(9),
+        },
+    ] {
+        h.store
+            .put_job(&JobRecord::new(job.clone(), state.clone()))
+            .unwrap();
+        h.executor
+            .on_chain_event(removed(7, ChainEvent::JobCreated(job.clone())))
+            .unwrap();
+        assert_eq!(h.store.job(job.id).unwrap(), None, "{}", state.name());
+    }
+    // The in-flight work of a forgotten job stops before sending.
+    h.executor.send_output(&job, signed).await.unwrap();
+    assert!(sent_outputs(&h).is_empty());
+
+    // A removal naming another job under the id leaves the journal's job alone.
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Queued))
+        .unwrap();
+    let other = created_in(job_now(5, vec![enclave()], b"x"), 6);
+    h.executor
+        .on_chain_event(removed(6, ChainEvent::JobCreated(other)))
+        .unwrap();
+    assert!(h.store.job(job.id).unwrap().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_output_waits_while_its_creating_log_is_off_the_chain() {
+    // Off the chain twice (a node behind ours), then there: sent once.
+    let answers = Arc::new(Mutex::new(vec![false, false]));
+    let mut reader = MockChainReader::new();
+    let a = answers.clone();
+    reader
+        .expect_job_is_canonical()
+        .returning(move |_| Ok(a.lock().unwrap().pop().unwrap_or(true)));
+    let h = harness_on(
+        code_ok(),
+        echo_sandbox(),
+        2,
+        Arc::new(memory_store()),
+        reader,
+    );
+    registered(&h);
+    let job = created_in(job_now(5, vec![enclave()], b"x"), 7);
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Running))
+        .unwrap();
+    h.executor
+        .submit_output(&job, outcome_of(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(sent_outputs(&h), vec![b"x".to_vec()]);
+
+    // Never there again (removed by a reorg no one reported): given up when the window closes.
+    *answers.lock().unwrap() = vec![false; 1000];
+    let job = created_in(job_now(6, vec![enclave()], b"y"), 7);
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Running))
+        .unwrap();
+    h.executor
+        .submit_output(&job, outcome_of(b"y"))
+        .await
+        .unwrap();
+    assert_eq!(sent_outputs(&h).len(), 1, "the output was never sent");
+    let state = h.store.job(job.id).unwrap().unwrap().state;
+    assert!(
+        matches!(&state, JobState::Abandoned { reason } if reason.contains("reorg")),
+        "{state:?}"
+    );
+}
+
+#[test]
+fn a_rewind_moves_the_cursor_back_never_forward() {
+    let h = harness();
+    h.executor.on_chain_synced(100).unwrap();
+    h.executor.on_chain_rewound(90).unwrap();
+    assert_eq!(h.store.cursor().unwrap(), Some(90));
+    h.executor.on_chain_rewound(95).unwrap();
+    assert_eq!(h.store.cursor().unwrap(), Some(90));
+}
+
+#[test]
+fn a_store_of_another_deployment_is_refused() {
+    let h = harness();
+    let ours = Deployment {
+        chain_id: 1,
+        executors: Address::repeat_byte(1),
+        jobs: Address::repeat_byte(2),
+        user_code: Address::repeat_byte(3),
+    };
+    h.executor.claim_deployment(ours).unwrap();
+    h.executor.claim_deployment(ours).unwrap();
+    assert_eq!(h.store.deployment().unwrap(), Some(ours));
+    for other in [
+        Deployment {
+            chain_id: 2,
+            ..ours
+        },
+        Deployment {
+            jobs: Address::repeat_byte(9),
+            ..ours
+        },
+    ] {
+        assert!(matches!(
+            h.executor.claim_deployment(other),
+            Err(DomainError::OtherDeployment(_))
+        ));
+    }
+    assert_eq!(h.store.deployment().unwrap(), Some(ours), "nothing changed");
+}
+
+// ---- a failing store -----------------------------------------------------------------------
+
+fn flaky_harness() -> (Harness, Arc<FlakyStore>) {
+    let flaky = Arc::new(FlakyStore::default());
+    let h = harness_on(
+        code_ok(),
+        echo_sandbox(),
+        2,
+        flaky.clone(),
+        canonical_reader(),
+    );
+    (h, flaky)
+}
+
+fn probe_now(h: &Harness, head: u64) {
+    h.executor.record_probe(Probe {
+        chain_head: Some(head),
+        workerd_found: true,
+        gas_balance_wei: None,
+        at_ms: h.executor.ports().clock.now_ms(),
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_failing_a_few_times_is_retried_with_backoff_while_not_ready() {
+    let (h, flaky) = flaky_harness();
+    registered(&h);
+    h.executor.on_chain_synced(10).unwrap();
+    probe_now(&h, 10);
+    assert!(h.executor.readiness().unwrap().ready);
+
+    flaky.fail_next_writes(3);
+    let job = created_in(job_now(5, vec![enclave()], b"x"), 10);
+    let executor = h.executor.clone();
+    let handling = tokio::spawn(async move {
+        executor
+            .with_store_retry(|| {
+                executor.on_chain_event(log(10, ChainEvent::JobCreated(job.clone())))
+            })
+            .await
+    });
+    // First failure, before the first retry (backoff starts at 250 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    probe_now(&h, 10);
+    let readiness = h.executor.readiness().unwrap();
+    assert!(!readiness.ready && !readiness.follower_ok);
+    assert!(
+        readiness
+            .follower_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("No space left")),
+        "{readiness:?}"
+    );
+    assert!(h.executor.metrics_text().contains("store_failing 1"));
+
+    assert_eq!(handling.await.unwrap().unwrap(), FollowVerdict::Continue);
+    assert_eq!(
+        h.store.job(U256::from(5)).unwrap().map(|r| r.state),
+        Some(JobState::Queued),
+        "nothing was lost"
+    );
+    probe_now(&h, 10);
+    assert!(h.executor.readiness().unwrap().ready, "ready again");
+    let metrics = h.executor.metrics_text();
+    assert!(metrics.contains("store_errors 3"), "{metrics}");
+    assert!(metrics.contains("store_failing 0"), "{metrics}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_keeps_failing_is_given_up_after_the_bound() {
+    let (h, flaky) = flaky_harness();
+    registered(&h);
+    flaky.fail_next_writes(u64::MAX);
+    let started = h.executor.ports().clock.now_ms();
+    let result = h
+        .executor
+        .with_store_retry(|| h.executor.on_chain_synced(20))
+        .await;
+    assert!(matches!(result, Err(DomainError::Store(_))), "{result:?}");
+    let waited = h.executor.ports().clock.now_ms() - started;
+    let limit = h.executor.settings().store_failure_limit_ms;
+    assert!(
+        (limit..limit + h.executor.settings().store_retry_max_ms).contains(&waited),
+        "gave up after {waited} ms (limit {limit} ms)"
+    );
+    // Other errors are not retried.
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let other = h
+        .executor
+        .with_store_retry(|| -> Result<(), DomainError> {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(DomainError::UnknownJob(U256::one()))
+        })
+        .await;
+    assert!(matches!(other, Err(DomainError::UnknownJob(_))));
+    assert_eq!(calls.into_inner(), 1);
+}
+
+#[test]
+fn a_follower_far_behind_the_head_is_not_ready() {
+    let h = harness();
+    registered(&h);
+    h.executor.on_chain_synced(100).unwrap();
+    probe_now(&h, 100 + h.executor.settings().max_head_lag_blocks - 1);
+    assert!(h.executor.readiness().unwrap().ready);
+    probe_now(&h, 100 + h.executor.settings().max_head_lag_blocks + 1);
+    let readiness = h.executor.readiness().unwrap();
+    assert!(!readiness.ready && !readiness.follower_ok);
+    assert!(readiness
+        .follower_problem
+        .is_some_and(|p| p.contains("blocks behind")));
+}
+
+/// A chain writer whose `submitOutput` is broadcast but never mined (a stuck transaction).
+struct NeverMined {
+    sends: Arc<Mutex<Vec<SignedOutput>>>,
+}
+
+#[async_trait::async_trait]
+impl ChainWriter for NeverMined {
+    fn set_gas_key(&self, _secret: [u8; 32]) -> Result<Address, ChainError> {
+        Ok(Address::repeat_byte(0x6a))
+    }
+    fn gas_address(&self) -> Option<Address> {
+        Some(Address::repeat_byte(0x6a))
+    }
+    async fn submit_output(
+        &self,
+        output: &SignedOutput,
+        _plan: OutputPlan,
+        sent: Arc<dyn OnSent>,
+    ) -> Result<TxOutcome, ChainError> {
+        self.sends.lock().unwrap().push(output.clone());
+        sent.sent(H256::repeat_byte(0x5e));
+        std::future::pending().await
+    }
+    async fn slash_on_execution_timeout(&self, _job_id: U256) -> Result<TxOutcome, ChainError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_in_progress_stops_once_its_job_is_superseded() {
+    let h = harness();
+    let sends = Arc::new(Mutex::new(Vec::new()));
+    let ports = Ports {
+        chain: Arc::new(NeverMined {
+            sends: sends.clone(),
+        }),
+        ..h.executor.ports().clone()
+    };
+    let executor = Executor::new(ports, h.executor.settings().clone());
+    let old = created_in(job_now(5, vec![enclave()], b"old"), 7);
+    let signed = executor.sign_output(&old, &outcome_of(b"old")).unwrap();
+    h.store
+        .put_job(&JobRecord::new(
+            old.clone(),
+            JobState::Executed {
+                output: signed.clone(),
+            },
+        ))
+        .unwrap();
+    let sending = {
+        let (executor, old) = (executor.clone(), old.clone());
+        tokio::spawn(async move { executor.send_output(&old, signed).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(sends.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.store.job(old.id).unwrap().unwrap().state.name(),
+        "submitted"
+    );
+    assert!(!sending.is_finished(), "waiting for the receipt");
+
+    // A reorg gives the id to another job: the send (and its replacements) stops.
+    h.store
+        .put_job(&JobRecord::new(
+            created_in(job_now(5, vec![enclave()], b"new"), 8),
+            JobState::Queued,
+        ))
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), sending)
+        .await
+        .expect("the send stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(sends.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.store.job(old.id).unwrap().unwrap().state,
+        JobState::Queued,
+        "the new job's record is untouched"
+    );
 }

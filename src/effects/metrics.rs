@@ -43,6 +43,8 @@ pub struct PromMetrics {
     gas_pending_nonce: IntGauge,
     chain_up: IntGauge,
     enclave_refused: IntGauge,
+    store_errors: IntCounter,
+    store_failing: IntGauge,
 }
 
 /// What the composition root's periodic probe learned about the chain; None: not known this
@@ -192,6 +194,14 @@ impl PromMetrics {
                 "enclave_refused",
                 "1 when the chain refused an output because our enclave key is not (or no longer) verified: no jobs are taken"
             )?),
+            store_errors: register!(IntCounter::new(
+                "store_errors_total",
+                "Store failures while chain logs were handled (each is retried)"
+            )?),
+            store_failing: register!(IntGauge::new(
+                "store_failing",
+                "1 while handling chain logs is stuck on a failing store (not ready)"
+            )?),
             registry,
         };
         // Every known label value starts at 0, so that `increase()` sees the first event.
@@ -280,6 +290,14 @@ impl Metrics for PromMetrics {
         self.gas_burners
             .with_label_values(&[format!("{job_owner:?}").as_str()])
             .inc();
+    }
+
+    fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    fn set_store_failing(&self, failing: bool) {
+        self.store_failing.set(i64::from(failing));
     }
 
     fn set_load(&self, load: Load) {

@@ -12,7 +12,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ethers::types::{Address, U256};
 
 use crate::domain::dal::{Store, StoreError};
-use crate::domain::model::{ChainStatus, JobRecord};
+use crate::domain::model::{ChainStatus, Deployment, JobRecord};
 
 const OWNER: &str = "config/owner";
 /// Where earlier versions kept the gas key in clear, inside sled (migrated at open).
@@ -28,6 +28,7 @@ pub const SEALING_PURPOSE: &str = "store sealing key v1";
 const CONFIG_TIMESTAMP: &str = "config/signed_change_timestamp";
 const CURSOR: &str = "chain/cursor";
 const STATUS: &str = "chain/status";
+const DEPLOYMENT: &str = "chain/deployment";
 const JOBS_TREE: &str = "jobs";
 
 pub struct SledStore {
@@ -330,6 +331,22 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn deployment(&self) -> Result<Option<Deployment>, StoreError> {
+        match self.db.get(DEPLOYMENT).map_err(io)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(DEPLOYMENT, e)),
+        }
+    }
+
+    fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(deployment).map_err(io)?;
+        self.db.insert(DEPLOYMENT, v).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
     }

@@ -42,7 +42,11 @@ impl From<DomainError> for ApiError {
                 AuthRejection::BadSignature | AuthRejection::NoOwner => StatusCode::BAD_REQUEST,
             },
             DomainError::Chain(ChainError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            DomainError::Store(_) | DomainError::Signer(_) | DomainError::Chain(_) => {
+            DomainError::Store(_)
+            | DomainError::Signer(_)
+            | DomainError::Chain(_)
+            | DomainError::Superseded(_)
+            | DomainError::OtherDeployment(_) => {
                 // The executor failed, not the caller: log the detail, answer plainly.
                 tracing::error!(error = %e, "request failed inside the executor");
                 return Self::new(

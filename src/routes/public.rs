@@ -27,6 +27,9 @@ pub fn health(executor: &Executor) -> Result<Value, ApiError> {
         "enclave_verified": readiness.enclave_verified,
         // Set when the chain refuses our enclave key: the operator's next step.
         "enclave_refusal": executor.enclave_refusal(),
+        "follower_ok": readiness.follower_ok,
+        "head_lag_blocks": readiness.head_lag,
+        "follower_problem": readiness.follower_problem,
         "chain_status": format!("{:?}", executor.chain_status()?).to_lowercase(),
         "slots_busy": busy,
         "slots_total": total,

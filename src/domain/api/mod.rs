@@ -3,6 +3,7 @@
 mod configure;
 mod details;
 mod execute_job;
+mod follow_health;
 mod job_status;
 mod observe;
 mod on_chain_event;

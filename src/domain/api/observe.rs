@@ -31,6 +31,9 @@ impl Executor {
                     unlimited_slots_allowed: self.settings.allow_unlimited_slots,
                     workerd_found: false,
                     enclave_verified: self.enclave_refusal().is_none(),
+                    follower_ok: false,
+                    head_lag: None,
+                    follower_problem: Some(format!("the store cannot be read: {e}")),
                     ready: false,
                 });
             }
@@ -68,6 +71,23 @@ impl Executor {
         let cgroups_enforced = self.ports.slots.enforced();
         let unlimited_slots_allowed = self.settings.allow_unlimited_slots;
         let enclave_verified = self.enclave_refusal().is_none();
+        // The cursor is the first block not yet handled: head + 1 - cursor blocks are behind.
+        let head_lag = fresh
+            .and_then(|p| p.chain_head)
+            .zip(self.ports.store.cursor()?)
+            .map(|(head, cursor)| (head + 1).saturating_sub(cursor));
+        let store_failure = self.store_failure();
+        let follower_behind =
+            registered && head_lag.is_some_and(|lag| lag > self.settings.max_head_lag_blocks);
+        let follower_problem = match (store_failure, head_lag) {
+            (Some(reason), _) => Some(format!("the store fails: {reason}")),
+            (None, Some(lag)) if follower_behind => Some(format!(
+                "the follower is {lag} blocks behind the chain head (at most {} allowed)",
+                self.settings.max_head_lag_blocks
+            )),
+            _ => None,
+        };
+        let follower_ok = follower_problem.is_none();
         Ok(Readiness {
             registered,
             chain_connected,
@@ -75,10 +95,14 @@ impl Executor {
             unlimited_slots_allowed,
             workerd_found,
             enclave_verified,
+            follower_ok,
+            head_lag,
+            follower_problem,
             ready: registered
                 && chain_connected
                 && workerd_found
                 && enclave_verified
+                && follower_ok
                 && (cgroups_enforced || unlimited_slots_allowed),
         })
     }

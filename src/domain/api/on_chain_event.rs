@@ -128,6 +128,17 @@ impl Executor {
         self.advance_cursor(next_block)
     }
 
+    /// A reorg replaced blocks from `next_block` on: their logs are read again from there (the
+    /// listener has already delivered the removal of those it had delivered).
+    pub fn on_chain_rewound(&self, next_block: u64) -> Result<(), DomainError> {
+        let store = &self.ports.store;
+        if store.cursor()?.is_some_and(|current| current > next_block) {
+            tracing::warn!(next_block, "chain reorganised; cursor rewound");
+            store.set_cursor(next_block)?;
+        }
+        Ok(())
+    }
+
     fn advance_cursor(&self, block: u64) -> Result<(), DomainError> {
         let store = &self.ports.store;
         if store.cursor()?.is_none_or(|current| block > current) {
@@ -146,8 +157,18 @@ impl Executor {
             return Ok(());
         }
         let _journal = self.journal_lock();
-        if self.ports.store.job(job.id)?.is_some() {
-            return Ok(()); // delivered again by a backfill
+        if let Some(known) = self.ports.store.job(job.id)? {
+            if known.job.same_job(&job) {
+                return Ok(()); // delivered again by a backfill
+            }
+            // A reorg gave the id to another job: the old record (and any work for it) is void.
+            tracing::warn!(
+                job = %job.id,
+                old_state = known.state.name(),
+                old_origin = ?known.job.origin,
+                new_origin = ?job.origin,
+                "job id reused by a reorg: the old job is superseded by the new one"
+            );
         }
         let selected = job.selects(self.ports.signer.address());
         let refusal = self.enclave_refusal().filter(|_| selected);
@@ -187,15 +208,17 @@ impl Executor {
         Ok(())
     }
 
-    /// A reorg dropped the block that created `job`: forget it unless it already ran.
+    /// A reorg dropped the log that created `job`: forget it, whatever its state. Work still
+    /// in flight for it finds it gone and stops before signing or sending; if the job comes
+    /// back in another block it is a new record and runs again.
     fn forget_removed_job(&self, job: &Job) -> Result<(), DomainError> {
         let _journal = self.journal_lock();
         if let Some(record) = self.ports.store.job(job.id)? {
-            if matches!(record.state, JobState::Queued | JobState::Observed) {
-                tracing::warn!(job = %job.id, "job creation removed by a reorg; forgotten");
+            if record.job.same_job(job) {
+                tracing::warn!(job = %job.id, state = record.state.name(), "job creation removed by a reorg; forgotten");
                 self.ports.store.remove_job(job.id)?;
             } else {
-                tracing::warn!(job = %job.id, state = record.state.name(), "job creation removed by a reorg after it ran");
+                tracing::debug!(job = %job.id, "removed log names another job than the journal's; kept");
             }
         }
         Ok(())

@@ -28,6 +28,14 @@ impl Executor {
             if record.settled || record.job.fully_answered(record.output_count) {
                 return;
             }
+            // The id may now belong to a later job (a reorg): that one has its own, later turn.
+            let due = record
+                .job
+                .window_end_ms(self.settings.execution_buffer_secs)
+                + self.settings.settle_margin_ms;
+            if self.ports.clock.now_ms() < due {
+                return;
+            }
             if !record.slash_sent {
                 if let Err(e) = self.update_job(id, |r| r.slash_sent = true) {
                     tracing::error!(job = %id, error = %e, "cannot journal the settlement");

@@ -7,11 +7,13 @@ use ethers::types::{H256, U256};
 
 use crate::domain::dal::{ChainError, JobEnd, OutputPlan, Revert, TxOutcome};
 use crate::domain::eip712::output_digest;
-use crate::domain::model::{ExecutionOutcome, Job, JobRecord, JobState, SignedOutput};
+use crate::domain::model::{ExecutionOutcome, Job, JobState, SignedOutput};
 use crate::domain::{DomainError, Executor};
 
 /// How often a refused-as-too-old signature is renewed before giving up.
 const MAX_RESIGNS: u32 = 3;
+/// How often a send in progress looks whether its job was superseded or removed by a reorg.
+const SUPERSEDED_POLL_MS: u64 = 500;
 
 impl Executor {
     /// Signs `outcome` for `job` with the current time as `signTimestamp`.
@@ -45,20 +47,45 @@ impl Executor {
         job: &Job,
         outcome: ExecutionOutcome,
     ) -> Result<(), DomainError> {
+        // A reorg may have given the id to another job while this one ran: never sign for it.
+        if !self.is_current(job)? {
+            tracing::warn!(job = %job.id, "job superseded or removed by a reorg while it ran; output dropped");
+            return Ok(());
+        }
         let signed = self.sign_output(job, &outcome)?;
         tracing::debug!(target: "job_stage", job = %job.id, stage = "signed");
-        self.set_state(
+        let journalled = self.set_state(
             job,
             JobState::Executed {
                 output: signed.clone(),
             },
-        )?;
+        );
+        if let Err(DomainError::Superseded(_)) = journalled {
+            tracing::warn!(job = %job.id, "job superseded or removed by a reorg while it ran; output dropped");
+            return Ok(());
+        }
+        journalled?;
         tracing::info!(job = %job.id, error_code = outcome.error_code.as_u8(), total_time_ms = outcome.total_time_ms, "job executed");
         self.send_output(job, signed).await
     }
 
     /// Sends a signed output until it lands, is refused for good, or the window closes.
+    /// Stops (without error) once the job is superseded or removed by a reorg.
     pub(crate) async fn send_output(
+        self: &Arc<Self>,
+        job: &Job,
+        signed: SignedOutput,
+    ) -> Result<(), DomainError> {
+        match self.send_output_while_current(job, signed).await {
+            Err(DomainError::Superseded(id)) => {
+                tracing::warn!(job = %id, "job superseded or removed by a reorg; its output is not sent");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn send_output_while_current(
         self: &Arc<Self>,
         job: &Job,
         mut signed: SignedOutput,
@@ -72,11 +99,17 @@ impl Executor {
             until_ms: window_end,
         };
         loop {
+            self.confirm_on_chain(job, window_end).await?;
             let sent = {
                 let (executor, job, signed) = (self.clone(), job.clone(), signed.clone());
                 Arc::new(move |tx_hash| executor.journal_sent(&job, &signed, tx_hash))
             };
-            let result = self.ports.chain.submit_output(&signed, plan, sent).await;
+            let result = tokio::select! {
+                biased;
+                result = self.ports.chain.submit_output(&signed, plan, sent) => result,
+                // Stop replacing the transaction: the output belongs to a job that is gone.
+                () = self.until_superseded(job) => return Err(DomainError::Superseded(job.id)),
+            };
             if let Ok(outcome) = &result {
                 self.count_gas(job.id, outcome.gas_used());
             }
@@ -245,13 +278,67 @@ impl Executor {
         }
     }
 
+    /// Whether the journal still holds `job` itself under its id (not another job a reorg gave
+    /// the id to, and not removed by a reorg).
+    pub(crate) fn is_current(&self, job: &Job) -> Result<bool, DomainError> {
+        Ok(self
+            .ports
+            .store
+            .job(job.id)?
+            .is_some_and(|record| record.job.same_job(job)))
+    }
+
+    /// Resolves once the journal no longer holds `job` itself.
+    async fn until_superseded(&self, job: &Job) {
+        loop {
+            self.ports.clock.sleep_ms(SUPERSEDED_POLL_MS).await;
+            if matches!(self.is_current(job), Ok(false)) {
+                return;
+            }
+        }
+    }
+
+    /// Right before an output is sent: the job must still be the journal's and its creating log
+    /// still on the canonical chain (the follower may not have seen a reorg yet). While the
+    /// chain does not show the log (a reorg, or a node behind ours) this waits, until the
+    /// window closes; a failing check lets the send go ahead (it would meet the same trouble).
+    async fn confirm_on_chain(&self, job: &Job, window_end: u64) -> Result<(), DomainError> {
+        let mut backoff = self.settings.retry_backoff_ms;
+        loop {
+            if !self.is_current(job)? {
+                return Err(DomainError::Superseded(job.id));
+            }
+            match self.ports.reader.job_is_canonical(job).await {
+                Ok(true) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(job = %job.id, error = %e, "cannot check the job's creating log; sending anyway");
+                    return Ok(());
+                }
+                Ok(false) => {
+                    if self.ports.clock.now_ms() + backoff >= window_end {
+                        self.abandon(
+                            job,
+                            "the log that created the job is not on the chain (removed by a reorg)",
+                        );
+                        return Err(DomainError::Superseded(job.id));
+                    }
+                    tracing::warn!(job = %job.id, origin = ?job.origin, "the job's creating log is not on the chain now; output held");
+                    self.ports.clock.sleep_ms(backoff).await;
+                    backoff = (backoff * 2).min(self.settings.retry_backoff_ms * 8);
+                }
+            }
+        }
+    }
+
     /// Journals the hash of a broadcast output transaction, unless the job has moved on.
     fn journal_sent(&self, job: &Job, signed: &SignedOutput, tx_hash: H256) {
         let result = self.update_job(job.id, |record| {
-            if matches!(
-                record.state,
-                JobState::Executed { .. } | JobState::Submitted { .. }
-            ) {
+            if record.job.same_job(job)
+                && matches!(
+                    record.state,
+                    JobState::Executed { .. } | JobState::Submitted { .. }
+                )
+            {
                 record.state = JobState::Submitted {
                     output: signed.clone(),
                     tx_hash,
@@ -264,14 +351,14 @@ impl Executor {
         }
     }
 
-    /// Journals a job's new state, keeping what the journal knows of it on chain.
+    /// Journals a job's new state, keeping what the journal knows of it on chain. Fails with
+    /// `Superseded` when the journal no longer holds this very job (a reorg).
     pub(crate) fn set_state(&self, job: &Job, state: JobState) -> Result<(), DomainError> {
         let _journal = self.journal_lock();
-        let mut record = self
-            .ports
-            .store
-            .job(job.id)?
-            .unwrap_or_else(|| JobRecord::new(job.clone(), state.clone()));
+        let mut record = match self.ports.store.job(job.id)? {
+            Some(record) if record.job.same_job(job) => record,
+            _ => return Err(DomainError::Superseded(job.id)),
+        };
         let was_final = matches!(
             record.state,
             JobState::Confirmed { .. } | JobState::Abandoned { .. }
@@ -309,8 +396,10 @@ impl Executor {
         let journalled = {
             let _journal = self.journal_lock();
             self.ports.store.job(job.id).and_then(|found| {
-                let mut record =
-                    found.unwrap_or_else(|| JobRecord::new(job.clone(), state.clone()));
+                // Another job under this id (a reorg), or none: nothing of ours to give up.
+                let Some(mut record) = found.filter(|record| record.job.same_job(job)) else {
+                    return Ok(false);
+                };
                 if matches!(record.state, JobState::Confirmed { .. }) {
                     return Ok(false);
                 }
@@ -326,7 +415,7 @@ impl Executor {
         match journalled {
             Ok(true) => tracing::warn!(job = %job.id, %reason, "job abandoned"),
             Ok(false) => {
-                tracing::info!(job = %job.id, %reason, "output already confirmed; not abandoned")
+                tracing::info!(job = %job.id, %reason, "output already confirmed, or the job superseded by a reorg; not abandoned")
             }
             Err(e) => {
                 tracing::error!(job = %job.id, %reason, error = %e, "cannot journal the abandoned job")

@@ -10,8 +10,14 @@
 //! `(block hash, log index)` in a recent window; `removed: true` logs (reorgs) are delivered as
 //! such. Disconnects are retried with exponential backoff. The follower stops when the receiver
 //! is dropped.
+//!
+//! Reorgs are followed even when the node reports no `removed` logs: the follower remembers the
+//! hashes of recent blocks (bounded) and, before each scan, checks the highest one against the
+//! chain. When it changed, it walks down to the last height that still matches, delivers the
+//! removal of every log it had delivered from the replaced blocks, reports
+//! `FollowerItem::Rewound` and scans again from the first replaced block.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -29,7 +35,7 @@ use super::bindings::{
     ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter, SlashedOnExecutionTimeoutFilter,
 };
 use crate::config::ChainConfig;
-use crate::domain::model::{ChainEvent, ChainLog, Job, LogPosition};
+use crate::domain::model::{ChainEvent, ChainLog, Job, JobOrigin, LogPosition};
 
 /// Largest block range of one `eth_getLogs` (halved on failure, down to one block).
 pub const BACKFILL_RANGE: u64 = 2000;
@@ -50,16 +56,24 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Logs of blocks this far below the cursor are forgotten by the duplicate filter.
 pub const SEEN_WINDOW_BLOCKS: u64 = 256;
+/// Heights below the cursor whose block hashes (and delivered logs) are remembered to notice
+/// reorgs; a reorg deeper than this is followed only from this depth.
+pub const REORG_MEMORY_BLOCKS: u64 = 128;
 /// Block timestamps kept, by block hash.
 const BLOCK_TIME_CACHE: usize = 1024;
 
 /// What the follower sends to the domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every item is a log: boxing it would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum FollowerItem {
     /// One protocol log, in (block, log index) order (reorgs aside).
     Log(ChainLog),
     /// Every log of blocks below `next_block` has been delivered.
     Synced { next_block: u64 },
+    /// A reorg replaced the blocks from `next_block` on: the removal of the logs delivered from
+    /// them was delivered just before, and they are scanned again.
+    Rewound { next_block: u64 },
 }
 
 /// Follows the Executors and Jobs contracts of one chain.
@@ -107,6 +121,10 @@ struct State {
     /// The position of the last log delivered (to warn about out-of-order deliveries).
     last_position: Option<LogPosition>,
     block_times: LruCache<H256, u64>,
+    /// Hash of each recent height, as first seen (a log's block, or the head a scan reached).
+    recent_hashes: BTreeMap<u64, H256>,
+    /// Logs delivered from each recent height, to deliver their removal after a reorg.
+    recent_logs: BTreeMap<u64, Vec<ChainLog>>,
 }
 
 impl State {
@@ -119,6 +137,8 @@ impl State {
             block_times: LruCache::new(
                 NonZeroUsize::new(BLOCK_TIME_CACHE).unwrap_or(NonZeroUsize::MIN),
             ),
+            recent_hashes: BTreeMap::new(),
+            recent_logs: BTreeMap::new(),
         }
     }
 
@@ -126,7 +146,35 @@ impl State {
         if let Some(cursor) = self.cursor {
             let keep_from = cursor.saturating_sub(SEEN_WINDOW_BLOCKS);
             self.seen.retain(|_, (block, _)| *block >= keep_from);
+            let remember_from = cursor.saturating_sub(REORG_MEMORY_BLOCKS);
+            self.recent_hashes = self.recent_hashes.split_off(&remember_from);
+            self.recent_logs = self.recent_logs.split_off(&remember_from);
         }
+    }
+
+    /// Remembers a height's hash unless one is known: a different one later means a reorg,
+    /// which `follow_reorg` finds by asking the chain.
+    fn remember_hash(&mut self, height: u64, hash: H256) {
+        self.recent_hashes.entry(height).or_insert(hash);
+    }
+
+    /// Forgets what was remembered from `fork` on, except logs of blocks that are still on
+    /// the chain (`canonical`: height → hash now); returns the logs whose blocks were replaced.
+    fn replaced_from(&mut self, fork: u64, canonical: &HashMap<u64, H256>) -> Vec<ChainLog> {
+        self.recent_hashes.retain(|height, _| *height < fork);
+        let mut replaced = Vec::new();
+        for (height, logs) in self.recent_logs.split_off(&fork) {
+            let (kept, gone): (Vec<_>, Vec<_>) = logs
+                .into_iter()
+                .partition(|log| canonical.get(&height) == Some(&log.block_hash));
+            if !kept.is_empty() {
+                self.recent_hashes
+                    .insert(height, canonical.get(&height).copied().unwrap_or_default());
+                self.recent_logs.insert(height, kept);
+            }
+            replaced.extend(gone);
+        }
+        replaced
     }
 }
 
@@ -266,6 +314,7 @@ impl LogFollower {
         let head = rpc("eth_blockNumber", http.get_block_number())
             .await?
             .as_u64();
+        self.follow_reorg(http, state, tx, head).await?;
         let mut from = *state
             .cursor
             .get_or_insert(head.saturating_sub(START_LOOKBACK_BLOCKS));
@@ -304,7 +353,79 @@ impl LogFollower {
             state.prune();
             from = to + 1;
         }
+        if state.cursor.is_some_and(|cursor| cursor > head)
+            && !state.recent_hashes.contains_key(&head)
+        {
+            let block = rpc("eth_getBlockByNumber", http.get_block(head)).await?;
+            if let Some(hash) = block.and_then(|b| b.hash) {
+                state.remember_hash(head, hash);
+            }
+        }
         Ok(())
+    }
+
+    /// Checks the remembered block hashes against the chain, highest first, down to the first
+    /// that still matches. If any changed, delivers the removal of the logs delivered from the
+    /// replaced blocks, reports `Rewound` and moves the cursor back to the first replaced one.
+    async fn follow_reorg(
+        &self,
+        http: &Provider<Http>,
+        state: &mut State,
+        tx: &mpsc::Sender<FollowerItem>,
+        head: u64,
+    ) -> SessionResult {
+        let remembered: Vec<(u64, H256)> = state
+            .recent_hashes
+            .iter()
+            .rev()
+            .map(|(height, hash)| (*height, *hash))
+            .collect();
+        let mut canonical = HashMap::new();
+        let mut fork = None;
+        for (height, hash) in remembered {
+            // Above the head: a node behind the one we read before, or a shorter chain; only a
+            // different hash at a height the node has is a reorg (anything above it goes too).
+            if height > head {
+                continue;
+            }
+            let now = rpc("eth_getBlockByNumber", http.get_block(height))
+                .await?
+                .and_then(|block| block.hash);
+            if let Some(now) = now {
+                canonical.insert(height, now);
+            }
+            if now == Some(hash) {
+                break;
+            }
+            fork = Some(height);
+        }
+        let Some(fork) = fork else {
+            return Ok(());
+        };
+        let replaced = state.replaced_from(fork, &canonical);
+        tracing::warn!(
+            fork,
+            head,
+            removed_logs = replaced.len(),
+            "the chain reorganised: blocks from the fork on are read again"
+        );
+        for mut log in replaced {
+            log.removed = true;
+            let key = (log.block_hash, log.position.log_index);
+            let block = log.position.block_number;
+            tx.send(FollowerItem::Log(log))
+                .await
+                .map_err(|_| SessionEnd::ReceiverGone)?;
+            state.seen.insert(key, (block, true));
+        }
+        if state.cursor.is_none_or(|cursor| cursor > fork) {
+            state.cursor = Some(fork);
+        }
+        state.synced = state.synced.map(|synced| synced.min(fork));
+        state.last_position = None;
+        tx.send(FollowerItem::Rewound { next_block: fork })
+            .await
+            .map_err(|_| SessionEnd::ReceiverGone)
     }
 
     /// Decodes and sends one log unless it was already delivered in the same state.
@@ -344,6 +465,12 @@ impl LogFollower {
         let event = match event {
             ChainEvent::JobCreated(mut job) => {
                 job.exec_start_time = self.block_time(http, state, block_hash, removed).await?;
+                job.origin = Some(JobOrigin {
+                    block_number,
+                    block_hash,
+                    tx_hash: log.transaction_hash.unwrap_or_default(),
+                    log_index,
+                });
                 ChainEvent::JobCreated(job)
             }
             other => other,
@@ -355,17 +482,25 @@ impl LogFollower {
         if !removed && state.last_position.is_some_and(|last| position < last) {
             tracing::warn!(?position, last = ?state.last_position, "delivering a log out of order (missed by the subscription, or a reorg)");
         }
-        tx.send(FollowerItem::Log(ChainLog {
+        let chain_log = ChainLog {
             position,
             block_hash,
             removed,
             event,
-        }))
-        .await
-        .map_err(|_| SessionEnd::ReceiverGone)?;
+        };
+        let logs = state.recent_logs.entry(block_number).or_default();
+        if removed {
+            logs.retain(|l| (l.block_hash, l.position.log_index) != key);
+        } else {
+            logs.push(chain_log.clone());
+        }
+        tx.send(FollowerItem::Log(chain_log))
+            .await
+            .map_err(|_| SessionEnd::ReceiverGone)?;
         state.seen.insert(key, (block_number, removed));
         if !removed {
             state.last_position = Some(position);
+            state.remember_hash(block_number, block_hash);
         }
         Ok(())
     }
@@ -461,6 +596,7 @@ impl LogFollower {
                 deadline_ms: saturating_u64(e.deadline),
                 selected_executors: e.selected_executors,
                 exec_start_time: 0,
+                origin: None,
             }))
         } else if topic0 == JobRespondedFilter::signature() {
             let e = <JobRespondedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
@@ -661,6 +797,55 @@ mod tests {
                 "{:?}",
                 SlashedOnExecutionTimeoutFilter::signature()
             ))));
+    }
+
+    #[test]
+    fn a_reorg_forgets_what_it_replaced_and_keeps_logs_of_blocks_still_on_the_chain() {
+        let mut state = State::new(Some(20));
+        let chain_log = |block: u64, hash: u8, index: u64| ChainLog {
+            position: LogPosition {
+                block_number: block,
+                log_index: index,
+            },
+            block_hash: H256::repeat_byte(hash),
+            removed: false,
+            event: ChainEvent::ExecutorDrained { enclave: ENCLAVE },
+        };
+        for (block, hash) in [(10, 0xa0), (11, 0xa1), (12, 0xa2)] {
+            state.remember_hash(block, H256::repeat_byte(hash));
+            state
+                .recent_logs
+                .entry(block)
+                .or_default()
+                .push(chain_log(block, hash, 0));
+        }
+        // Block 11 was replaced; the new block 11 (0xb1) was already delivered live.
+        state.remember_hash(11, H256::repeat_byte(0xb1));
+        assert_eq!(
+            state.recent_hashes[&11],
+            H256::repeat_byte(0xa1),
+            "first seen kept"
+        );
+        state
+            .recent_logs
+            .entry(11)
+            .or_default()
+            .push(chain_log(11, 0xb1, 0));
+        let canonical =
+            HashMap::from([(11, H256::repeat_byte(0xb1)), (10, H256::repeat_byte(0xa0))]);
+        let replaced = state.replaced_from(11, &canonical);
+        let gone: Vec<(u64, H256)> = replaced
+            .iter()
+            .map(|l| (l.position.block_number, l.block_hash))
+            .collect();
+        assert_eq!(
+            gone,
+            vec![(11, H256::repeat_byte(0xa1)), (12, H256::repeat_byte(0xa2))]
+        );
+        assert_eq!(state.recent_logs[&11], vec![chain_log(11, 0xb1, 0)]);
+        assert_eq!(state.recent_hashes[&11], H256::repeat_byte(0xb1));
+        assert!(!state.recent_hashes.contains_key(&12));
+        assert!(state.recent_hashes.contains_key(&10));
     }
 
     #[test]

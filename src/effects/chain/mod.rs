@@ -3,8 +3,10 @@
 
 pub mod bindings;
 pub mod follower;
+pub mod origin;
 pub mod revert;
 pub mod sender;
 
 pub use follower::{FollowerItem, LogFollower};
+pub use origin::OriginChecker;
 pub use sender::TxSender;

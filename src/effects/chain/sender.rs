@@ -582,6 +582,26 @@ impl TxSender {
                 }
                 return self.outcome(call, gas, receipt).await;
             }
+            // A nonce above the node's next one can never be mined: the chain forgot our
+            // earlier transactions (a reorg, or a pool that dropped them). Give the nonce back to
+            // the chain and let the caller send again with a fresh one.
+            if let Ok(pending) = rpc(
+                "eth_getTransactionCount",
+                self.provider
+                    .get_transaction_count(call.from, Some(BlockNumber::Pending.into())),
+            )
+            .await
+            {
+                if pending < nonce {
+                    self.nonce.lock().await.next = None;
+                    tracing::warn!(call = call.name, %nonce, node_next_nonce = %pending,
+                        "nonce gap: the chain forgot earlier transactions; sending again with a fresh nonce");
+                    return Err(ChainError::Transient(format!(
+                        "{} with nonce {nonce} sits behind a nonce gap (the node's next nonce is {pending})",
+                        call.name
+                    )));
+                }
+            }
             let now = now_ms();
             let late = now >= until_ms;
             if late && now >= until_ms.saturating_add(CANCEL_PATIENCE.as_millis() as u64) {
