@@ -54,7 +54,12 @@ pub async fn start(config: Config) -> Result<Running> {
             crate::effects::chain::follower::START_LOOKBACK_BLOCKS
         )
     };
-    let store = match SledStore::open(&config.data_dir) {
+    // Opening may migrate an old journal: not on an async worker.
+    let data_dir = config.data_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || SledStore::open(&data_dir))
+        .await
+        .context("the store's opening task failed")?;
+    let store = match opened {
         Ok(store) => Arc::new(store),
         // Held, not broken: no rebuild advice.
         Err(e @ StoreError::Locked(_)) => return Err(e.into()),
@@ -125,6 +130,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let services = Arc::new(Services {
         executor: executor.clone(),
+        public: config.public.clone(),
     });
     let mut listeners = JoinSet::new();
     listeners.spawn(crate::routes::serve(

@@ -4,6 +4,7 @@
 mod error;
 mod input;
 mod jobs;
+pub mod limits;
 mod operator;
 mod public;
 
@@ -24,7 +25,9 @@ use tokio::sync::{watch, Semaphore};
 pub use error::ApiError;
 pub use input::MAX_BODY_BYTES;
 
+use crate::config::PublicConfig;
 use crate::domain::Executor;
+use limits::{ClientLimits, Refusal};
 
 /// Most connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -32,6 +35,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole request must be answered within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Journal reads of the job routes running at once, all clients together: each holds a blocking
+/// thread, and job execution must always find threads free. More wait their turn.
+const JOURNAL_READS: usize = 4;
+static JOURNAL_READ_PERMITS: Semaphore = Semaphore::const_new(JOURNAL_READS);
 
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -57,6 +64,22 @@ fn error_response(e: ApiError) -> Response<Full<Bytes>> {
     respond(e.status, serde_json::json!({"error": e.message}))
 }
 
+/// 429 with the `Retry-After` (seconds) a client's limits call for.
+fn refusal_response(refusal: Refusal) -> Response<Full<Bytes>> {
+    let mut response = error_response(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{}; retry after {} s",
+            refusal.reason, refusal.retry_after_secs
+        ),
+    ));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(refusal.retry_after_secs),
+    );
+    response
+}
+
 /// Which routes a listener serves: the read-only public API, or the operator (admin) API that
 /// binds to loopback by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +89,10 @@ pub enum Surface {
 }
 
 /// What the routes of a listener reach: the domain (the log level goes through `crate::logging`,
-/// process plumbing rather than a port).
+/// process plumbing rather than a port), and the public listener's limits.
 pub struct Services {
     pub executor: Arc<Executor>,
+    pub public: PublicConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +163,15 @@ pub async fn handle(
         return response;
     }
     let executor = &services.executor;
+    if surface == Surface::Public
+        && !services.public.jobs_api
+        && matches!(route, Route::Jobs | Route::Job)
+    {
+        return error_response(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no route {path} here: the job routes are turned off (EXECUTOR_PUBLIC_JOBS_API)"),
+        ));
+    }
     let result = match route {
         Route::Metrics => return metrics_response(executor.metrics_text()),
         Route::Health => public::health(executor),
@@ -146,8 +179,14 @@ pub async fn handle(
         Route::Registration => public::signed_registration_message(executor),
         Route::ImmutableConfig => operator::immutable_config(executor, req).await,
         Route::MutableConfig => operator::mutable_config(executor, req).await,
-        Route::Jobs => jobs::jobs(executor, req.uri().query()),
-        Route::Job => jobs::job(executor, &path["/jobs/".len()..]),
+        Route::Jobs => {
+            let query = req.uri().query().map(str::to_string);
+            journal_read(executor, move |e| jobs::jobs(e, query.as_deref())).await
+        }
+        Route::Job => {
+            let id = path["/jobs/".len()..].to_string();
+            journal_read(executor, move |e| jobs::job(e, &id)).await
+        }
         Route::LogLevel if method == Method::PUT => operator::set_log_level(req).await,
         Route::LogLevel => operator::log_level(),
     };
@@ -155,6 +194,28 @@ pub async fn handle(
         Ok(body) => respond(StatusCode::OK, body),
         Err(e) => error_response(e),
     }
+}
+
+/// Runs a journal read on a blocking thread (never on the async workers that run jobs), at
+/// most `JOURNAL_READS` at once.
+async fn journal_read(
+    executor: &Arc<Executor>,
+    read: impl FnOnce(&Executor) -> Result<serde_json::Value, ApiError> + Send + 'static,
+) -> Result<serde_json::Value, ApiError> {
+    let _permit = JOURNAL_READ_PERMITS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let executor = executor.clone();
+    tokio::task::spawn_blocking(move || read(&executor))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a journal read failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the executor's log",
+            ))
+        })
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -172,6 +233,8 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The operator's own listener is not limited per client.
+    let limits = (surface == Surface::Public).then(|| Arc::new(ClientLimits::new(&services.public)));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -193,9 +256,16 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         let services = services.clone();
+        let limits = limits.clone();
         let service = service_fn(move |req| {
             let services = services.clone();
+            let admitted = limits.as_ref().map(|limits| limits.admit(peer.ip()));
             async move {
+                let _in_progress = match admitted {
+                    Some(Err(refusal)) => return Ok(refusal_response(refusal)),
+                    Some(Ok(in_progress)) => Some(in_progress),
+                    None => None,
+                };
                 let handled = handle(services, surface, req);
                 let response = match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
                     Ok(response) => response,
