@@ -128,10 +128,7 @@ pub async fn start(config: Config) -> Result<Running> {
             )
         })?;
     let admin_addr = admin_listener.local_addr()?;
-    let services = Arc::new(Services {
-        executor: executor.clone(),
-        public: config.public.clone(),
-    });
+    let services = Arc::new(Services::new(executor.clone(), config.public.clone()));
     let mut listeners = JoinSet::new();
     listeners.spawn(crate::routes::serve(
         listener,

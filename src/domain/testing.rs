@@ -386,7 +386,10 @@ pub fn store_contract(store: &dyn Store) {
             })
             .unwrap())
     };
-    assert_eq!(page("executed", None, JobOrder::Ascending, 10), vec![U256::from(2)]);
+    assert_eq!(
+        page("executed", None, JobOrder::Ascending, 10),
+        vec![U256::from(2)]
+    );
     assert_eq!(
         page("queued", None, JobOrder::Ascending, 10),
         vec![U256::from(300), big],
@@ -410,8 +413,14 @@ pub fn store_contract(store: &dyn Store) {
     };
     store.put_job(&record).unwrap();
     let stored = store.job(U256::from(2)).unwrap().unwrap();
-    assert!(stored.job.code_inputs.is_empty(), "a confirmed job's inputs are dropped");
-    assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(2), U256::from(300), big]);
+    assert!(
+        stored.job.code_inputs.is_empty(),
+        "a confirmed job's inputs are dropped"
+    );
+    assert_eq!(
+        ids(store.open_jobs().unwrap()),
+        vec![U256::from(2), U256::from(300), big]
+    );
     record.settled = true;
     store.put_job(&record).unwrap();
     assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(300), big]);
@@ -420,8 +429,14 @@ pub fn store_contract(store: &dyn Store) {
         .put_job(&JobRecord::new(observed, JobState::Observed))
         .unwrap();
     let stored = store.job(U256::from(7)).unwrap().unwrap();
-    assert!(stored.job.code_inputs.is_empty(), "others' jobs are kept without inputs");
-    assert!(stored.is_open(), "an unsettled job stays open for settlement");
+    assert!(
+        stored.job.code_inputs.is_empty(),
+        "others' jobs are kept without inputs"
+    );
+    assert!(
+        stored.is_open(),
+        "an unsettled job stays open for settlement"
+    );
 
     // By end of execution time: every sample job ends at the same time; ties go by id.
     let end = stored.job.window_end_ms(0);
@@ -431,7 +446,10 @@ pub fn store_contract(store: &dyn Store) {
         expired(end + 1, None, 10),
         vec![U256::from(2), U256::from(7), U256::from(300), big]
     );
-    assert_eq!(expired(end + 1, None, 2), vec![U256::from(2), U256::from(7)]);
+    assert_eq!(
+        expired(end + 1, None, 2),
+        vec![U256::from(2), U256::from(7)]
+    );
     assert_eq!(
         expired(end + 1, Some((end, U256::from(7))), 10),
         vec![U256::from(300), big]
@@ -439,7 +457,10 @@ pub fn store_contract(store: &dyn Store) {
 
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
-    assert_eq!(ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()).len(), 3);
+    assert_eq!(
+        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()).len(),
+        3
+    );
     assert!(page("queued", None, JobOrder::Ascending, 10) == vec![big]);
     assert_eq!(expired(end + 1, None, 10).len(), 3);
     assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(7), big]);

@@ -869,7 +869,12 @@ fn journal_ids(store: &dyn Store) -> Vec<U256> {
         order: JobOrder::Ascending,
         limit: usize::MAX,
     };
-    store.list_jobs(&all).unwrap().iter().map(|r| r.job.id).collect()
+    store
+        .list_jobs(&all)
+        .unwrap()
+        .iter()
+        .map(|r| r.job.id)
+        .collect()
 }
 
 #[test]

@@ -458,9 +458,7 @@ impl Store for SledStore {
             let (key, _) = entry.map_err(io)?;
             let id = U256::from_big_endian(&key[8..]);
             match self.job(id)? {
-                Some(record) if end_key(job_end_ms(&record), id)[..] == key[..] => {
-                    out.push(record)
-                }
+                Some(record) if end_key(job_end_ms(&record), id)[..] == key[..] => out.push(record),
                 // Left behind by a record removed while it did not decode.
                 _ => {
                     self.by_end.remove(&key).map_err(io)?;

@@ -86,7 +86,11 @@ impl ClientLimits {
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<InProgress, Refusal> {
         let client = client_of(peer);
         if let Some(rate) = &self.rate {
-            if self.admissions.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == 0 {
+            if self
+                .admissions
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(FORGET_EVERY)
+            {
                 rate.retain_recent();
                 rate.shrink_to_fit();
             }
@@ -138,7 +142,10 @@ mod tests {
         assert_eq!(refused.retry_after_secs, 1);
         assert!(limits.admit(b).is_ok(), "another client is not affected");
         drop(first);
-        assert!(limits.admit(a).is_ok(), "a finished request frees its place");
+        assert!(
+            limits.admit(a).is_ok(),
+            "a finished request frees its place"
+        );
     }
 
     #[test]
@@ -158,7 +165,10 @@ mod tests {
         let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let other: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         assert_eq!(client_of(one), client_of(other));
-        assert_ne!(client_of(one), client_of("2001:db8:1:3::1".parse().unwrap()));
+        assert_ne!(
+            client_of(one),
+            client_of("2001:db8:1:3::1".parse().unwrap())
+        );
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(client_of(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }

@@ -38,7 +38,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Journal reads of the job routes running at once, all clients together: each holds a blocking
 /// thread, and job execution must always find threads free. More wait their turn.
 const JOURNAL_READS: usize = 4;
-static JOURNAL_READ_PERMITS: Semaphore = Semaphore::const_new(JOURNAL_READS);
 
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -93,6 +92,18 @@ pub enum Surface {
 pub struct Services {
     pub executor: Arc<Executor>,
     pub public: PublicConfig,
+    /// Permits for journal reads (`JOURNAL_READS`), shared by the listeners of one executor.
+    journal_reads: Semaphore,
+}
+
+impl Services {
+    pub fn new(executor: Arc<Executor>, public: PublicConfig) -> Self {
+        Self {
+            executor,
+            public,
+            journal_reads: Semaphore::new(JOURNAL_READS),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +180,9 @@ pub async fn handle(
     {
         return error_response(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no route {path} here: the job routes are turned off (EXECUTOR_PUBLIC_JOBS_API)"),
+            format!(
+                "no route {path} here: the job routes are turned off (EXECUTOR_PUBLIC_JOBS_API)"
+            ),
         ));
     }
     let result = match route {
@@ -181,11 +194,11 @@ pub async fn handle(
         Route::MutableConfig => operator::mutable_config(executor, req).await,
         Route::Jobs => {
             let query = req.uri().query().map(str::to_string);
-            journal_read(executor, move |e| jobs::jobs(e, query.as_deref())).await
+            journal_read(&services, move |e| jobs::jobs(e, query.as_deref())).await
         }
         Route::Job => {
             let id = path["/jobs/".len()..].to_string();
-            journal_read(executor, move |e| jobs::job(e, &id)).await
+            journal_read(&services, move |e| jobs::job(e, &id)).await
         }
         Route::LogLevel if method == Method::PUT => operator::set_log_level(req).await,
         Route::LogLevel => operator::log_level(),
@@ -199,14 +212,15 @@ pub async fn handle(
 /// Runs a journal read on a blocking thread (never on the async workers that run jobs), at
 /// most `JOURNAL_READS` at once.
 async fn journal_read(
-    executor: &Arc<Executor>,
+    services: &Services,
     read: impl FnOnce(&Executor) -> Result<serde_json::Value, ApiError> + Send + 'static,
 ) -> Result<serde_json::Value, ApiError> {
-    let _permit = JOURNAL_READ_PERMITS
+    let _permit = services
+        .journal_reads
         .acquire()
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-    let executor = executor.clone();
+    let executor = services.executor.clone();
     tokio::task::spawn_blocking(move || read(&executor))
         .await
         .unwrap_or_else(|e| {
@@ -234,7 +248,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // The operator's own listener is not limited per client.
-    let limits = (surface == Surface::Public).then(|| Arc::new(ClientLimits::new(&services.public)));
+    let limits =
+        (surface == Surface::Public).then(|| Arc::new(ClientLimits::new(&services.public)));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
