@@ -7,6 +7,7 @@ mod jobs;
 pub mod limits;
 mod operator;
 mod public;
+mod readers;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,9 +36,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole request must be answered within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Journal reads of the job routes running at once, all clients together: each holds a blocking
-/// thread, and job execution must always find threads free. More wait their turn.
-const JOURNAL_READS: usize = 4;
+/// Threads that run the job routes' journal reads, all clients together; more reads queue.
+const JOURNAL_READERS: usize = 2;
 
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -92,8 +92,8 @@ pub enum Surface {
 pub struct Services {
     pub executor: Arc<Executor>,
     pub public: PublicConfig,
-    /// Permits for journal reads (`JOURNAL_READS`), shared by the listeners of one executor.
-    journal_reads: Semaphore,
+    /// Where the job routes read the journal, shared by the listeners of one executor.
+    readers: readers::Readers,
 }
 
 impl Services {
@@ -101,7 +101,7 @@ impl Services {
         Self {
             executor,
             public,
-            journal_reads: Semaphore::new(JOURNAL_READS),
+            readers: readers::Readers::new(JOURNAL_READERS),
         }
     }
 }
@@ -194,11 +194,11 @@ pub async fn handle(
         Route::MutableConfig => operator::mutable_config(executor, req).await,
         Route::Jobs => {
             let query = req.uri().query().map(str::to_string);
-            journal_read(&services, move |e| jobs::jobs(e, query.as_deref())).await
+            return journal_read(&services, move |e| jobs::jobs(e, query.as_deref())).await;
         }
         Route::Job => {
             let id = path["/jobs/".len()..].to_string();
-            journal_read(&services, move |e| jobs::job(e, &id)).await
+            return journal_read(&services, move |e| jobs::job(e, &id)).await;
         }
         Route::LogLevel if method == Method::PUT => operator::set_log_level(req).await,
         Route::LogLevel => operator::log_level(),
@@ -209,27 +209,27 @@ pub async fn handle(
     }
 }
 
-/// Runs a journal read on a blocking thread (never on the async workers that run jobs), at
-/// most `JOURNAL_READS` at once.
+/// Runs a journal read, and renders its answer, on a reader thread: never on the async workers
+/// that run jobs, and at a lower CPU priority than they.
 async fn journal_read(
     services: &Services,
     read: impl FnOnce(&Executor) -> Result<serde_json::Value, ApiError> + Send + 'static,
-) -> Result<serde_json::Value, ApiError> {
-    let _permit = services
-        .journal_reads
-        .acquire()
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+) -> Response<Full<Bytes>> {
     let executor = services.executor.clone();
-    tokio::task::spawn_blocking(move || read(&executor))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "a journal read failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; see the executor's log",
-            ))
+    let rendered = services
+        .readers
+        .run(move || match read(&executor) {
+            Ok(body) => respond(StatusCode::OK, body),
+            Err(e) => error_response(e),
         })
+        .await;
+    rendered.unwrap_or_else(|| {
+        tracing::error!("no journal reader answered");
+        error_response(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job routes cannot read the journal now",
+        ))
+    })
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
