@@ -14,8 +14,6 @@ pub struct RecoveryReport {
     pub resubmitting: usize,
     pub abandoned: usize,
     pub settling: usize,
-    /// Finished jobs older than the retention, removed from the journal.
-    pub pruned: usize,
 }
 
 /// How often a running executor prunes its journal.
@@ -26,10 +24,8 @@ const PRUNE_BATCH: usize = 256;
 impl Executor {
     /// Resumes every job the journal holds. Call once, before following the chain.
     pub fn recover(self: &Arc<Self>) -> Result<RecoveryReport, DomainError> {
-        let mut report = RecoveryReport {
-            pruned: self.prune_journal()?,
-            ..RecoveryReport::default()
-        };
+        // Pruning is left to the pruner, which starts at once in the background.
+        let mut report = RecoveryReport::default();
         let now = self.ports.clock.now_ms();
         for record in self.ports.store.open_jobs()? {
             let job = record.job.clone();
@@ -126,10 +122,13 @@ impl Executor {
         Ok(pruned)
     }
 
-    /// Prunes the journal every hour, for executors that run for weeks.
+    /// Prunes the journal at start and then every hour, for executors that run for weeks.
     pub async fn run_pruner(self: Arc<Self>) {
+        let mut first = true;
         loop {
-            self.ports.clock.sleep_ms(PRUNE_INTERVAL_MS).await;
+            if !std::mem::take(&mut first) {
+                self.ports.clock.sleep_ms(PRUNE_INTERVAL_MS).await;
+            }
             // Off the async workers: a week-old hour of jobs can be many records.
             let executor = self.clone();
             match tokio::task::spawn_blocking(move || executor.prune_journal()).await {
