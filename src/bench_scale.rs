@@ -56,7 +56,7 @@ fn journal_record(i: u64, n: u64, me: Address, now: u64) -> JobRecord {
         now - 6 * day * n.saturating_sub(i) / n.max(1)
     };
     let others = [Address::repeat_byte(0xa1), Address::repeat_byte(0xa2)];
-    let ours = i % 10 == 0;
+    let ours = i.is_multiple_of(10);
     let mut selected = others.to_vec();
     selected.insert(0, if ours { me } else { Address::repeat_byte(0xa3) });
     let id = U256::from(FIRST_ID + i);
@@ -93,7 +93,7 @@ fn journal_record(i: u64, n: u64, me: Address, now: u64) -> JobRecord {
             },
         };
         (state, true)
-    } else if k % 50 == 0 {
+    } else if k.is_multiple_of(50) {
         let reason = "the window closed while the job waited for a slot".to_string();
         (JobState::Abandoned { reason }, true)
     } else {
