@@ -36,7 +36,15 @@ impl Readers {
                     loop {
                         let next = reads.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         match next {
-                            Ok(read) => read(),
+                            // A read that panics loses its answer (the caller gets a 503),
+                            // not the thread.
+                            Ok(read) => {
+                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+                                    .is_err()
+                                {
+                                    tracing::error!("a journal read panicked");
+                                }
+                            }
                             Err(_) => return,
                         }
                     }
@@ -72,6 +80,17 @@ impl Readers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_that_panics_loses_its_answer_not_the_reader() {
+        let readers = Readers::new(1);
+        assert_eq!(readers.run(|| -> u8 { panic!("bad read") }).await, None);
+        assert_eq!(
+            readers.run(|| 7).await,
+            Some(7),
+            "the one reader still reads"
+        );
+    }
 
     #[tokio::test]
     async fn reads_run_on_the_reader_threads_at_a_lower_priority() {
