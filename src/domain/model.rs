@@ -266,7 +266,40 @@ pub enum JobState {
     Abandoned { reason: String },
 }
 
+/// Every journal state, as `JobState::name` spells it; a state's position here is its code
+/// in the store's index by state.
+pub const JOB_STATES: &[&str] = &[
+    "observed",
+    "queued",
+    "running",
+    "executed",
+    "submitted",
+    "confirmed",
+    "abandoned",
+];
+
 impl JobState {
+    /// The position of this state's name in `JOB_STATES`.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Observed => 0,
+            Self::Queued => 1,
+            Self::Running => 2,
+            Self::Executed { .. } => 3,
+            Self::Submitted { .. } => 4,
+            Self::Confirmed { .. } => 5,
+            Self::Abandoned { .. } => 6,
+        }
+    }
+
+    /// Whether nothing more will happen to the job on our side: not ours, answered or given up.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Observed | Self::Confirmed { .. } | Self::Abandoned { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Observed => "observed",
@@ -311,6 +344,20 @@ impl JobRecord {
             slashed: false,
             gas_spent: 0,
         }
+    }
+
+    /// Whether recovery must look at this job: it may still run or send, or still needs settling.
+    pub fn is_open(&self) -> bool {
+        !self.settled || !self.state.is_final()
+    }
+
+    /// What the journal keeps of this record: a job that will never run here again (not ours,
+    /// answered, or given up) loses its inputs, which can be large and are needed only to run it.
+    pub fn trimmed(mut self) -> Self {
+        if self.state.is_final() {
+            self.job.code_inputs = Vec::new();
+        }
+        self
     }
 }
 

@@ -194,6 +194,7 @@ impl Executor {
             if matches!(record.state, JobState::Queued | JobState::Observed) {
                 tracing::warn!(job = %job.id, "job creation removed by a reorg; forgotten");
                 self.ports.store.remove_job(job.id)?;
+                self.ports.store.flush()?;
             } else {
                 tracing::warn!(job = %job.id, state = record.state.name(), "job creation removed by a reorg after it ran");
             }
