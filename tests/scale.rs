@@ -653,6 +653,8 @@ fn pages_stay_correct_across_inserts_and_pruning() {
 #[test]
 fn an_old_layout_journal_is_migrated_once_at_open() {
     let dir = tempfile::tempdir().unwrap();
+    // Stores of that age also kept the gas key in clear, in sled: it is sealed at the same open.
+    let gas_key = [0x5a; 32];
     let now = now_secs();
     let records: Vec<JobRecord> = vec![
         JobRecord::new(sample_job(1, vec![], now), JobState::Observed),
@@ -672,10 +674,17 @@ fn an_old_layout_journal_is_migrated_once_at_open() {
             r.job.id.to_big_endian(&mut key);
             jobs.insert(key, serde_json::to_vec(r).unwrap()).unwrap();
         }
+        db.insert("config/gas_key", &gas_key[..]).unwrap();
         db.flush().unwrap();
     }
     for _ in 0..2 {
         let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+        assert_eq!(store.gas_key().unwrap(), Some(gas_key));
+        let sealed = std::fs::read(dir.path().join("gas_key.sealed")).unwrap();
+        assert!(
+            !sealed.windows(32).any(|w| w == gas_key),
+            "the gas key is sealed, not copied"
+        );
         let job = |id: u64| store.job(U256::from(id)).unwrap().unwrap();
         assert!(
             job(1).job.code_inputs.is_empty(),
@@ -700,6 +709,11 @@ fn an_old_layout_journal_is_migrated_once_at_open() {
         assert_eq!(page.jobs.len(), 1);
         assert_eq!(page.jobs[0].id, U256::from(2));
         drop(executor);
+        // The clear copy is gone from sled (read with the store closed).
+        std::thread::sleep(Duration::from_millis(200));
+        let db = sled::open(dir.path().join("db")).unwrap();
+        assert_eq!(db.get("config/gas_key").unwrap(), None);
+        drop(db);
         // sled lets go of its lock from a background thread.
         std::thread::sleep(Duration::from_millis(200));
     }

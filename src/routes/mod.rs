@@ -253,7 +253,7 @@ async fn journal_response(
         tracing::error!("no journal reader answered");
         error_response(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the job routes cannot read the journal now",
+            "the journal cannot be read now",
         ))
     })
 }
