@@ -29,6 +29,9 @@ use serverless_executor::effects::workerd::WorkerdSandbox;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
+#[path = "bench_scale.rs"]
+mod scale;
+
 /// Answers with its input.
 const ECHO_JOB: &str =
     "export default { async fetch(request) { return new Response(await request.arrayBuffer()); } };";
@@ -68,6 +71,15 @@ pub struct BenchArgs {
     /// Measure only the sandbox (no devnet).
     #[arg(long)]
     sandbox_only: bool,
+    /// Run the scale benchmark instead: a large journal, the job API and a job under a flood.
+    #[arg(long)]
+    scale: bool,
+    /// Jobs journalled for the scale benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_jobs: u64,
+    /// Jobs run one at a time for the scale benchmark's latency, idle and under the flood each.
+    #[arg(long, default_value_t = 20)]
+    scale_e2e_jobs: usize,
 }
 
 pub async fn run_bench(args: BenchArgs) -> Result<()> {
@@ -89,7 +101,11 @@ pub async fn run_bench(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
     let work_dir = std::env::temp_dir().join(format!("executor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
-    let result = bench(&args, &modes, &work_dir).await;
+    let result = if args.scale {
+        scale::run(&args, &work_dir).await
+    } else {
+        bench(&args, &modes, &work_dir).await
+    };
     let _ = std::fs::remove_dir_all(&work_dir);
     println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
     result
@@ -393,7 +409,7 @@ async fn devnet_part(mode: SandboxMode, args: &BenchArgs, work_dir: &Path) -> Re
     .await?;
 
     let log = Arc::new(StageLog::default());
-    let mut executor = start_executor(&devnet, mode, args.capacity, &dir, log.clone()).await?;
+    let mut executor = start_executor(&devnet, mode, args.capacity, &dir, log.clone(), &[]).await?;
     // Whatever happens, the executor stops gracefully (its slots' cgroups are removed).
     let part = async {
         let creator = Creator::new(&http, devnet.author_key(), jobs).await?;
@@ -512,10 +528,14 @@ async fn start_executor(
     capacity: usize,
     dir: &Path,
     log: Arc<StageLog>,
+    extra: &[(&str, &str)],
 ) -> Result<ChildExecutor> {
     let exe_dir = dir.join("executor");
     std::fs::create_dir_all(&exe_dir)?;
-    EnclaveKey::generate(&exe_dir.join("enclave.key"))?;
+    // The scale part journals jobs for this key before the executor starts.
+    if !exe_dir.join("enclave.key").exists() {
+        EnclaveKey::generate(&exe_dir.join("enclave.key"))?;
+    }
     let port = free_port()?;
     let admin_port = free_port()?;
     let mut settings = devnet.executor_settings(
@@ -525,7 +545,10 @@ async fn start_executor(
             job_capacity: capacity,
             api_port: port,
             admin_port,
-            extra: vec![],
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         },
     );
     settings.insert("SANDBOX_MODE".into(), format!("{mode:?}").to_lowercase());

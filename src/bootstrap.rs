@@ -63,7 +63,12 @@ pub async fn start(config: Config) -> Result<Running> {
         )
     };
     let sealing_key = enclave.derive_key(crate::effects::store::SEALING_PURPOSE);
-    let store = match SledStore::open(&config.data_dir, sealing_key) {
+    // Opening may migrate an old journal: not on an async worker.
+    let data_dir = config.data_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || SledStore::open(&data_dir, sealing_key))
+        .await
+        .context("the store's opening task failed")?;
+    let store = match opened {
         Ok(store) => Arc::new(store),
         // Held, not broken: no rebuild advice.
         Err(e @ StoreError::Locked(_)) => return Err(e.into()),
@@ -171,10 +176,11 @@ pub async fn start(config: Config) -> Result<Running> {
             )
         })?;
     let admin_addr = admin_listener.local_addr()?;
-    let services = Arc::new(Services {
-        executor: executor.clone(),
-        admin_allowed_hosts: config.admin.allowed_hosts.clone(),
-    });
+    let services = Arc::new(Services::new(
+        executor.clone(),
+        config.public.clone(),
+        config.admin.allowed_hosts.clone(),
+    ));
     let mut listeners = JoinSet::new();
     listeners.spawn(crate::routes::serve(
         listener,

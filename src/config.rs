@@ -115,6 +115,20 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
     pub gas: GasConfig,
+    pub public: PublicConfig,
+}
+
+/// Limits of the public listener, per client address (an IPv6 client is its /64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicConfig {
+    /// Requests of one client in progress at once; more get 429.
+    pub max_concurrent_per_client: usize,
+    /// Requests per second one client may send on average (0: no rate limit).
+    pub rate_per_client: u32,
+    /// Requests one client may send at once above the rate.
+    pub rate_burst: u32,
+    /// Whether the public listener serves the job routes (`/jobs`, `/jobs/{id}`).
+    pub jobs_api: bool,
 }
 
 /// What the executor is willing to pay for its transactions, and to whom it refuses service.
@@ -279,6 +293,27 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "SANDBOX_DIR",
         "",
         "scratch directory of sandbox runs (empty: the system temp dir)",
+    ),
+    // Public listener limits.
+    (
+        "PUBLIC_MAX_CONCURRENT_PER_CLIENT",
+        "8",
+        "public API requests one client (IP address; IPv6: its /64) may have in progress; more get 429",
+    ),
+    (
+        "PUBLIC_RATE_PER_CLIENT",
+        "50",
+        "public API requests per second one client may send on average (0: no limit); more get 429 with Retry-After",
+    ),
+    (
+        "PUBLIC_RATE_BURST",
+        "100",
+        "public API requests one client may send at once above that rate",
+    ),
+    (
+        "PUBLIC_JOBS_API",
+        "true",
+        "serve the job status routes (/jobs, /jobs/{id}) on the public listener",
     ),
     // Admin listener (operator routes) and owner-signed configuration.
     (
@@ -472,6 +507,16 @@ impl Config {
                 signature_max_age_secs: r.number("ADMIN_SIGNATURE_MAX_AGE", 1, 86_400)?,
                 allow_unsigned: r.boolean("ADMIN_ALLOW_UNSIGNED")?,
                 allowed_hosts: r.host_list("ADMIN_ALLOWED_HOSTS")?,
+            },
+            public: PublicConfig {
+                max_concurrent_per_client: r.number(
+                    "PUBLIC_MAX_CONCURRENT_PER_CLIENT",
+                    1,
+                    crate::routes::MAX_CONNECTIONS,
+                )?,
+                rate_per_client: r.number("PUBLIC_RATE_PER_CLIENT", 0, 1_000_000)?,
+                rate_burst: r.number("PUBLIC_RATE_BURST", 1, 1_000_000)?,
+                jobs_api: r.boolean("PUBLIC_JOBS_API")?,
             },
         })
     }
@@ -719,6 +764,10 @@ mod tests {
             ),
             ("STORE_FAILURE_LIMIT", "0"),
             ("MAX_HEAD_LAG", "x"),
+            ("PUBLIC_MAX_CONCURRENT_PER_CLIENT", "0"),
+            ("PUBLIC_RATE_PER_CLIENT", "fast"),
+            ("PUBLIC_RATE_BURST", "0"),
+            ("PUBLIC_JOBS_API", "sometimes"),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(

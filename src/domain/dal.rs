@@ -53,15 +53,63 @@ pub trait Store: Send + Sync {
     fn chain_status(&self) -> Result<ChainStatus, StoreError>;
     fn set_chain_status(&self, status: ChainStatus) -> Result<(), StoreError>;
     fn job(&self, id: U256) -> Result<Option<JobRecord>, StoreError>;
+    /// Journals `record` as `JobRecord::trimmed` keeps it, durably.
     fn put_job(&self, record: &JobRecord) -> Result<(), StoreError>;
+    /// Removes a job and its index entries; durable at the next `flush` or `put_job`.
     fn remove_job(&self, id: U256) -> Result<(), StoreError>;
-    /// Every journalled job, in job id order.
-    fn jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// One page of the journal: at most `query.limit` jobs past `query.after` in `query.order`,
+    /// only those in `query.state` if given. Touches about as many records as it returns.
+    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError>;
+    /// Every job for which `JobRecord::is_open` holds, in id order: what recovery resumes.
+    fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// At most `limit` jobs whose execution time ended (`execStartTime*1000 + deadline`, the
+    /// window without the buffer) before `ended_before_ms`, earliest first, starting past
+    /// `after` (the `(end, id)` of the last job of the previous batch).
+    fn expired_jobs(
+        &self,
+        ended_before_ms: u64,
+        after: Option<(u64, U256)>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// The chain and contracts this store's journal belongs to (None until first recorded).
     fn deployment(&self) -> Result<Option<Deployment>, StoreError>;
     fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+}
+
+/// The order of a page of jobs, by job id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobOrder {
+    /// Oldest first: `after` is a lower bound.
+    #[default]
+    Ascending,
+    /// Newest first: `after` is an upper bound.
+    Descending,
+}
+
+/// Which page of the journal `Store::list_jobs` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs in this state (one of `model::JOB_STATES`).
+    pub state: Option<&'static str>,
+    /// Only jobs past this id, in `order`.
+    pub after: Option<U256>,
+    pub order: JobOrder,
+    pub limit: usize,
+}
+
+impl JobQuery {
+    /// Whether `record` belongs on this page (ignoring the limit).
+    pub fn admits(&self, record: &JobRecord) -> bool {
+        let id = record.job.id;
+        let past = match (self.after, self.order) {
+            (None, _) => true,
+            (Some(after), JobOrder::Ascending) => id > after,
+            (Some(after), JobOrder::Descending) => id < after,
+        };
+        past && self.state.is_none_or(|s| record.state.name() == s)
+    }
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -98,15 +98,19 @@ impl Job {
 
     /// Whether `other` is this very job, not another one that a reorg gave the same id: same
     /// id, code, inputs and terms, and the same creating log (the block time where a record
-    /// predates origins).
+    /// predates origins). The journal drops the inputs of a job in a final state (`trimmed`), so
+    /// empty inputs on one side compare as unknown; the creating log still tells jobs apart.
     pub fn same_job(&self, other: &Job) -> bool {
         let same_origin = match (self.origin, other.origin) {
             (Some(a), Some(b)) => a == b,
             _ => self.exec_start_time == other.exec_start_time,
         };
+        let same_inputs = self.code_inputs == other.code_inputs
+            || self.code_inputs.is_empty()
+            || other.code_inputs.is_empty();
         self.id == other.id
             && self.codehash == other.codehash
-            && self.code_inputs == other.code_inputs
+            && same_inputs
             && self.owner == other.owner
             && self.env == other.env
             && self.deadline_ms == other.deadline_ms
@@ -315,7 +319,40 @@ pub enum JobState {
     Abandoned { reason: String },
 }
 
+/// Every journal state, as `JobState::name` spells it; a state's position here is its code
+/// in the store's index by state.
+pub const JOB_STATES: &[&str] = &[
+    "observed",
+    "queued",
+    "running",
+    "executed",
+    "submitted",
+    "confirmed",
+    "abandoned",
+];
+
 impl JobState {
+    /// The position of this state's name in `JOB_STATES`.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Observed => 0,
+            Self::Queued => 1,
+            Self::Running => 2,
+            Self::Executed { .. } => 3,
+            Self::Submitted { .. } => 4,
+            Self::Confirmed { .. } => 5,
+            Self::Abandoned { .. } => 6,
+        }
+    }
+
+    /// Whether nothing more will happen to the job on our side: not ours, answered or given up.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Observed | Self::Confirmed { .. } | Self::Abandoned { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Observed => "observed",
@@ -360,6 +397,20 @@ impl JobRecord {
             slashed: false,
             gas_spent: 0,
         }
+    }
+
+    /// Whether recovery must look at this job: it may still run or send, or still needs settling.
+    pub fn is_open(&self) -> bool {
+        !self.settled || !self.state.is_final()
+    }
+
+    /// What the journal keeps of this record: a job that will never run here again (not ours,
+    /// answered, or given up) loses its inputs, which can be large and are needed only to run it.
+    pub fn trimmed(mut self) -> Self {
+        if self.state.is_final() {
+            self.job.code_inputs = Vec::new();
+        }
+        self
     }
 }
 

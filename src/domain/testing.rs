@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use ethers::types::{Address, H256, U256};
 
-use super::dal::{Clock, EnclaveSigner, MockClock, MockEnclaveSigner, MockStore, Store};
+use super::dal::{
+    Clock, EnclaveSigner, JobOrder, JobQuery, MockClock, MockEnclaveSigner, MockStore, Store,
+};
 use super::eip712::recover;
 use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, JobState, SignedOutput};
 
@@ -72,18 +74,42 @@ pub fn memory_store() -> MockStore {
     });
     with!(expect_job, |s, id| Ok(s.jobs.get(&id).cloned()));
     with!(expect_put_job, |s, record| {
-        s.jobs.insert(record.job.id, record.clone());
+        s.jobs.insert(record.job.id, record.clone().trimmed());
         Ok(())
     });
     with!(expect_remove_job, |s, id| {
         s.jobs.remove(&id);
         Ok(())
     });
-    with!(expect_jobs, |s| Ok(s.jobs.values().cloned().collect()));
     with!(expect_deployment, |s| Ok(s.deployment));
     with!(expect_set_deployment, |s, deployment| {
         s.deployment = Some(*deployment);
         Ok(())
+    });
+    with!(expect_list_jobs, |s, query| {
+        let page = s.jobs.values().filter(|r| query.admits(r)).cloned();
+        Ok(match query.order {
+            JobOrder::Ascending => page.take(query.limit).collect(),
+            JobOrder::Descending => page.rev().take(query.limit).collect(),
+        })
+    });
+    with!(expect_open_jobs, |s| Ok(s
+        .jobs
+        .values()
+        .filter(|r| r.is_open())
+        .cloned()
+        .collect()));
+    with!(expect_expired_jobs, |s, ended_before_ms, after, limit| {
+        let mut ended: Vec<(u64, JobRecord)> = s
+            .jobs
+            .values()
+            .map(|r| (r.job.window_end_ms(0), r.clone()))
+            .filter(|(end, r)| {
+                *end < ended_before_ms && after.is_none_or(|after| (*end, r.job.id) > after)
+            })
+            .collect();
+        ended.sort_by_key(|(end, r)| (*end, r.job.id));
+        Ok(ended.into_iter().take(limit).map(|(_, r)| r).collect())
     });
     store.expect_flush().returning(|| Ok(()));
     store
@@ -418,17 +444,33 @@ pub fn store_contract(store: &dyn Store) {
             .put_job(&JobRecord::new(job, JobState::Queued))
             .unwrap();
     }
-    let ids: Vec<U256> = store.jobs().unwrap().iter().map(|r| r.job.id).collect();
+    let all = |order| JobQuery {
+        state: None,
+        after: None,
+        order,
+        limit: 10,
+    };
+    let ids = |records: Vec<JobRecord>| records.iter().map(|r| r.job.id).collect::<Vec<_>>();
     assert_eq!(
-        ids,
+        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()),
         vec![U256::from(2), U256::from(300), big],
         "jobs come in id order"
+    );
+    assert_eq!(
+        ids(store.list_jobs(&all(JobOrder::Descending)).unwrap()),
+        vec![big, U256::from(300), U256::from(2)],
+        "newest first on request"
     );
 
     let mut record = store
         .job(U256::from(2))
         .unwrap()
         .expect("stored job is found");
+    assert_eq!(
+        record.job.code_inputs,
+        br#"{"num":10}"#.to_vec(),
+        "a queued job keeps its inputs"
+    );
     record.state = JobState::Executed {
         output: SignedOutput {
             job_id: U256::from(2),
@@ -443,12 +485,97 @@ pub fn store_contract(store: &dyn Store) {
     store.put_job(&record).unwrap();
     assert_eq!(
         store.job(U256::from(2)).unwrap(),
-        Some(record),
+        Some(record.clone()),
         "a record is replaced whole"
     );
+    let page = |state, after, order, limit| {
+        ids(store
+            .list_jobs(&JobQuery {
+                state: Some(state),
+                after,
+                order,
+                limit,
+            })
+            .unwrap())
+    };
+    assert_eq!(
+        page("executed", None, JobOrder::Ascending, 10),
+        vec![U256::from(2)]
+    );
+    assert_eq!(
+        page("queued", None, JobOrder::Ascending, 10),
+        vec![U256::from(300), big],
+        "the old state no longer lists a job that moved on"
+    );
+    assert_eq!(
+        page("queued", Some(U256::from(300)), JobOrder::Ascending, 10),
+        vec![big]
+    );
+    assert_eq!(
+        page("queued", Some(big), JobOrder::Descending, 10),
+        vec![U256::from(300)]
+    );
+    assert_eq!(page("queued", None, JobOrder::Descending, 1), vec![big]);
+    assert!(page("confirmed", None, JobOrder::Ascending, 10).is_empty());
+
+    // A finished job loses its inputs, and once settled recovery no longer needs it.
+    record.state = JobState::Confirmed {
+        output: None,
+        tx_hash: None,
+    };
+    store.put_job(&record).unwrap();
+    let stored = store.job(U256::from(2)).unwrap().unwrap();
+    assert!(
+        stored.job.code_inputs.is_empty(),
+        "a confirmed job's inputs are dropped"
+    );
+    assert_eq!(
+        ids(store.open_jobs().unwrap()),
+        vec![U256::from(2), U256::from(300), big]
+    );
+    record.settled = true;
+    store.put_job(&record).unwrap();
+    assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(300), big]);
+    let observed = sample_job(7, vec![], 1);
+    store
+        .put_job(&JobRecord::new(observed, JobState::Observed))
+        .unwrap();
+    let stored = store.job(U256::from(7)).unwrap().unwrap();
+    assert!(
+        stored.job.code_inputs.is_empty(),
+        "others' jobs are kept without inputs"
+    );
+    assert!(
+        stored.is_open(),
+        "an unsettled job stays open for settlement"
+    );
+
+    // By end of execution time: every sample job ends at the same time; ties go by id.
+    let end = stored.job.window_end_ms(0);
+    let expired = |before, after, limit| ids(store.expired_jobs(before, after, limit).unwrap());
+    assert!(expired(end, None, 10).is_empty(), "strictly before");
+    assert_eq!(
+        expired(end + 1, None, 10),
+        vec![U256::from(2), U256::from(7), U256::from(300), big]
+    );
+    assert_eq!(
+        expired(end + 1, None, 2),
+        vec![U256::from(2), U256::from(7)]
+    );
+    assert_eq!(
+        expired(end + 1, Some((end, U256::from(7))), 10),
+        vec![U256::from(300), big]
+    );
+
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
-    assert_eq!(store.jobs().unwrap().len(), 2);
+    assert_eq!(
+        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()).len(),
+        3
+    );
+    assert!(page("queued", None, JobOrder::Ascending, 10) == vec![big]);
+    assert_eq!(expired(end + 1, None, 10).len(), 3);
+    assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(7), big]);
 
     // A job's origin (its creating log) is kept, so a reorg that reuses its id is noticed.
     let mut job = sample_job(5, vec![], 1);
@@ -459,7 +586,7 @@ pub fn store_contract(store: &dyn Store) {
         log_index: 3,
     });
     store
-        .put_job(&JobRecord::new(job.clone(), JobState::Observed))
+        .put_job(&JobRecord::new(job.clone(), JobState::Queued))
         .unwrap();
     assert_eq!(store.job(U256::from(5)).unwrap().map(|r| r.job), Some(job));
 
@@ -587,8 +714,22 @@ impl Store for FlakyStore {
         self.write()?;
         self.inner.remove_job(id)
     }
-    fn jobs(&self) -> Result<Vec<JobRecord>, super::dal::StoreError> {
-        self.inner.jobs()
+    fn list_jobs(
+        &self,
+        query: &super::dal::JobQuery,
+    ) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+        self.inner.list_jobs(query)
+    }
+    fn open_jobs(&self) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+        self.inner.open_jobs()
+    }
+    fn expired_jobs(
+        &self,
+        ended_before_ms: u64,
+        after: Option<(u64, U256)>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+        self.inner.expired_jobs(ended_before_ms, after, limit)
     }
     fn flush(&self) -> Result<(), super::dal::StoreError> {
         self.write()?;

@@ -916,7 +916,7 @@ async fn the_metrics_say_whether_the_executor_is_ready() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_status_report_shows_a_small_page_of_jobs_and_the_last_probe() {
+async fn the_status_report_shows_the_latest_jobs_newest_first_and_the_last_probe() {
     let h = harness();
     registered(&h);
     for id in 1..=15 {
@@ -938,8 +938,12 @@ async fn the_status_report_shows_a_small_page_of_jobs_and_the_last_probe() {
         at_ms: T0_MS,
     });
     let report = h.executor.status(10).unwrap();
-    assert_eq!(report.jobs.len(), 10);
-    assert_eq!(report.jobs[0].id, U256::from(1));
+    let ids: Vec<U256> = report.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(
+        ids,
+        (6..=15).rev().map(U256::from).collect::<Vec<_>>(),
+        "the last 10 journalled, newest first"
+    );
     assert_eq!(report.head_lag_blocks(), Some(20));
     assert_eq!(report.gas_balance_wei, Some(U256::from(7)));
     assert_eq!(report.job_capacity, 2);
@@ -1271,9 +1275,9 @@ async fn finished_jobs_past_the_retention_are_pruned_and_open_ones_kept() {
     ] {
         h.store.put_job(&JobRecord::new(job, state)).unwrap();
     }
-    let report = h.executor.recover().unwrap();
-    assert_eq!(report.pruned, 3);
-    let left: Vec<U256> = h.store.jobs().unwrap().iter().map(|r| r.job.id).collect();
+    assert_eq!(h.executor.prune_journal().unwrap(), 3);
+    h.executor.recover().unwrap();
+    let left: Vec<U256> = journal_ids(h.store.as_ref());
     assert_eq!(left, vec![U256::from(4), U256::from(5)]);
     // Recovery gave the old queued job up; the next round prunes it, then nothing is left to do.
     assert_eq!(h.executor.prune_journal().unwrap(), 1);
@@ -1282,8 +1286,24 @@ async fn finished_jobs_past_the_retention_are_pruned_and_open_ones_kept() {
         0,
         "pruning is idempotent"
     );
-    let left: Vec<U256> = h.store.jobs().unwrap().iter().map(|r| r.job.id).collect();
+    let left: Vec<U256> = journal_ids(h.store.as_ref());
     assert_eq!(left, vec![U256::from(5)]);
+}
+
+/// Every job id in the journal, oldest first.
+fn journal_ids(store: &dyn Store) -> Vec<U256> {
+    let all = JobQuery {
+        state: None,
+        after: None,
+        order: JobOrder::Ascending,
+        limit: usize::MAX,
+    };
+    store
+        .list_jobs(&all)
+        .unwrap()
+        .iter()
+        .map(|r| r.job.id)
+        .collect()
 }
 
 #[test]

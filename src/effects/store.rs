@@ -1,6 +1,8 @@
-//! sled in the data directory: owner, chain cursor and status, and the job journal; beside it,
-//! the gas key sealed (ChaCha20-Poly1305) under a key derived from the enclave key, in a file
-//! rewritten in place so a replaced key leaves no copy. The directory is kept at mode 0700.
+//! sled in the data directory: owner, chain cursor and status, and the job journal with its
+//! indexes (by state, open jobs, by end of execution time; layout in the README, "What survives
+//! a restart"); beside it, the gas key sealed (ChaCha20-Poly1305) under a key derived from the
+//! enclave key, in a file rewritten in place so a replaced key leaves no copy. The directory is
+//! kept at mode 0700.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,12 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 use ethers::types::{Address, U256};
 
-use crate::domain::dal::{Store, StoreError};
-use crate::domain::model::{ChainStatus, Deployment, JobRecord};
+use std::ops::Bound;
+
+use sled::transaction::{ConflictableTransactionError, Transactional};
+
+use crate::domain::dal::{JobOrder, JobQuery, Store, StoreError};
+use crate::domain::model::{ChainStatus, Deployment, JobRecord, JOB_STATES};
 
 const OWNER: &str = "config/owner";
 /// Where earlier versions kept the gas key in clear, inside sled (migrated at open).
@@ -30,10 +36,28 @@ const CURSOR: &str = "chain/cursor";
 const STATUS: &str = "chain/status";
 const DEPLOYMENT: &str = "chain/deployment";
 const JOBS_TREE: &str = "jobs";
+const BY_STATE_TREE: &str = "jobs_by_state";
+const OPEN_TREE: &str = "jobs_open";
+const BY_END_TREE: &str = "jobs_by_end";
+/// The journal's layout version; absent in stores written before the indexes existed.
+const LAYOUT: &str = "journal/layout";
+const LAYOUT_VERSION: u64 = 2;
+/// sled's page cache: it keeps hot records in memory and bounds the executor's RSS.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// The value of index entries: the key says it all.
+const EMPTY: &[u8] = &[];
+/// Records written per batch when migrating or importing.
+const BATCH: usize = 10_000;
 
 pub struct SledStore {
     db: sled::Db,
     jobs: sled::Tree,
+    /// `state code (1 byte) ‖ job id` → empty: the jobs in each state.
+    by_state: sled::Tree,
+    /// `job id` → empty: the jobs recovery must look at (`JobRecord::is_open`).
+    open: sled::Tree,
+    /// `end of execution time, unix ms (8 bytes BE) ‖ job id` → empty: what pruning walks.
+    by_end: sled::Tree,
     gas_key_file: PathBuf,
     cipher: ChaCha20Poly1305,
     /// Serialises rewrites of the sealed gas key.
@@ -57,6 +81,30 @@ fn job_key(id: U256) -> [u8; 32] {
     key
 }
 
+fn state_key(state: u8, id: U256) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = state;
+    id.to_big_endian(&mut key[1..]);
+    key
+}
+
+/// The end of a job's execution time: its window without the deployment's buffer.
+fn job_end_ms(record: &JobRecord) -> u64 {
+    record.job.window_end_ms(0)
+}
+
+fn end_key(end_ms: u64, id: U256) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&end_ms.to_be_bytes());
+    id.to_big_endian(&mut key[8..]);
+    key
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<JobRecord, StoreError> {
+    serde_json::from_slice(value)
+        .map_err(|e| corrupt(&format!("jobs/{}", U256::from_big_endian(key)), e))
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`, making the directory private to this user.
     /// `sealing_key` (derived from the enclave key) seals the gas key at rest.
@@ -72,16 +120,106 @@ impl SledStore {
                 io(format!("cannot open the store in {}: {e}", dir.display()))
             }
         })?;
-        let jobs = db.open_tree(JOBS_TREE).map_err(io)?;
         let store = Self {
+            jobs: db.open_tree(JOBS_TREE).map_err(io)?,
+            by_state: db.open_tree(BY_STATE_TREE).map_err(io)?,
+            open: db.open_tree(OPEN_TREE).map_err(io)?,
+            by_end: db.open_tree(BY_END_TREE).map_err(io)?,
             db,
-            jobs,
             gas_key_file: dir.join(GAS_KEY_FILE),
             cipher: ChaCha20Poly1305::new(Key::from_slice(&sealing_key)),
             gas_key_write: Mutex::new(()),
         };
         store.migrate_clear_gas_key()?;
+        store.migrate()?;
         Ok(store)
+    }
+
+    /// Brings a journal written before the indexes existed to the current layout, once: trims
+    /// every record and builds the indexes. Safe to interrupt; it starts over next time.
+    fn migrate(&self) -> Result<(), StoreError> {
+        if self.get_fixed::<8>(LAYOUT)?.map(u64::from_be_bytes) == Some(LAYOUT_VERSION) {
+            return Ok(());
+        }
+        let mut migrated = 0usize;
+        if !self.jobs.is_empty() {
+            tracing::info!("journal in the old layout: trimming records and building indexes");
+            for tree in [&self.by_state, &self.open, &self.by_end] {
+                tree.clear().map_err(io)?;
+            }
+            let mut batch = Vec::with_capacity(BATCH);
+            for entry in self.jobs.iter() {
+                let (key, value) = entry.map_err(io)?;
+                batch.push(decode(&key, &value)?);
+                if batch.len() == BATCH {
+                    migrated += batch.len();
+                    self.import_jobs(&batch)?;
+                    batch.clear();
+                }
+            }
+            migrated += batch.len();
+            self.import_jobs(&batch)?;
+        }
+        self.db
+            .insert(LAYOUT, &LAYOUT_VERSION.to_be_bytes())
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        if migrated > 0 {
+            tracing::info!(jobs = migrated, "journal migrated to the indexed layout");
+        }
+        Ok(())
+    }
+
+    /// Writes many new records at once (trimmed, with their index entries) and flushes once:
+    /// for migration and for filling a journal in the benchmark. Not atomic across records;
+    /// records must not already be journalled in another state.
+    pub fn import_jobs(&self, records: &[JobRecord]) -> Result<(), StoreError> {
+        let (mut jobs, mut by_state, mut open, mut by_end) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        for record in records {
+            let record = record.clone().trimmed();
+            let id = record.job.id;
+            let value = serde_json::to_vec(&record).map_err(io)?;
+            jobs.insert(&job_key(id), value);
+            by_state.insert(&state_key(record.state.code(), id)[..], EMPTY);
+            if record.is_open() {
+                open.insert(&job_key(id), EMPTY);
+            }
+            by_end.insert(&end_key(job_end_ms(&record), id)[..], EMPTY);
+        }
+        self.jobs.apply_batch(jobs).map_err(io)?;
+        self.by_state.apply_batch(by_state).map_err(io)?;
+        self.open.apply_batch(open).map_err(io)?;
+        self.by_end.apply_batch(by_end).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// The records an index lists, in its order, skipping entries whose record has moved on
+    /// since (the index and records are read outside one transaction).
+    fn records_of(
+        &self,
+        ids: impl Iterator<Item = sled::Result<U256>>,
+        limit: usize,
+        keep: impl Fn(&JobRecord) -> bool,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() == limit {
+                break;
+            }
+            let id = id.map_err(io)?;
+            if let Some(record) = self.job(id)? {
+                if keep(&record) {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// An earlier version kept the gas key in clear inside sled: seal it and remove it there.
@@ -199,7 +337,11 @@ fn is_lock_held(e: &sled::Error) -> bool {
 fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
     let give_up = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match sled::open(path) {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Err(e) if is_lock_held(&e) && std::time::Instant::now() < give_up => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -297,37 +439,153 @@ impl Store for SledStore {
     }
 
     fn job(&self, id: U256) -> Result<Option<JobRecord>, StoreError> {
-        match self.jobs.get(job_key(id)).map_err(io)? {
+        let key = job_key(id);
+        match self.jobs.get(key).map_err(io)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&format!("jobs/{id}"), e)),
+            Some(v) => decode(&key, &v).map(Some),
         }
     }
 
     fn put_job(&self, record: &JobRecord) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(record).map_err(io)?;
-        self.jobs.insert(job_key(record.job.id), v).map_err(io)?;
+        let record = record.clone().trimmed();
+        let id = record.job.id;
+        let value = serde_json::to_vec(&record).map_err(io)?;
+        let state = record.state.code();
+        let is_open = record.is_open();
+        let end = end_key(job_end_ms(&record), id);
+        // The record and its index entries change together or not at all.
+        (&self.jobs, &self.by_state, &self.open, &self.by_end)
+            .transaction(|(jobs, by_state, open, by_end)| {
+                jobs.insert(&job_key(id), value.as_slice())?;
+                for other in 0..JOB_STATES.len() as u8 {
+                    if other != state {
+                        by_state.remove(&state_key(other, id)[..])?;
+                    }
+                }
+                by_state.insert(&state_key(state, id)[..], EMPTY)?;
+                if is_open {
+                    open.insert(&job_key(id), EMPTY)?;
+                } else {
+                    open.remove(&job_key(id))?;
+                }
+                by_end.insert(&end[..], EMPTY)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))?;
         // The journal is written before the state is acted on: make it durable now.
-        self.jobs.flush().map_err(io)?;
+        self.db.flush().map_err(io)?;
         Ok(())
     }
 
     fn remove_job(&self, id: U256) -> Result<(), StoreError> {
-        self.jobs.remove(job_key(id)).map_err(io)?;
-        self.jobs.flush().map_err(io)?;
+        // A record that does not decode is removed with every state entry; its entry by end
+        // (unknown) is dropped by pruning when it finds no record behind it.
+        let end = self
+            .job(id)
+            .ok()
+            .flatten()
+            .map(|record| end_key(job_end_ms(&record), id));
+        (&self.jobs, &self.by_state, &self.open, &self.by_end)
+            .transaction(|(jobs, by_state, open, by_end)| {
+                jobs.remove(&job_key(id))?;
+                for state in 0..JOB_STATES.len() as u8 {
+                    by_state.remove(&state_key(state, id)[..])?;
+                }
+                open.remove(&job_key(id))?;
+                if let Some(end) = end {
+                    by_end.remove(&end[..])?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))?;
         Ok(())
     }
 
-    fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.jobs
+    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError> {
+        let descending = query.order == JobOrder::Descending;
+        let Some(state) = query.state else {
+            let range = match (query.after, descending) {
+                (None, _) => self.jobs.range::<&[u8], _>(..),
+                (Some(after), false) => self
+                    .jobs
+                    .range::<&[u8], _>((Bound::Excluded(&job_key(after)[..]), Bound::Unbounded)),
+                (Some(after), true) => self.jobs.range::<&[u8], _>(..&job_key(after)[..]),
+            };
+            let entries: Box<dyn Iterator<Item = _>> = if descending {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            return entries
+                .take(query.limit)
+                .map(|entry| {
+                    let (key, value) = entry.map_err(io)?;
+                    decode(&key, &value)
+                })
+                .collect();
+        };
+        let code = JOB_STATES
             .iter()
-            .map(|entry| {
-                let (k, v) = entry.map_err(io)?;
-                serde_json::from_slice(&v)
-                    .map_err(|e| corrupt(&format!("jobs/{}", U256::from_big_endian(&k)), e))
-            })
-            .collect()
+            .position(|s| *s == state)
+            .ok_or_else(|| io(format!("unknown job state {state}")))? as u8;
+        let first = state_key(code, U256::zero());
+        let last = state_key(code, U256::MAX);
+        let (low, high) = match (query.after, descending) {
+            (None, _) => (Bound::Included(first), Bound::Included(last)),
+            (Some(after), false) => (
+                Bound::Excluded(state_key(code, after)),
+                Bound::Included(last),
+            ),
+            (Some(after), true) => (
+                Bound::Included(first),
+                Bound::Excluded(state_key(code, after)),
+            ),
+        };
+        let range = self.by_state.range((low, high));
+        let ids = range.map(|entry| entry.map(|(key, _)| U256::from_big_endian(&key[1..])));
+        let ids: Box<dyn Iterator<Item = _>> = if descending {
+            Box::new(ids.rev())
+        } else {
+            Box::new(ids)
+        };
+        self.records_of(ids, query.limit, |record| query.admits(record))
+    }
+
+    fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let ids = self
+            .open
+            .iter()
+            .map(|entry| entry.map(|(key, _)| U256::from_big_endian(&key)));
+        self.records_of(ids, usize::MAX, JobRecord::is_open)
+    }
+
+    fn expired_jobs(
+        &self,
+        ended_before_ms: u64,
+        after: Option<(u64, U256)>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let low = match after {
+            None => Bound::Unbounded,
+            Some((end, id)) => Bound::Excluded(end_key(end, id)),
+        };
+        let high = Bound::Excluded(end_key(ended_before_ms, U256::zero()));
+        let mut out = Vec::new();
+        for entry in self.by_end.range((low, high)) {
+            if out.len() == limit {
+                break;
+            }
+            let (key, _) = entry.map_err(io)?;
+            let id = U256::from_big_endian(&key[8..]);
+            match self.job(id)? {
+                Some(record) if end_key(job_end_ms(&record), id)[..] == key[..] => out.push(record),
+                // Left behind by a record removed while it did not decode.
+                _ => {
+                    self.by_end.remove(&key).map_err(io)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,10 +1,13 @@
-//! Job status routes (public, read-only): `GET /jobs/{id}` and `GET /jobs?state=&limit=&after=`.
+//! Job status routes (public, read-only): `GET /jobs/{id}` and
+//! `GET /jobs?state=&limit=&after=&order=`. They read the journal: the router runs them on a
+//! blocking thread.
 
 use ethers::types::U256;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use crate::domain::api::JobStatus;
+use crate::domain::dal::JobOrder;
 use crate::domain::Executor;
 
 /// Page size when `limit` is not given.
@@ -53,7 +56,8 @@ pub fn job(executor: &Executor, id: &str) -> Result<Value, ApiError> {
 }
 
 pub fn jobs(executor: &Executor, query: Option<&str>) -> Result<Value, ApiError> {
-    let (mut state, mut limit, mut after) = (None, DEFAULT_LIMIT, None);
+    let (mut state, mut limit, mut after, mut order) =
+        (None, DEFAULT_LIMIT, None, JobOrder::Ascending);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
@@ -67,15 +71,27 @@ pub fn jobs(executor: &Executor, query: Option<&str>) -> Result<Value, ApiError>
                 })?
             }
             "after" => after = Some(job_id("after", value)?),
+            "order" => {
+                order = match value {
+                    "asc" => JobOrder::Ascending,
+                    "desc" => JobOrder::Descending,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "order: '{}' is not asc or desc",
+                            value.escape_default()
+                        )))
+                    }
+                }
+            }
             _ => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter '{}' (known: state, limit, after)",
+                    "unknown query parameter '{}' (known: state, limit, after, order)",
                     key.escape_default()
                 )))
             }
         }
     }
-    let page = executor.list_jobs(state, after, limit)?;
+    let page = executor.list_jobs_in(order, state, after, limit)?;
     Ok(json!({
         "jobs": page.jobs.iter().map(view).collect::<Vec<_>>(),
         "next": page.next.map(|id| id.to_string()),

@@ -5,8 +5,10 @@ mod error;
 mod guard;
 mod input;
 mod jobs;
+pub mod limits;
 mod operator;
 mod public;
+mod readers;
 mod status_page;
 
 use std::convert::Infallible;
@@ -26,7 +28,9 @@ use tokio::sync::{watch, Semaphore};
 pub use error::ApiError;
 pub use input::MAX_BODY_BYTES;
 
+use crate::config::PublicConfig;
 use crate::domain::Executor;
+use limits::{ClientLimits, Refusal};
 
 /// Most connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -34,6 +38,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole request must be answered within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Threads that run the job routes' journal reads, all clients together; more reads queue.
+const JOURNAL_READERS: usize = 2;
 
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -59,6 +65,22 @@ fn error_response(e: ApiError) -> Response<Full<Bytes>> {
     respond(e.status, serde_json::json!({"error": e.message}))
 }
 
+/// 429 with the `Retry-After` (seconds) a client's limits call for.
+fn refusal_response(refusal: Refusal) -> Response<Full<Bytes>> {
+    let mut response = error_response(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{}; retry after {} s",
+            refusal.reason, refusal.retry_after_secs
+        ),
+    ));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(refusal.retry_after_secs),
+    );
+    response
+}
+
 /// Which routes a listener serves: the read-only public API, or the operator (admin) API that
 /// binds to loopback by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +90,29 @@ pub enum Surface {
 }
 
 /// What the routes of a listener reach: the domain (the log level goes through `crate::logging`,
-/// process plumbing rather than a port).
+/// process plumbing rather than a port), and the public listener's limits.
 pub struct Services {
     pub executor: Arc<Executor>,
+    pub public: PublicConfig,
     /// Host names besides loopback ones the admin listener answers to.
     pub admin_allowed_hosts: Vec<String>,
+    /// Where the job routes read the journal, shared by the listeners of one executor.
+    readers: readers::Readers,
+}
+
+impl Services {
+    pub fn new(
+        executor: Arc<Executor>,
+        public: PublicConfig,
+        admin_allowed_hosts: Vec<String>,
+    ) -> Self {
+        Self {
+            executor,
+            public,
+            admin_allowed_hosts,
+            readers: readers::Readers::new(JOURNAL_READERS),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +189,19 @@ pub async fn handle(
     }
     let executor = &services.executor;
     if route == Route::Health && path == "/" && status_page::wants_html(req.headers()) {
-        return status_page::respond(executor).unwrap_or_else(error_response);
+        // The page lists the latest jobs: it reads the journal on a reader thread too.
+        return journal_response(&services, status_page::respond).await;
+    }
+    if surface == Surface::Public
+        && !services.public.jobs_api
+        && matches!(route, Route::Jobs | Route::Job)
+    {
+        return error_response(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route {path} here: the job routes are turned off (EXECUTOR_PUBLIC_JOBS_API)"
+            ),
+        ));
     }
     let result = match route {
         Route::Metrics => return metrics_response(executor.metrics_text()),
@@ -158,8 +210,14 @@ pub async fn handle(
         Route::Registration => public::signed_registration_message(executor),
         Route::ImmutableConfig => operator::immutable_config(executor, req).await,
         Route::MutableConfig => operator::mutable_config(executor, req).await,
-        Route::Jobs => jobs::jobs(executor, req.uri().query()),
-        Route::Job => jobs::job(executor, &path["/jobs/".len()..]),
+        Route::Jobs => {
+            let query = req.uri().query().map(str::to_string);
+            return journal_read(&services, move |e| jobs::jobs(e, query.as_deref())).await;
+        }
+        Route::Job => {
+            let id = path["/jobs/".len()..].to_string();
+            return journal_read(&services, move |e| jobs::job(e, &id)).await;
+        }
         Route::LogLevel if method == Method::PUT => operator::set_log_level(req).await,
         Route::LogLevel => operator::log_level(),
     };
@@ -167,6 +225,37 @@ pub async fn handle(
         Ok(body) => respond(StatusCode::OK, body),
         Err(e) => error_response(e),
     }
+}
+
+/// Runs a journal read, and renders its answer, on a reader thread: never on the async workers
+/// that run jobs, and at a lower CPU priority than they.
+async fn journal_read(
+    services: &Services,
+    read: impl FnOnce(&Executor) -> Result<serde_json::Value, ApiError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    journal_response(services, move |e| {
+        read(e).map(|body| respond(StatusCode::OK, body))
+    })
+    .await
+}
+
+/// Like `journal_read`, for a read that renders its own response (the status page).
+async fn journal_response(
+    services: &Services,
+    read: impl FnOnce(&Executor) -> Result<Response<Full<Bytes>>, ApiError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    let executor = services.executor.clone();
+    let rendered = services
+        .readers
+        .run(move || read(&executor).unwrap_or_else(error_response))
+        .await;
+    rendered.unwrap_or_else(|| {
+        tracing::error!("no journal reader answered");
+        error_response(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the journal cannot be read now",
+        ))
+    })
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -184,6 +273,9 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The operator's own listener is not limited per client.
+    let limits =
+        (surface == Surface::Public).then(|| Arc::new(ClientLimits::new(&services.public)));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -205,9 +297,16 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         let services = services.clone();
+        let limits = limits.clone();
         let service = service_fn(move |req| {
             let services = services.clone();
+            let admitted = limits.as_ref().map(|limits| limits.admit(peer.ip()));
             async move {
+                let _in_progress = match admitted {
+                    Some(Err(refusal)) => return Ok(refusal_response(refusal)),
+                    Some(Ok(in_progress)) => Some(in_progress),
+                    None => None,
+                };
                 let handled = handle(services, surface, req);
                 let response = match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
                     Ok(response) => response,

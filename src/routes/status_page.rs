@@ -11,7 +11,7 @@ use super::error::ApiError;
 use crate::domain::api::{JobStatus, StatusReport};
 use crate::domain::Executor;
 
-/// Journalled jobs shown: a small page, whatever the journal holds.
+/// Journalled jobs shown: the latest few, whatever the journal holds.
 pub const JOBS_SHOWN: usize = 10;
 
 /// The page may style itself and nothing else: no script, image, frame, font or fetch runs.
@@ -178,11 +178,11 @@ th {{ background: #f3f3f3; }}
 <tr><th>jobs in flight</th><td>{in_flight}</td></tr>
 <tr><th>job capacity (on chain)</th><td>{capacity}</td></tr>
 </table>
-<h2>Jobs (first {shown} in the journal, by id)</h2>
+<h2>Jobs (latest {shown} in the journal, newest first)</h2>
 <table>
 <tr><th>id</th><th>state</th><th>selected</th><th>deadline</th><th>error code</th><th>time</th><th>outputs</th><th>settled</th><th>transaction</th><th>reason</th></tr>
 {jobs}</table>
-<p>The same facts as JSON: this URL with any other <code>Accept</code> (curl) · metrics: <code>/metrics</code> · jobs: <code>/jobs?state=abandoned</code></p>
+<p>The same facts as JSON: this URL with any other <code>Accept</code> (curl) · metrics: <code>/metrics</code> · jobs: <code>/jobs?order=desc</code>, <code>/jobs?state=abandoned</code></p>
 </body>
 </html>
 "#,
@@ -288,6 +288,10 @@ mod tests {
         assert!(page.contains("<tr><th>chain connected</th><td><span class=\"bad\">no</span>"));
         assert!(page.contains("<td>21</td>"), "head lag: 120 + 1 - 100");
         assert!(page.contains("1.000000 ETH"));
+        assert!(
+            page.contains("<h2>Jobs (latest 10 in the journal, newest first)</h2>"),
+            "{page}"
+        );
     }
 
     #[test]

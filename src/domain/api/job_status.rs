@@ -1,20 +1,13 @@
-//! Job status from the journal: one job by id, or a page of jobs filtered by state.
+//! Job status from the journal: one job by id, or a page of jobs filtered by state, oldest or
+//! newest first. A page reads about as many records as it returns.
 
 use ethers::types::{H256, U256};
 
+use crate::domain::dal::{JobOrder, JobQuery};
 use crate::domain::model::{JobRecord, JobState};
 use crate::domain::{DomainError, Executor};
 
-/// Every journal state, as `JobState::name` spells it.
-pub const JOB_STATES: &[&str] = &[
-    "observed",
-    "queued",
-    "running",
-    "executed",
-    "submitted",
-    "confirmed",
-    "abandoned",
-];
+pub use crate::domain::model::JOB_STATES;
 /// Largest page of `list_jobs`.
 pub const MAX_JOBS_PAGE: usize = 1000;
 
@@ -42,7 +35,7 @@ pub struct JobStatus {
     pub gas_spent: u64,
 }
 
-/// One page of jobs in id order; `next` is the `after` of the following page, if any.
+/// One page of jobs in the order asked; `next` is the `after` of the following page, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobPage {
     pub jobs: Vec<JobStatus>,
@@ -92,30 +85,46 @@ impl Executor {
         after: Option<U256>,
         limit: usize,
     ) -> Result<JobPage, DomainError> {
-        if let Some(state) = state {
-            if !JOB_STATES.contains(&state) {
-                return Err(DomainError::BadQuery(format!(
+        self.list_jobs_in(JobOrder::Ascending, state, after, limit)
+    }
+
+    /// The newest `limit` jobs (1..=1000), newest first: one short read of the journal's end.
+    pub fn latest_jobs(&self, limit: usize) -> Result<JobPage, DomainError> {
+        self.list_jobs_in(JobOrder::Descending, None, None, limit)
+    }
+
+    /// Jobs past `after` in `order` (above it oldest first, below it newest first), in `state`
+    /// if given, at most `limit` (1..=1000).
+    pub fn list_jobs_in(
+        &self,
+        order: JobOrder,
+        state: Option<&str>,
+        after: Option<U256>,
+        limit: usize,
+    ) -> Result<JobPage, DomainError> {
+        let state = match state {
+            None => None,
+            Some(state) => Some(*JOB_STATES.iter().find(|s| **s == state).ok_or_else(|| {
+                DomainError::BadQuery(format!(
                     "state: '{state}' is not one of {}",
                     JOB_STATES.join(", ")
-                )));
-            }
-        }
+                ))
+            })?),
+        };
         if !(1..=MAX_JOBS_PAGE).contains(&limit) {
             return Err(DomainError::BadQuery(format!(
                 "limit: {limit} is outside 1..={MAX_JOBS_PAGE}"
             )));
         }
         let me = self.ports.signer.address();
-        let mut jobs: Vec<JobStatus> = self
-            .ports
-            .store
-            .jobs()?
-            .iter()
-            .filter(|r| after.is_none_or(|after| r.job.id > after))
-            .filter(|r| state.is_none_or(|s| r.state.name() == s))
-            .take(limit + 1)
-            .map(|r| JobStatus::of(r, me))
-            .collect();
+        // One more than the page says whether another page follows.
+        let records = self.ports.store.list_jobs(&JobQuery {
+            state,
+            after,
+            order,
+            limit: limit + 1,
+        })?;
+        let mut jobs: Vec<JobStatus> = records.iter().map(|r| JobStatus::of(r, me)).collect();
         let next = if jobs.len() > limit {
             jobs.truncate(limit);
             jobs.last().map(|j| j.id)

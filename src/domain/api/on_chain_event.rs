@@ -217,6 +217,7 @@ impl Executor {
             if record.job.same_job(job) {
                 tracing::warn!(job = %job.id, state = record.state.name(), "job creation removed by a reorg; forgotten");
                 self.ports.store.remove_job(job.id)?;
+                self.ports.store.flush()?;
             } else {
                 tracing::debug!(job = %job.id, "removed log names another job than the journal's; kept");
             }

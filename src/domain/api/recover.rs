@@ -1,5 +1,6 @@
 //! Start-up recovery from the journal: re-queue accepted jobs, re-send signed outputs, and put
-//! every unsettled job back on the settlement timetable; and pruning of finished jobs.
+//! every unsettled job back on the settlement timetable (reading only open jobs); and pruning of
+//! finished jobs (reading only jobs whose window ended before the retention).
 
 use std::sync::Arc;
 
@@ -13,22 +14,20 @@ pub struct RecoveryReport {
     pub resubmitting: usize,
     pub abandoned: usize,
     pub settling: usize,
-    /// Finished jobs older than the retention, removed from the journal.
-    pub pruned: usize,
 }
 
 /// How often a running executor prunes its journal.
 const PRUNE_INTERVAL_MS: u64 = 3_600_000;
+/// Jobs pruned per hold of the journal lock.
+const PRUNE_BATCH: usize = 256;
 
 impl Executor {
     /// Resumes every job the journal holds. Call once, before following the chain.
     pub fn recover(self: &Arc<Self>) -> Result<RecoveryReport, DomainError> {
-        let mut report = RecoveryReport {
-            pruned: self.prune_journal()?,
-            ..RecoveryReport::default()
-        };
+        // Pruning is left to the pruner, which starts at once in the background.
+        let mut report = RecoveryReport::default();
         let now = self.ports.clock.now_ms();
-        for record in self.ports.store.jobs()? {
+        for record in self.ports.store.open_jobs()? {
             let job = record.job.clone();
             let window_end = job.window_end_ms(self.settings.execution_buffer_secs);
             if !record.settled {
@@ -76,37 +75,67 @@ impl Executor {
 
     /// Removes finished jobs (not ours, answered, or given up) once their window closed longer
     /// ago than the retention: by then the chain has long settled them. Returns how many.
+    /// Walks only jobs whose window closed that long ago, a batch at a time, so the journal
+    /// lock is never held for long.
     pub fn prune_journal(&self) -> Result<usize, DomainError> {
         let now = self.ports.clock.now_ms();
-        let _journal = self.journal_lock();
+        let ended_before = now.saturating_sub(
+            self.settings
+                .journal_retention_ms
+                .saturating_add(self.settings.execution_buffer_secs.saturating_mul(1000)),
+        );
         let mut pruned = 0;
-        for record in self.ports.store.jobs()? {
-            let finished = matches!(
-                record.state,
-                JobState::Observed | JobState::Confirmed { .. } | JobState::Abandoned { .. }
-            );
-            let window_end = record
-                .job
-                .window_end_ms(self.settings.execution_buffer_secs);
-            if finished && window_end + self.settings.journal_retention_ms < now {
-                self.ports.store.remove_job(record.job.id)?;
-                pruned += 1;
+        let mut after = None;
+        loop {
+            let batch = self
+                .ports
+                .store
+                .expired_jobs(ended_before, after, PRUNE_BATCH)?;
+            let Some(last) = batch.last() else { break };
+            after = Some((last.job.window_end_ms(0), last.job.id));
+            let removed = {
+                let _journal = self.journal_lock();
+                let mut removed = 0;
+                for record in &batch {
+                    // Read again under the lock: the job may have moved on since.
+                    let finished = self
+                        .ports
+                        .store
+                        .job(record.job.id)?
+                        .is_some_and(|current| current.state.is_final());
+                    if finished {
+                        self.ports.store.remove_job(record.job.id)?;
+                        removed += 1;
+                    }
+                }
+                removed
+            };
+            // Made durable outside the lock: writers of live jobs do not wait for it.
+            if removed > 0 {
+                self.ports.store.flush()?;
+                pruned += removed;
             }
-        }
-        if pruned > 0 {
-            self.ports.store.flush()?;
+            if batch.len() < PRUNE_BATCH {
+                break;
+            }
         }
         Ok(pruned)
     }
 
-    /// Prunes the journal every hour, for executors that run for weeks.
+    /// Prunes the journal at start and then every hour, for executors that run for weeks.
     pub async fn run_pruner(self: Arc<Self>) {
+        let mut first = true;
         loop {
-            self.ports.clock.sleep_ms(PRUNE_INTERVAL_MS).await;
-            match self.prune_journal() {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "finished jobs pruned from the journal"),
-                Err(e) => tracing::error!(error = %e, "cannot prune the journal"),
+            if !std::mem::take(&mut first) {
+                self.ports.clock.sleep_ms(PRUNE_INTERVAL_MS).await;
+            }
+            // Off the async workers: a week-old hour of jobs can be many records.
+            let executor = self.clone();
+            match tokio::task::spawn_blocking(move || executor.prune_journal()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(pruned)) => tracing::info!(pruned, "finished jobs pruned from the journal"),
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot prune the journal"),
+                Err(e) => tracing::error!(error = %e, "the pruning task failed"),
             }
         }
     }

@@ -1,6 +1,6 @@
 //! What the operator's status page shows: readiness and why not, the chain, slots and queue,
-//! the gas account and a few journalled jobs (a small page of the job listing, whatever the
-//! journal holds).
+//! the gas account and the latest journalled jobs (a short read of the journal's end, whatever
+//! the journal holds).
 
 use ethers::types::{Address, U256};
 
@@ -27,7 +27,7 @@ pub struct StatusReport {
     pub jobs_queued: usize,
     pub jobs_in_flight: usize,
     pub job_capacity: usize,
-    /// At most the number asked for.
+    /// The newest journalled jobs (highest ids), newest first; at most the number asked for.
     pub jobs: Vec<JobStatus>,
 }
 
@@ -41,13 +41,13 @@ impl StatusReport {
 }
 
 impl Executor {
-    /// The status report with at most `jobs` journalled jobs (1..=1000).
+    /// The status report with the latest `jobs` journalled jobs (1..=1000), newest first.
     pub fn status(&self, jobs: usize) -> Result<StatusReport, DomainError> {
         let (slots_busy, slots_total, _) = self.slot_usage();
         let (jobs_queued, jobs_in_flight) = self.load();
         let probe = self.last_probe();
         let now = self.ports.clock.now_ms();
-        let page = self.list_jobs(None, None, jobs.clamp(1, MAX_JOBS_PAGE))?;
+        let page = self.latest_jobs(jobs.clamp(1, MAX_JOBS_PAGE))?;
         Ok(StatusReport {
             readiness: self.readiness()?,
             chain_status: self.chain_status()?,

@@ -1,0 +1,732 @@
+//! Scale properties of the journal and the public API: a listing that blocks for seconds does
+//! not delay a job; per-client limits answer 429; pages stay correct while jobs are inserted
+//! and pruned; an old-layout journal is migrated at start; the job routes can be turned off.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ethers::types::{Address, H256, U256};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use serde_json::Value;
+use serverless_executor::bootstrap::{self, Running};
+use serverless_executor::config::{Config, PublicConfig};
+use serverless_executor::domain::dal::{
+    EnclaveSigner, JobOrder, JobQuery, MockChainWriter, MockCodeSource, MockSandbox, RunResult,
+    Store, StoreError, TxOutcome,
+};
+use serverless_executor::domain::model::{
+    ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SignedOutput,
+};
+use serverless_executor::domain::testing::memory_store as stub_store;
+use serverless_executor::domain::testing::{
+    counting_metrics, counting_slots, key_signer, memory_store, sample_job,
+};
+use serverless_executor::domain::{Executor, Ports, Settings};
+use serverless_executor::effects::clock::SystemClock;
+use serverless_executor::effects::signer::EnclaveKey;
+use serverless_executor::effects::store::SledStore;
+use serverless_executor::routes::{self, Services, Surface};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const ENCLAVE_SECRET: [u8; 32] = [0x42; 32];
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Holds listings until opened (or until a bound long past any test's needs).
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    entered: AtomicUsize,
+}
+
+impl Gate {
+    fn wait(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let _ = self
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(30), |open| !*open)
+            .unwrap();
+    }
+
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// The memory store stub whose listings wait at a gate (the stub itself runs one call of a
+/// method at a time, so the wait happens here, in front of it).
+struct GatedListings {
+    inner: Box<dyn Store>,
+    gate: Arc<Gate>,
+}
+
+impl GatedListings {
+    fn new(gate: Arc<Gate>) -> Self {
+        Self {
+            inner: Box::new(stub_store()),
+            gate,
+        }
+    }
+}
+
+impl Store for GatedListings {
+    fn owner(&self) -> Result<Option<Address>, StoreError> {
+        self.inner.owner()
+    }
+    fn set_owner_once(&self, owner: Address) -> Result<bool, StoreError> {
+        self.inner.set_owner_once(owner)
+    }
+    fn gas_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        self.inner.gas_key()
+    }
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), StoreError> {
+        self.inner.set_gas_key(secret)
+    }
+    fn config_timestamp(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.config_timestamp()
+    }
+    fn advance_config_timestamp(&self, timestamp: u64) -> Result<bool, StoreError> {
+        self.inner.advance_config_timestamp(timestamp)
+    }
+    fn cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.cursor()
+    }
+    fn set_cursor(&self, next_block: u64) -> Result<(), StoreError> {
+        self.inner.set_cursor(next_block)
+    }
+    fn chain_status(&self) -> Result<ChainStatus, StoreError> {
+        self.inner.chain_status()
+    }
+    fn set_chain_status(&self, status: ChainStatus) -> Result<(), StoreError> {
+        self.inner.set_chain_status(status)
+    }
+    fn job(&self, id: U256) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.job(id)
+    }
+    fn put_job(&self, record: &JobRecord) -> Result<(), StoreError> {
+        self.inner.put_job(record)
+    }
+    fn remove_job(&self, id: U256) -> Result<(), StoreError> {
+        self.inner.remove_job(id)
+    }
+    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError> {
+        self.gate.wait();
+        self.inner.list_jobs(query)
+    }
+    fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.open_jobs()
+    }
+    fn expired_jobs(
+        &self,
+        ended_before_ms: u64,
+        after: Option<(u64, U256)>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.expired_jobs(ended_before_ms, after, limit)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn deployment(
+        &self,
+    ) -> Result<Option<serverless_executor::domain::model::Deployment>, StoreError> {
+        self.inner.deployment()
+    }
+    fn set_deployment(
+        &self,
+        deployment: &serverless_executor::domain::model::Deployment,
+    ) -> Result<(), StoreError> {
+        self.inner.set_deployment(deployment)
+    }
+}
+
+/// Ports that do no I/O but the store given: code and sandbox answer at once, outputs mine.
+fn ports(store: Arc<dyn Store>) -> Ports {
+    let mut code = MockCodeSource::new();
+    code.expect_fetch_code()
+        .returning(|_| Ok("export default {}".into()));
+    let mut sandbox = MockSandbox::new();
+    sandbox
+        .expect_run()
+        .returning(|_, _, input, _| Ok(RunResult::Output(input.to_vec())));
+    let mut chain = MockChainWriter::new();
+    chain
+        .expect_gas_address()
+        .return_const(Some(Address::repeat_byte(0x6a)));
+    chain
+        .expect_submit_output()
+        .returning(|output, _plan, sent| {
+            let tx_hash = H256::from_low_u64_be(output.job_id.low_u64());
+            sent.sent(tx_hash);
+            Ok(TxOutcome::Mined {
+                tx_hash,
+                gas_used: 21_000,
+            })
+        });
+    Ports {
+        signer: Arc::new(key_signer(ENCLAVE_SECRET)),
+        clock: Arc::new(SystemClock),
+        store,
+        code: Arc::new(code),
+        sandbox: Arc::new(sandbox),
+        slots: Arc::new(counting_slots(2)),
+        chain: Arc::new(chain),
+        reader: Arc::new(serverless_executor::domain::testing::canonical_reader()),
+        metrics: Arc::new(counting_metrics()),
+    }
+}
+
+/// The public listener on loopback in front of `executor`.
+async fn serve_public(
+    executor: Arc<Executor>,
+    public: PublicConfig,
+) -> (String, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = watch::channel(false);
+    let services = Arc::new(Services::new(executor, public, Vec::new()));
+    tokio::spawn(routes::serve(listener, services, Surface::Public, stopped));
+    (base, stop)
+}
+
+fn limits(max_concurrent_per_client: usize) -> PublicConfig {
+    PublicConfig {
+        max_concurrent_per_client,
+        rate_per_client: 0,
+        rate_burst: 1,
+        jobs_api: true,
+    }
+}
+
+fn job_created(id: u64) -> ChainLog {
+    let me = key_signer(ENCLAVE_SECRET).address();
+    let mut job = sample_job(id, vec![me], now_secs());
+    job.deadline_ms = 5_000;
+    ChainLog {
+        position: LogPosition {
+            block_number: id,
+            log_index: 0,
+        },
+        block_hash: H256::zero(),
+        removed: false,
+        event: ChainEvent::JobCreated(job),
+    }
+}
+
+/// Two async workers, as on a 2-core machine: a listing run on one of them would stall it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_and_submits_while_job_listings_block() {
+    let gate = Arc::new(Gate::default());
+    let store: Arc<dyn Store> = Arc::new(GatedListings::new(gate.clone()));
+    store.set_chain_status(ChainStatus::Serving).unwrap();
+    let executor = Executor::new(ports(store.clone()), Settings::default());
+    tokio::spawn(executor.clone().run_dispatcher());
+    let (base, stop) = serve_public(executor.clone(), limits(64)).await;
+
+    let http = reqwest::Client::new();
+    let listings: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/jobs?limit=5"));
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    while gate.entered.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    executor.on_chain_event(job_created(1)).unwrap();
+    let mut confirmed = false;
+    for _ in 0..1500 {
+        let state = store.job(U256::from(1)).unwrap().map(|r| r.state);
+        if matches!(state, Some(JobState::Confirmed { .. })) {
+            confirmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let still_blocked = !*gate.open.lock().unwrap();
+    let in_flight = listings.iter().filter(|l| !l.is_finished()).count();
+    assert!(
+        confirmed && still_blocked,
+        "the job must run, sign and land its output while the listings are still blocked"
+    );
+    assert_eq!(in_flight, 8, "every listing was still in flight");
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health answers while listings block");
+
+    gate.release();
+    for listing in listings {
+        assert_eq!(listing.await.unwrap().unwrap(), 200);
+    }
+    stop.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_too_many_requests_in_progress_gets_429() {
+    let gate = Arc::new(Gate::default());
+    let store: Arc<dyn Store> = Arc::new(GatedListings::new(gate.clone()));
+    let executor = Executor::new(ports(store), Settings::default());
+    let (base, stop) = serve_public(executor, limits(2)).await;
+
+    let http = reqwest::Client::new();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/jobs"));
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    while gate.entered.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let third = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: Value = third.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("in progress"),
+        "{body}"
+    );
+
+    gate.release();
+    for request in slow {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+    let after = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(after.status(), 200, "finished requests free their places");
+    stop.send_replace(true);
+}
+
+/// Numbers the servers of this process (each gets its own cgroup parent).
+static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
+
+async fn start(dir: &Path, extra: &[(&str, &str)]) -> Running {
+    if !dir.join("enclave.key").exists() {
+        EnclaveKey::generate(&dir.join("enclave.key")).unwrap();
+    }
+    let mut raw: HashMap<String, String> = [
+        ("PORT", "0".to_string()),
+        ("ADMIN_PORT", "0".to_string()),
+        (
+            "ENCLAVE_KEY_FILE",
+            dir.join("enclave.key").display().to_string(),
+        ),
+        ("DATA_DIR", dir.join("data").display().to_string()),
+        ("SANDBOX_DIR", dir.join("sandbox").display().to_string()),
+        ("SANDBOX_MODE", "process".to_string()),
+        ("JOB_CAPACITY", "1".to_string()),
+        (
+            "CGROUP_PARENT",
+            format!(
+                "serverless-executor-scale-{}-{}",
+                std::process::id(),
+                NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        raw.insert(k.to_string(), v.to_string());
+    }
+    bootstrap::start(Config::from_map(&raw).unwrap())
+        .await
+        .expect("executor starts")
+}
+
+#[tokio::test]
+async fn a_client_over_its_request_rate_gets_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(
+        dir.path(),
+        &[("PUBLIC_RATE_PER_CLIENT", "1"), ("PUBLIC_RATE_BURST", "3")],
+    )
+    .await;
+    let (public, admin) = (running.api_addr, running.admin_addr);
+    let http = reqwest::Client::new();
+    let mut statuses = vec![];
+    for _ in 0..5 {
+        let r = http
+            .get(format!("http://{public}/health"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push((r.status().as_u16(), r.headers().get("retry-after").cloned()));
+    }
+    assert!(
+        statuses[..3].iter().all(|(s, _)| *s == 200),
+        "the burst passes: {statuses:?}"
+    );
+    let (status, retry_after) = &statuses[4];
+    assert_eq!(*status, 429, "{statuses:?}");
+    let retry_after: u64 = retry_after
+        .as_ref()
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // The operator's listener is not limited per client.
+    for _ in 0..10 {
+        let r = http
+            .get(format!("http://{admin}/log-level"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    running.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+fn confirmed(id: u64) -> JobState {
+    JobState::Confirmed {
+        output: Some(SignedOutput {
+            job_id: id.into(),
+            output: b"ok".to_vec(),
+            total_time_ms: 5,
+            error_code: ErrorCode::Ok,
+            sign_timestamp: 1,
+            signature: vec![1; 65],
+        }),
+        tx_hash: None,
+    }
+}
+
+#[tokio::test]
+async fn newest_first_pages_and_the_job_routes_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
+    {
+        let store = SledStore::open(&dir.path().join("data"), [7; 32]).unwrap();
+        for id in 1..=7u64 {
+            let state = if id % 2 == 0 {
+                JobState::Observed
+            } else {
+                confirmed(id)
+            };
+            let mut record = JobRecord::new(sample_job(id, vec![], now_secs()), state);
+            record.settled = true;
+            store.put_job(&record).unwrap();
+        }
+    }
+    let running = start(dir.path(), &[]).await;
+    let base = format!("http://{}", running.api_addr);
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(path).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, page) = get(format!("{base}/jobs?order=desc&limit=3")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["7", "6", "5"]);
+    assert_eq!(page["next"], "5");
+    let (_, page) = get(format!("{base}/jobs?order=desc&limit=3&after=5")).await;
+    assert_eq!(ids(&page), ["4", "3", "2"]);
+    let (_, page) = get(format!("{base}/jobs?order=desc&state=observed&after=6")).await;
+    assert_eq!(ids(&page), ["4", "2"]);
+    assert_eq!(page["next"], Value::Null);
+    let (_, page) = get(format!("{base}/jobs?order=asc&state=confirmed&limit=2")).await;
+    assert_eq!(ids(&page), ["1", "3"]);
+    let (status, body) = get(format!("{base}/jobs?order=sideways")).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("order"), "{body}");
+    running.shutdown(Duration::from_secs(2)).await.unwrap();
+
+    let running = start(dir.path(), &[("PUBLIC_JOBS_API", "false")]).await;
+    let base = format!("http://{}", running.api_addr);
+    for path in ["/jobs", "/jobs/1"] {
+        let (status, body) = get(format!("{base}{path}")).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("EXECUTOR_PUBLIC_JOBS_API"),
+            "{body}"
+        );
+    }
+    let (status, _) = get(format!("{base}/health")).await;
+    assert_eq!(status, 200);
+    running.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+/// One step between two page reads.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Journal a new job: id, whether it is old enough to prune, and finished.
+    Insert(u64, bool, bool),
+    /// Run the pruner.
+    Prune,
+    /// Give a journalled job (by position) a new state.
+    Move(usize, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1u64..400, any::<bool>(), any::<bool>())
+            .prop_map(|(id, old, done)| Step::Insert(id, old, done)),
+        Just(Step::Prune),
+        (any::<usize>(), any::<bool>()).prop_map(|(at, done)| Step::Move(at, done)),
+    ]
+}
+
+fn record(id: u64, old: bool, finished: bool) -> JobRecord {
+    let week = Settings::default().journal_retention_ms / 1000;
+    let start = if old {
+        now_secs() - week - 3_600
+    } else {
+        now_secs()
+    };
+    let state = if finished {
+        JobState::Observed
+    } else {
+        JobState::Queued
+    };
+    JobRecord::new(sample_job(id, vec![], start), state)
+}
+
+/// Walks the journal a page at a time, changing it between pages, and checks each page against
+/// what the journal held when it was read: in order, never twice, every job that stayed
+/// throughout (in the state asked) listed exactly once.
+fn walk(
+    executor: &Executor,
+    store: &dyn Store,
+    order: JobOrder,
+    state: Option<&'static str>,
+    limit: usize,
+    initial: &[(u64, bool, bool)],
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    for &(id, old, done) in initial {
+        store.put_job(&record(id, old, done)).unwrap();
+    }
+    let snapshot = |store: &dyn Store| -> BTreeMap<u64, &'static str> {
+        (1..400u64)
+            .filter_map(|id| {
+                store
+                    .job(U256::from(id))
+                    .unwrap()
+                    .map(|r| (id, r.state.name()))
+            })
+            .filter(|(_, s)| state.is_none_or(|want| *s == want))
+            .collect()
+    };
+    let before = snapshot(store);
+    let mut ever: BTreeSet<u64> = before.keys().copied().collect();
+    let mut removed_or_moved: BTreeSet<u64> = BTreeSet::new();
+    let mut listed: Vec<u64> = vec![];
+    let mut after = None;
+    let mut steps = steps.iter();
+    loop {
+        let held = snapshot(store);
+        let page = executor
+            .list_jobs_in(order, state, after, limit)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for job in &page.jobs {
+            let id = job.id.low_u64();
+            prop_assert!(held.contains_key(&id), "{id} listed but not in the journal");
+            prop_assert_eq!(Some(&job.state), held.get(&id));
+            listed.push(id);
+        }
+        prop_assert!(page.jobs.len() <= limit);
+        let Some(next) = page.next else { break };
+        after = Some(next);
+        if let Some(step) = steps.next() {
+            match step.clone() {
+                Step::Insert(id, old, done) => {
+                    if store.job(U256::from(id)).unwrap().is_none() {
+                        store.put_job(&record(id, old, done)).unwrap();
+                        ever.insert(id);
+                    }
+                }
+                Step::Prune => {
+                    executor.prune_journal().unwrap();
+                }
+                Step::Move(at, done) => {
+                    let ids: Vec<u64> = snapshot(store).keys().copied().collect();
+                    if let Some(&id) = ids.get(at % ids.len().max(1)) {
+                        let mut r = store.job(U256::from(id)).unwrap().unwrap();
+                        r.state = if done {
+                            confirmed(id)
+                        } else {
+                            JobState::Running
+                        };
+                        store.put_job(&r).unwrap();
+                        removed_or_moved.insert(id);
+                    }
+                }
+            }
+            let now = snapshot(store);
+            removed_or_moved.extend(ever.iter().filter(|id| !now.contains_key(id)));
+        }
+    }
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    if order == JobOrder::Descending {
+        sorted.reverse();
+    }
+    prop_assert_eq!(&listed, &sorted, "pages come in order");
+    sorted.dedup();
+    prop_assert_eq!(listed.len(), sorted.len(), "no job is listed twice");
+    let stayed: Vec<u64> = before
+        .keys()
+        .copied()
+        .filter(|id| !removed_or_moved.contains(id))
+        .collect();
+    for id in stayed {
+        prop_assert!(
+            listed.contains(&id),
+            "{id} stayed throughout but was not listed"
+        );
+    }
+    Ok(())
+}
+
+/// Descending?, state filter, page size, initial jobs (id, old, finished), steps.
+type WalkCase = (
+    bool,
+    Option<&'static str>,
+    usize,
+    Vec<(u64, bool, bool)>,
+    Vec<Step>,
+);
+
+fn walk_cases() -> impl Strategy<Value = WalkCase> {
+    (
+        any::<bool>(),
+        prop_oneof![Just(None), Just(Some("observed")), Just(Some("queued"))],
+        1usize..7,
+        prop::collection::vec((1u64..400, any::<bool>(), any::<bool>()), 0..40),
+        prop::collection::vec(step(), 1..30),
+    )
+}
+
+#[test]
+fn pages_stay_correct_across_inserts_and_pruning() {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&walk_cases(), |(desc, state, limit, initial, steps)| {
+        let order = if desc {
+            JobOrder::Descending
+        } else {
+            JobOrder::Ascending
+        };
+        // The real store, and the stub the domain tests use: both must keep the property.
+        let dir = tempfile::tempdir().unwrap();
+        let real: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), [7; 32]).unwrap());
+        let stub: Arc<dyn Store> = Arc::new(memory_store());
+        for store in [real, stub] {
+            let executor = Executor::new(ports(store.clone()), Settings::default());
+            walk(
+                &executor,
+                store.as_ref(),
+                order,
+                state,
+                limit,
+                &initial,
+                &steps,
+            )?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn an_old_layout_journal_is_migrated_once_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // Stores of that age also kept the gas key in clear, in sled: it is sealed at the same open.
+    let gas_key = [0x5a; 32];
+    let now = now_secs();
+    let records: Vec<JobRecord> = vec![
+        JobRecord::new(sample_job(1, vec![], now), JobState::Observed),
+        JobRecord::new(sample_job(2, vec![], now), JobState::Queued),
+        {
+            let mut r = JobRecord::new(sample_job(3, vec![], now), confirmed(3));
+            r.settled = true;
+            r
+        },
+    ];
+    {
+        // The layout before the indexes: one tree of JSON records, inputs and all.
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let jobs = db.open_tree("jobs").unwrap();
+        for r in &records {
+            let mut key = [0u8; 32];
+            r.job.id.to_big_endian(&mut key);
+            jobs.insert(key, serde_json::to_vec(r).unwrap()).unwrap();
+        }
+        db.insert("config/gas_key", &gas_key[..]).unwrap();
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+        assert_eq!(store.gas_key().unwrap(), Some(gas_key));
+        let sealed = std::fs::read(dir.path().join("gas_key.sealed")).unwrap();
+        assert!(
+            !sealed.windows(32).any(|w| w == gas_key),
+            "the gas key is sealed, not copied"
+        );
+        let job = |id: u64| store.job(U256::from(id)).unwrap().unwrap();
+        assert!(
+            job(1).job.code_inputs.is_empty(),
+            "others' inputs are dropped"
+        );
+        assert!(
+            job(3).job.code_inputs.is_empty(),
+            "confirmed inputs are dropped"
+        );
+        assert_eq!(job(2).job.code_inputs, records[1].job.code_inputs);
+        let open: Vec<U256> = store
+            .open_jobs()
+            .unwrap()
+            .iter()
+            .map(|r| r.job.id)
+            .collect();
+        assert_eq!(open, vec![U256::from(1), U256::from(2)]);
+        let executor = Executor::new(ports(Arc::new(store)), Settings::default());
+        let page = executor
+            .list_jobs_in(JobOrder::Ascending, Some("queued"), None, 10)
+            .unwrap();
+        assert_eq!(page.jobs.len(), 1);
+        assert_eq!(page.jobs[0].id, U256::from(2));
+        drop(executor);
+        // The clear copy is gone from sled (read with the store closed).
+        std::thread::sleep(Duration::from_millis(200));
+        let db = sled::open(dir.path().join("db")).unwrap();
+        assert_eq!(db.get("config/gas_key").unwrap(), None);
+        drop(db);
+        // sled lets go of its lock from a background thread.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
