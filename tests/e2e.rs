@@ -2,13 +2,14 @@
 //! contracts, and runs real executors (real workerd, real cgroups where allowed) that are
 //! configured over their HTTP API and registered on chain like an operator would.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::Result;
 use ethers::middleware::Middleware;
 use ethers::types::{Address, Filter, TransactionRequest, H256, U256};
-use serverless_executor::client::deploy::DeployParams;
-use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
+use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, deregister_executor, drain_executor, register_executor, revive_executor, save_code,
     wait_for_outputs, wait_for_response, AttestationProof, CreatedJob, ExecutorRegistration,
@@ -24,24 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
-    // RUST_LOG=info shows the executors' logs when a test fails.
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
-    Devnet::start(DevnetOptions {
-        anvil_port: None,
-        deploy: DeployParams {
-            execution_buffer_secs: BUFFER_SECS,
-            executors_to_select,
-            ..DeployParams::default()
-        },
-        work_dir: dir.to_path_buf(),
-    })
-    .await
-    .expect("devnet starts")
+    common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
 }
 
 async fn executor(net: &Devnet, account: usize) -> DevExecutor {

@@ -18,10 +18,7 @@ use ethers::signers::Signer;
 use ethers::types::{Address, BlockNumber, H256, U256};
 use serde_json::Value;
 use serverless_executor::client::admin;
-use serverless_executor::client::deploy::DeployParams;
-use serverless_executor::client::devnet::{
-    wait_for_chain_status, Devnet, DevnetOptions, ExecutorOptions,
-};
+use serverless_executor::client::devnet::{wait_for_chain_status, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, save_code, wait_for_response, CreatedJob, JobResponse,
 };
@@ -44,17 +41,7 @@ const SLOW_ECHO: &str = r#"export default { async fetch(request) {
 } }"#;
 
 async fn devnet(dir: &Path) -> Devnet {
-    Devnet::start(DevnetOptions {
-        anvil_port: None,
-        deploy: DeployParams {
-            execution_buffer_secs: BUFFER_SECS,
-            executors_to_select: 1,
-            ..DeployParams::default()
-        },
-        work_dir: dir.to_path_buf(),
-    })
-    .await
-    .expect("devnet starts")
+    common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 fn free_port() -> u16 {

@@ -1,6 +1,8 @@
 //! Attacks on the executor's gas and nonce, performed against real parts: a fresh anvil with the
 //! dev contracts, a real executor (real workerd, HTTP API), hostile job owners and fee spikes.
 
+mod common;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,8 +12,7 @@ use ethers::middleware::Middleware;
 use ethers::signers::Signer;
 use ethers::types::{Address, Bytes, TransactionRequest, H256, U256};
 use serde::Deserialize;
-use serverless_executor::client::deploy::DeployParams;
-use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
+use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::save_code;
 use serverless_executor::domain::model::{JobRecord, JobState};
 
@@ -21,23 +22,7 @@ const WAIT: Duration = Duration::from_secs(90);
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path) -> Devnet {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
-    Devnet::start(DevnetOptions {
-        anvil_port: None,
-        deploy: DeployParams {
-            execution_buffer_secs: BUFFER_SECS,
-            executors_to_select: 1,
-            ..DeployParams::default()
-        },
-        work_dir: dir.to_path_buf(),
-    })
-    .await
-    .expect("devnet starts")
+    common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 #[derive(Deserialize)]

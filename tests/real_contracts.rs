@@ -3,13 +3,15 @@
 //! job ids the chain never had, an enclave key the chain refuses, and the job author's escrow.
 //! Real anvil, real workerd, real HTTP; each test starts its own devnet.
 
+mod common;
+
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
 use ethers::signers::{LocalWallet, Signer};
 use ethers::types::{Address, Filter, TransactionRequest, H256, U256};
-use serverless_executor::client::deploy::{revoke_dev_image, DeployParams};
-use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
+use serverless_executor::client::deploy::revoke_dev_image;
+use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, save_code, save_code_as, wait_for_outputs, wait_for_response, CodeForm, CreatedJob,
     JobResponse,
@@ -31,23 +33,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
-    Devnet::start(DevnetOptions {
-        anvil_port: None,
-        deploy: DeployParams {
-            execution_buffer_secs: BUFFER_SECS,
-            executors_to_select,
-            ..DeployParams::default()
-        },
-        work_dir: dir.to_path_buf(),
-    })
-    .await
-    .expect("devnet starts")
+    common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
 }
 
 async fn executor(net: &Devnet, account: usize) -> DevExecutor {

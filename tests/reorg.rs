@@ -4,14 +4,15 @@
 //! The new job must run and be answered with its own output, never with the old job's. Also:
 //! a data directory refuses a configuration of another deployment.
 
+mod common;
+
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
 use ethers::types::{Address, H256, U256};
 use serde_json::{json, Value};
 use serverless_executor::bootstrap;
-use serverless_executor::client::deploy::DeployParams;
-use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
+use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, save_code, wait_for_outputs, CreatedJob, JobResponse,
 };
@@ -28,23 +29,7 @@ const WAIT_THEN_SAY: &str = r#"export default { async fetch(request) {
 } }"#;
 
 async fn devnet(dir: &std::path::Path) -> Devnet {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
-    Devnet::start(DevnetOptions {
-        anvil_port: None,
-        deploy: DeployParams {
-            execution_buffer_secs: BUFFER_SECS,
-            executors_to_select: 1,
-            ..DeployParams::default()
-        },
-        work_dir: dir.to_path_buf(),
-    })
-    .await
-    .expect("devnet starts")
+    common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 async fn executor(net: &Devnet, extra: &[(&str, &str)]) -> DevExecutor {

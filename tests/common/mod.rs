@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
 
 pub mod anvil;
+pub mod devnet;
 pub mod proxy;
