@@ -2,8 +2,6 @@
 //! contracts, and runs real executors (real workerd, real cgroups where allowed) that are
 //! configured over their HTTP API and registered on chain like an operator would.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::Result;
@@ -19,13 +17,13 @@ use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::registration_digest;
 use serverless_executor::effects::signer::EnclaveKey;
 
-const FACTORS: &str = include_str!("../examples/factors.js");
+const FACTORS: &str = include_str!("../../examples/factors.js");
 const WAIT: Duration = Duration::from_secs(60);
 /// A short buffer keeps settlement tests quick; jobs still have deadline + 5 s to answer.
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
+    crate::common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
 }
 
 async fn executor(net: &Devnet, account: usize) -> DevExecutor {

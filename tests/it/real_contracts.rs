@@ -3,8 +3,6 @@
 //! job ids the chain never had, an enclave key the chain refuses, and the job author's escrow.
 //! Real anvil, real workerd, real HTTP; each test starts its own devnet.
 
-mod common;
-
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
@@ -33,7 +31,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
+    crate::common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
 }
 
 async fn executor(net: &Devnet, account: usize) -> DevExecutor {
