@@ -4,3 +4,4 @@ pub mod anvil;
 pub mod contracts_sandbox;
 pub mod devnet;
 pub mod proxy;
+pub mod server;
