@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[path = "cli/bench/mod.rs"]
 mod bench;
+#[path = "cli/devnet.rs"]
 mod devnet;
 use serverless_executor::config::{Config, LogFormat};
 use serverless_executor::domain::dal::EnclaveSigner;

@@ -29,14 +29,13 @@ use serverless_executor::effects::workerd::WorkerdSandbox;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
-#[path = "bench_scale.rs"]
 mod scale;
 
 /// Answers with its input.
 const ECHO_JOB: &str =
     "export default { async fetch(request) { return new Response(await request.arrayBuffer()); } };";
 /// Prime factorisation by trial division (the devnet's demo job).
-const FACTORS_JOB: &str = include_str!("../examples/factors.js");
+const FACTORS_JOB: &str = include_str!("../../../examples/factors.js");
 /// 3162277 × 3162283: about 3.2 million trial divisions.
 const LARGE_NUMBER: &str = r#"{"num":10000014798391}"#;
 const LARGE_NUMBER_FACTORS: &str = "3162277,3162283";

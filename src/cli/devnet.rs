@@ -15,7 +15,7 @@ use serverless_executor::client::jobs::{
 use serverless_executor::client::register::{register, RegisterRequest};
 
 /// The demo job: prime factorisation.
-const DEMO_CODE: &str = include_str!("../examples/factors.js");
+const DEMO_CODE: &str = include_str!("../../examples/factors.js");
 /// Anvil's first well-known dev account: for local devnets only.
 const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
