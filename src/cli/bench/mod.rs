@@ -131,14 +131,7 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
             ),
         }
     );
-    println!(
-        "build:     {}",
-        if cfg!(debug_assertions) {
-            "debug (use --release for representative figures)"
-        } else {
-            "release"
-        }
-    );
+    println!("build:     {}", build_kind());
     drop(slots);
 
     println!(
@@ -217,6 +210,15 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
         );
     }
     Ok(())
+}
+
+/// What kind of build this is, for the tables' heading.
+fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug (use --release for representative figures)"
+    } else {
+        "release"
+    }
 }
 
 /// The `q` quantile (nearest rank) of `v`, sorting it.

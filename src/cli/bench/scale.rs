@@ -23,9 +23,9 @@ use serverless_executor::effects::store::{SledStore, SEALING_PURPOSE};
 
 use super::child::{free_port, spawn_executor, start_executor, stop_executor};
 use super::devnet::Creator;
-use super::procfs::{rss_bytes, status_kib};
+use super::procfs::{load_average, rss_bytes, status_kib};
 use super::stages::{wait_mined, StageLog};
-use super::{pct, BenchArgs, ECHO_JOB};
+use super::{build_kind, pct, BenchArgs, ECHO_JOB};
 
 /// Journalled ids start here, clear of the devnet's own job ids (from 0).
 const FIRST_ID: u64 = 1 << 40;
@@ -393,22 +393,10 @@ async fn flood_part(args: &BenchArgs, dir: &Path, n: u64) -> Result<()> {
 pub async fn run(args: &BenchArgs, work_dir: &Path) -> Result<()> {
     let n = args.scale_jobs.max(1_000);
     println!("# serverless-executor bench --scale ({n} jobs)");
-    println!(
-        "build:     {}",
-        if cfg!(debug_assertions) {
-            "debug (use --release for representative figures)"
-        } else {
-            "release"
-        }
-    );
+    println!("build:     {}", build_kind());
     println!(
         "load:      {} (1, 5, 15 min, before the bench)",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load_average()
     );
     let dir = work_dir.join("scale");
     let exe_dir = dir.join("executor");
