@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::domain::model::{
     ChainEvent, ChainLog, ChainStatus, Job, JobRecord, JobState, EXECUTOR_ENV,
 };
+use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::{DomainError, Executor};
 
 /// Whether the listener should keep following the chain.
@@ -200,8 +201,8 @@ impl Executor {
             self.count_job_end(&job, &state);
         }
         if state == JobState::Queued {
-            // Stage marks (target `job_stage`, debug): the benchmark reads their timestamps.
-            tracing::debug!(target: "job_stage", job = %job.id, stage = "seen");
+            // Stage marks (`domain::stage`, debug): the benchmark reads their timestamps.
+            tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Seen.name());
             self.enqueue(&job);
         }
         self.schedule_settlement(&job);

@@ -8,6 +8,7 @@ use ethers::types::{H256, U256};
 use crate::domain::dal::{ChainError, JobEnd, OutputPlan, Revert, TxOutcome};
 use crate::domain::eip712::output_digest;
 use crate::domain::model::{ExecutionOutcome, Job, JobState, SignedOutput};
+use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::{DomainError, Executor};
 
 /// How often a refused-as-too-old signature is renewed before giving up.
@@ -53,7 +54,7 @@ impl Executor {
             return Ok(());
         }
         let signed = self.sign_output(job, &outcome)?;
-        tracing::debug!(target: "job_stage", job = %job.id, stage = "signed");
+        tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Signed.name());
         let journalled = self.set_state(
             job,
             JobState::Executed {
@@ -119,7 +120,7 @@ impl Executor {
             match result {
                 Ok(TxOutcome::Mined { tx_hash, .. }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
-                    tracing::debug!(target: "job_stage", job = %job.id, stage = "mined");
+                    tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Mined.name());
                     return self.set_state(
                         job,
                         JobState::Confirmed {

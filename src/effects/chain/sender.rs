@@ -712,7 +712,7 @@ impl TxSender {
             self.provider.send_raw_transaction(raw),
         )
         .await;
-        tracing::debug!(target: "job_stage", stage = "sent", call = call.name);
+        tracing::debug!(target: crate::domain::stage::STAGE_TARGET, stage = crate::domain::stage::Stage::Sent.name(), call = call.name);
         match sent {
             Ok(_) => {}
             Err(e) => match classify(&e) {
