@@ -3,9 +3,7 @@
 //! behavioural suites of the `ChainWriter` and `CodeSource` ports, run against the mockall stubs
 //! the domain tests use and against the real adapters.
 //!
-//! Run with `cargo test --features mocks --test chain`. Each test starts its own anvil.
-
-mod common;
+//! Run with `cargo test --test it chain::`. Each test starts its own anvil.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -35,8 +33,10 @@ use serverless_executor::effects::signer::EnclaveKey;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use common::anvil::{random_enclave, sign_output, Devnet, FIRST_GAS_ACCOUNT, JOB_AUTHOR, OPERATOR};
-use common::proxy::Proxy;
+use crate::common::anvil::{
+    random_enclave, sign_output, Devnet, FIRST_GAS_ACCOUNT, JOB_AUTHOR, OPERATOR,
+};
+use crate::common::proxy::Proxy;
 
 const OK_CODE: &str = "export default { fetch() { return new Response(\"ok\"); } };";
 

@@ -1,13 +1,10 @@
 //! The sandbox against real workerd and, where this machine allows, real cgroups.
-//! Run with `cargo test --features mocks --test sandbox`: with the feature, the shared contracts
+//! Run with `cargo test --test it sandbox::`: the shared contracts
 //! also run against the mockall stubs (without it, only against the real adapters).
 //! Cgroup-specific assertions print "SKIP: cgroups not available: <why>" when they cannot run.
 //! Every sandbox test runs in both modes (`<test>::process` and `<test>::warm`); the `warm_*`
 //! tests check what only warm slots promise: no state from one job to the next, and a job that
 //! fails its slot restarts that slot's workerd only.
-
-#[path = "common/contracts_sandbox.rs"]
-mod contracts_sandbox;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts_sandbox::{sandbox_contract, slots_contract, ECHO_JOB};
+use crate::common::contracts_sandbox::{sandbox_contract, slots_contract, ECHO_JOB};
 use serverless_executor::config::{default_workerd_path, EgressPolicy, SandboxConfig, SandboxMode};
 #[cfg(feature = "mocks")]
 use serverless_executor::domain::dal::{MockSandbox, MockSlots};

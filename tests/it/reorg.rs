@@ -4,8 +4,6 @@
 //! The new job must run and be answered with its own output, never with the old job's. Also:
 //! a data directory refuses a configuration of another deployment.
 
-mod common;
-
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
@@ -29,7 +27,7 @@ const WAIT_THEN_SAY: &str = r#"export default { async fetch(request) {
 } }"#;
 
 async fn devnet(dir: &std::path::Path) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, 1).await
+    crate::common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 async fn executor(net: &Devnet, extra: &[(&str, &str)]) -> DevExecutor {
