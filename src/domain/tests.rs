@@ -1854,68 +1854,59 @@ fn journal(h: &Harness, job: &Job, state: JobState, sent: &[SentTx]) {
     h.store.put_job(&record).unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_superseded_submitted_job_has_its_pending_output_nonce_taken_back_once() {
+/// A registered executor, a job 5 it signed an output for, and the job a reorg gives id 5 to.
+fn superseding_pair() -> (Harness, Job, Job, SignedOutput) {
     let h = harness();
     registered(&h);
     let old = created_in(job_now(5, vec![enclave()], b"old"), 7);
     let new = created_in(job_now(5, vec![enclave()], b"new"), 8);
     let signed = h.executor.sign_output(&old, &outcome_of(b"old")).unwrap();
+    (h, old, new, signed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_superseded_submitted_job_has_its_pending_output_nonce_taken_back_once() {
+    let (h, old, new, signed) = superseding_pair();
     let first = sent_tx(H256::repeat_byte(0x01), 3);
     let replacement = sent_tx(H256::repeat_byte(0x02), 3);
-
-    // The id given to another job: the latest transaction with the old output's nonce.
-    let chain = Arc::new(expecting_take_backs(replacement.tx_hash, 1));
-    let executor = with_chain(&h, &chain);
-    journal(
-        &h,
-        &old,
-        JobState::Submitted {
-            output: signed.clone(),
-            tx_hash: replacement.tx_hash,
-        },
-        &[first, replacement],
-    );
-    assert_eq!(
-        h.store.job(old.id).unwrap().unwrap().sent,
-        vec![replacement]
-    );
-    executor
-        .on_chain_event(log(8, ChainEvent::JobCreated(new.clone())))
-        .unwrap();
-    verify(executor, chain).await;
+    // The id given to another job, or the creating log removed by a reorg: either way the
+    // latest transaction with the old output's nonce is taken back, once.
+    for superseding in [
+        log(8, ChainEvent::JobCreated(new.clone())),
+        removed(7, ChainEvent::JobCreated(old.clone())),
+    ] {
+        let chain = Arc::new(expecting_take_backs(replacement.tx_hash, 1));
+        let executor = with_chain(&h, &chain);
+        journal(
+            &h,
+            &old,
+            JobState::Submitted {
+                output: signed.clone(),
+                tx_hash: replacement.tx_hash,
+            },
+            &[first, replacement],
+        );
+        assert_eq!(
+            h.store.job(old.id).unwrap().unwrap().sent,
+            vec![replacement],
+            "one transaction per nonce: the latest"
+        );
+        executor.on_chain_event(superseding).unwrap();
+        verify(executor, chain).await;
+        assert!(
+            h.store.take_backs().unwrap().is_empty(),
+            "done and forgotten"
+        );
+    }
     assert!(
-        h.store.take_backs().unwrap().is_empty(),
-        "done and forgotten"
+        h.store.job(old.id).unwrap().is_none(),
+        "the removal forgot the job"
     );
-
-    // The creating log removed by a reorg: the same.
-    let chain = Arc::new(expecting_take_backs(replacement.tx_hash, 1));
-    let executor = with_chain(&h, &chain);
-    journal(
-        &h,
-        &old,
-        JobState::Submitted {
-            output: signed.clone(),
-            tx_hash: replacement.tx_hash,
-        },
-        &[replacement],
-    );
-    executor
-        .on_chain_event(removed(7, ChainEvent::JobCreated(old.clone())))
-        .unwrap();
-    verify(executor, chain).await;
-    assert!(h.store.job(old.id).unwrap().is_none());
-    assert!(h.store.take_backs().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_superseded_job_that_was_confirmed_or_never_sent_takes_nothing_back() {
-    let h = harness();
-    registered(&h);
-    let old = created_in(job_now(5, vec![enclave()], b"old"), 7);
-    let new = created_in(job_now(5, vec![enclave()], b"new"), 8);
-    let signed = h.executor.sign_output(&old, &outcome_of(b"old")).unwrap();
+    let (h, old, new, signed) = superseding_pair();
     let tx = sent_tx(H256::repeat_byte(0x01), 3);
     let confirmed = JobState::Confirmed {
         output: Some(signed.clone()),
