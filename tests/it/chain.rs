@@ -20,10 +20,10 @@ use serverless_executor::client::jobs::CodeForm;
 use serverless_executor::config::Config;
 use serverless_executor::domain::dal::{
     ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter,
-    MockCodeSource, OutputPlan, Revert, TxOutcome,
+    MockCodeSource, OnSent, OutputPlan, Revert, TakeBack, TxOutcome,
 };
 use serverless_executor::domain::eip712::{output_digest, recover};
-use serverless_executor::domain::model::{ChainEvent, ErrorCode, SignedOutput};
+use serverless_executor::domain::model::{ChainEvent, ErrorCode, SentTx, SignedOutput};
 use serverless_executor::effects::chain::sender::RECEIPT_TIMEOUT;
 use serverless_executor::effects::chain::{FollowerItem, LogFollower, TxSender};
 use serverless_executor::effects::code_fetch::{
@@ -107,6 +107,14 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
         writer.slash_on_execution_timeout(case.open_job).await,
         Err(ChainError::NoGasKey)
     );
+    let stranger = SentTx {
+        tx_hash: H256::repeat_byte(0x5e),
+        from: Address::repeat_byte(0x5e),
+        nonce: U256::zero(),
+        max_fee_per_gas: U256::from(1_000_000_000u64),
+        max_priority_fee_per_gas: None,
+    };
+    assert_eq!(writer.take_back(&stranger).await, Err(ChainError::NoGasKey));
     for invalid in [[0u8; 32], [0xff; 32]] {
         assert!(
             matches!(writer.set_gas_key(invalid), Err(ChainError::InvalidKey(_))),
@@ -121,10 +129,25 @@ async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
     assert_eq!(writer.set_gas_key(case.gas_secret), Ok(expected));
     assert_eq!(writer.gas_address(), Some(expected));
 
-    let first = writer
-        .submit_output(&case.output, plan(), ignore_sent())
-        .await;
+    let sent: Arc<Mutex<Vec<SentTx>>> = Arc::default();
+    let heard: Arc<dyn OnSent> = {
+        let sent = sent.clone();
+        Arc::new(move |tx: SentTx| sent.lock().unwrap().push(tx))
+    };
+    let first = writer.submit_output(&case.output, plan(), heard).await;
     assert!(is_mined(&first), "a valid output is mined: {first:?}");
+    let sent = sent.lock().unwrap().clone();
+    let Ok(TxOutcome::Mined { tx_hash, .. }) = first else {
+        unreachable!()
+    };
+    assert_eq!(sent.len(), 1, "the broadcast is heard once: {sent:?}");
+    assert_eq!((sent[0].tx_hash, sent[0].from), (tx_hash, expected));
+    // A mined output cannot be taken back; one of another gas key is not ours to replace.
+    assert_eq!(
+        writer.take_back(&sent[0]).await,
+        Ok(TakeBack::OutputMined { tx_hash })
+    );
+    assert_eq!(writer.take_back(&stranger).await, Ok(TakeBack::OtherKey));
     let again = writer
         .submit_output(&case.output, plan(), ignore_sent())
         .await;
@@ -225,9 +248,28 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
     let k = key.clone();
     stub.expect_gas_address()
         .returning(move || *k.lock().unwrap());
+    let mined: Arc<Mutex<HashSet<H256>>> = Arc::default();
+    let (k, m) = (key.clone(), mined.clone());
+    stub.expect_take_back().returning(move |tx| {
+        let Some(gas) = *k.lock().unwrap() else {
+            return Err(ChainError::NoGasKey);
+        };
+        Ok(if tx.from != gas {
+            TakeBack::OtherKey
+        } else if m.lock().unwrap().contains(&tx.tx_hash) {
+            TakeBack::OutputMined {
+                tx_hash: tx.tx_hash,
+            }
+        } else {
+            TakeBack::TakenBack {
+                transfer: H256::random(),
+                gas_used: 21_000,
+            }
+        })
+    });
     let (k, w) = (key.clone(), world.clone());
     stub.expect_submit_output()
-        .returning(move |output, _plan, _sent| {
+        .returning(move |output, _plan, sent| {
             if k.lock().unwrap().is_none() {
                 return Err(ChainError::NoGasKey);
             }
@@ -264,8 +306,18 @@ fn contract_following_stub(world: StubWorld) -> MockChainWriter {
             if !submitted.lock().unwrap().insert((output.job_id, signer)) {
                 return reverted(Revert::AlreadySubmittedOutput);
             }
+            let tx_hash = H256::random();
+            let gas = k.lock().unwrap().unwrap_or_default();
+            sent.sent(SentTx {
+                tx_hash,
+                from: gas,
+                nonce: U256::from(mined.lock().unwrap().len()),
+                max_fee_per_gas: U256::from(2_000_000_000u64),
+                max_priority_fee_per_gas: Some(U256::from(1_000_000_000u64)),
+            });
+            mined.lock().unwrap().insert(tx_hash);
             Ok(TxOutcome::Mined {
-                tx_hash: H256::random(),
+                tx_hash,
                 gas_used: 60_000,
             })
         });

@@ -19,7 +19,8 @@ use serverless_executor::domain::dal::{
     Store, StoreError, TxOutcome,
 };
 use serverless_executor::domain::model::{
-    ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SignedOutput,
+    ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SentTx,
+    SignedOutput, SupersededOutput,
 };
 use serverless_executor::domain::testing::memory_store as stub_store;
 use serverless_executor::domain::testing::{
@@ -151,6 +152,15 @@ impl Store for GatedListings {
     ) -> Result<(), StoreError> {
         self.inner.set_deployment(deployment)
     }
+    fn take_backs(&self) -> Result<Vec<SupersededOutput>, StoreError> {
+        self.inner.take_backs()
+    }
+    fn put_take_back(&self, output: &SupersededOutput) -> Result<(), StoreError> {
+        self.inner.put_take_back(output)
+    }
+    fn remove_take_back(&self, tx_hash: H256) -> Result<(), StoreError> {
+        self.inner.remove_take_back(tx_hash)
+    }
 }
 
 /// Ports that do no I/O but the store given: code and sandbox answer at once, outputs mine.
@@ -170,7 +180,13 @@ fn ports(store: Arc<dyn Store>) -> Ports {
         .expect_submit_output()
         .returning(|output, _plan, sent| {
             let tx_hash = H256::from_low_u64_be(output.job_id.low_u64());
-            sent.sent(tx_hash);
+            sent.sent(SentTx {
+                tx_hash,
+                from: Address::repeat_byte(0x6a),
+                nonce: output.job_id,
+                max_fee_per_gas: U256::one(),
+                max_priority_fee_per_gas: None,
+            });
             Ok(TxOutcome::Mined {
                 tx_hash,
                 gas_used: 21_000,
