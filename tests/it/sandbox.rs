@@ -1014,7 +1014,7 @@ async fn warm_deadline_restarts_only_its_own_slot() {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
     let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
-    sandbox.prewarm(&[slot(0), slot(1)]).await.unwrap();
+    sandbox.prewarm(&[slot(0), slot(1)], 2).await.unwrap();
     let (Some(pid0), Some(pid1)) = (sandbox.warm_pid(0).await, sandbox.warm_pid(1).await) else {
         panic!("prewarm started no process");
     };
@@ -1052,7 +1052,7 @@ async fn warm_out_of_memory_restarts_only_its_own_slot() {
         return;
     }
     let (a, b) = (slots.try_acquire().unwrap(), slots.try_acquire().unwrap());
-    sandbox.prewarm(&[a.clone(), b.clone()]).await.unwrap();
+    sandbox.prewarm(&[a.clone(), b.clone()], 2).await.unwrap();
     let (pid_a, pid_b) = (
         sandbox.warm_pid(a.index).await.unwrap(),
         sandbox.warm_pid(b.index).await.unwrap(),
