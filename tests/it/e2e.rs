@@ -368,6 +368,9 @@ async fn a_job_goes_to_a_ready_slot_while_another_slot_still_starts() {
     let factors = save(&net, FACTORS).await;
     let created = job(&net, factors, br#"{"num":600}"#, 5000).await.unwrap();
     let r = answer(&net, &created, WAIT).await;
-    assert_eq!(r.error_code, 0, "the job waited on the slot that never listens");
+    assert_eq!(
+        r.error_code, 0,
+        "the job waited on the slot that never listens"
+    );
     assert_eq!(String::from_utf8_lossy(&r.output), "2,2,2,3,5,5");
 }

@@ -159,7 +159,9 @@ impl WarmPool {
                     Ok(mut ready) => {
                         let _ = tokio::time::timeout(STAGGER_WAIT, ready.wait_for(|r| r.1)).await;
                     }
-                    Err(e) => tracing::error!(slot = slot.index, error = %e, "cannot start warm workerd"),
+                    Err(e) => {
+                        tracing::error!(slot = slot.index, error = %e, "cannot start warm workerd")
+                    }
                 }
             }
         });
