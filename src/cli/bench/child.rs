@@ -14,13 +14,23 @@ use serverless_executor::effects::signer::EnclaveKey;
 
 use super::stages::{read_log, StageLog};
 
-/// Starts this binary's `serve` with `settings` (`EXECUTOR_*` names without the prefix) as its
+/// The executor binary to start instead of this one (`bench --executor`).
+static EXECUTOR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+pub fn use_executor(path: std::path::PathBuf) {
+    let _ = EXECUTOR.set(path);
+}
+
+/// Starts this binary's (or `--executor`'s) `serve` with `settings` (`EXECUTOR_*` names without the prefix) as its
 /// only `EXECUTOR_*` environment, its stderr (the log) going to `stderr`; killed on drop.
 pub fn spawn_executor(
     settings: impl IntoIterator<Item = (String, String)>,
     stderr: Stdio,
 ) -> Result<tokio::process::Child> {
-    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let exe = match EXECUTOR.get() {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("cannot find this executable")?,
+    };
     let mut command = tokio::process::Command::new(exe);
     command.arg("serve");
     for (name, _) in std::env::vars() {

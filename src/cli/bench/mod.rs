@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Jobs run one at a time for the scale benchmark's latency, idle and under the flood each.
     #[arg(long, default_value_t = 20)]
     scale_e2e_jobs: usize,
+    /// The executor binary the devnet parts start (default: this one), e.g. an older build to
+    /// compare with in the same conditions.
+    #[arg(long)]
+    executor: Option<std::path::PathBuf>,
 }
 
 pub async fn run_bench(args: BenchArgs) -> Result<()> {
@@ -90,6 +94,9 @@ pub async fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if !(1..=1000).contains(&args.capacity) {
         bail!("--capacity must be 1..=1000");
+    }
+    if let Some(path) = &args.executor {
+        child::use_executor(path.clone());
     }
     let started = Instant::now();
     let work_dir = std::env::temp_dir().join(format!("executor-bench-{}", std::process::id()));
