@@ -638,4 +638,26 @@ mod tests {
             .to_string();
         assert!(err.contains("delegated cgroup v2 subtree"), "{err}");
     }
+
+    #[test]
+    fn ready_slots_are_taken_first() {
+        let slots = CgroupSlots {
+            capacity: 3,
+            free: Mutex::new(vec![2, 1, 0]),
+            limits: Limits::Unenforced { why: "test".into() },
+            cleaned: AtomicBool::new(false),
+            prefer: OnceLock::new(),
+        };
+        // Without a preference: the top of the stack.
+        let first = slots.try_acquire().unwrap();
+        assert_eq!(first.index, 0);
+        slots.release(first);
+        // Slot 0 (on top) still starts; 2 listens.
+        slots.prefer(|index| index == 2);
+        assert_eq!(slots.try_acquire().unwrap().index, 2);
+        // None of the free ones is ready: the top one.
+        assert_eq!(slots.try_acquire().unwrap().index, 0);
+        assert_eq!(slots.try_acquire().unwrap().index, 1);
+        assert!(slots.try_acquire().is_none());
+    }
 }
