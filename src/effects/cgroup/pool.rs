@@ -575,7 +575,7 @@ mod tests {
             fs.read("slots/slot-1/memory.max"),
             (100u64 << 20).to_string()
         );
-        assert_eq!(fs.read("slots/slot-1/cpu.max"), "5000 10000");
+        assert_eq!(fs.read("slots/slot-1/cpu.max"), "10000 20000");
         assert_eq!(
             made[0].created,
             vec![fs.path("slots")],
