@@ -88,9 +88,10 @@ pub async fn start(config: Config) -> Result<Running> {
         }
     }
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
-    // Jobs go to slots whose warm process listens, while the others start.
-    let warm = sandbox.clone();
-    slots.prefer(move |index| warm.ready(index));
+    // Jobs go to slots whose warm process listens, while the others start. Weak: the slots
+    // must not keep the sandbox (its processes in the slots' cgroups) alive past their cleanup.
+    let warm = Arc::downgrade(&sandbox);
+    slots.prefer(move |index| warm.upgrade().is_some_and(|s| s.ready(index)));
     prewarm(&sandbox, slots.as_ref()).await?;
     let chain = Arc::new(
         TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),

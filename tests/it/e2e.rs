@@ -324,7 +324,8 @@ async fn drain_revive_and_deregister_are_obeyed() {
 /// Warm mode: the last slot's workerd never starts listening (a wrapper sleeps in its place,
 /// recognised by its slot cgroup). The job is sent to a slot whose process is ready rather than
 /// waiting on that one until its deadline (before, the most recently released slot was taken
-/// first, which after start-up was the last one started).
+/// first, which after start-up was the last one started). At shutdown the slots' cgroups go,
+/// processes and all.
 #[tokio::test]
 async fn a_job_goes_to_a_ready_slot_while_another_slot_still_starts() {
     let dir = tempfile::tempdir().unwrap();
@@ -343,11 +344,13 @@ async fn a_job_goes_to_a_ready_slot_while_another_slot_still_starts() {
     )
     .unwrap();
     let net = devnet(dir.path(), 1).await;
+    let parent = format!("executor-ready-slot-test-{}", std::process::id());
     let ex = net
         .start_executor(serverless_executor::client::devnet::ExecutorOptions {
             account: 1,
             job_capacity: 4,
             extra: vec![
+                ("CGROUP_PARENT".into(), parent.clone()),
                 ("SANDBOX_MODE".into(), "warm".into()),
                 ("WORKERD_PATH".into(), wrapper.display().to_string()),
             ],
@@ -373,4 +376,16 @@ async fn a_job_goes_to_a_ready_slot_while_another_slot_still_starts() {
         "the job waited on the slot that never listens"
     );
     assert_eq!(String::from_utf8_lossy(&r.output), "2,2,2,3,5,5");
+    ex.running
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("the executor stops");
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+    ] {
+        let dir = std::path::Path::new(root).join(&parent);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
 }
