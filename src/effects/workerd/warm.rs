@@ -134,7 +134,7 @@ impl WarmPool {
         slots: &[Slot],
         first_ready: usize,
     ) -> Result<(), SandboxError> {
-        let mut rest = slots.to_vec().into_iter();
+        let mut rest = slots.iter().cloned();
         let mut ready = 0;
         while ready < first_ready {
             let Some(slot) = rest.next() else { break };
