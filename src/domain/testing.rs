@@ -387,6 +387,7 @@ pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job 
         selected_executors: selected,
         exec_start_time,
         origin: None,
+        compact: None,
     }
 }
 
@@ -589,6 +590,90 @@ pub fn store_contract(store: &dyn Store) {
         .put_job(&JobRecord::new(job.clone(), JobState::Queued))
         .unwrap();
     assert_eq!(store.job(U256::from(5)).unwrap().map(|r| r.job), Some(job));
+
+    // A job that does not select us is kept compact: what settlement needs (window, selected
+    // count, outputs seen, flags) and a digest of the rest; never its inputs, owner, code,
+    // addresses or origin.
+    let origin_in = |block: u8| {
+        Some(super::model::JobOrigin {
+            block_number: u64::from(block),
+            block_hash: H256::repeat_byte(block),
+            tx_hash: H256::repeat_byte(!block),
+            log_index: 1,
+        })
+    };
+    let theirs_in = |block: u8| {
+        let mut job = sample_job(8, (1..=2).map(Address::repeat_byte).collect(), 1);
+        job.origin = origin_in(block);
+        job
+    };
+    let theirs = theirs_in(20);
+    let mut record = JobRecord::new(theirs.clone(), JobState::Observed);
+    record.output_count = 1;
+    record.slash_sent = true;
+    record.gas_spent = 21_000;
+    store.put_job(&record).unwrap();
+    let stored = store.job(U256::from(8)).unwrap().unwrap();
+    let kept = &stored.job;
+    assert!(kept.compact.is_some(), "an observed job is compact");
+    assert!(
+        kept.code_inputs.is_empty()
+            && kept.selected_executors.is_empty()
+            && kept.owner.is_zero()
+            && kept.codehash.is_zero()
+            && kept.origin.is_none(),
+        "no inputs, addresses, code or origin: {stored:?}"
+    );
+    assert_eq!(
+        (kept.id, kept.env, kept.deadline_ms, kept.exec_start_time),
+        (
+            theirs.id,
+            theirs.env,
+            theirs.deadline_ms,
+            theirs.exec_start_time
+        )
+    );
+    assert_eq!(kept.window_end_ms(20), theirs.window_end_ms(20));
+    assert_eq!(kept.selected_count(), 2);
+    assert!(!kept.fully_answered(1) && kept.fully_answered(2));
+    assert_eq!(
+        (stored.output_count, stored.settled, stored.slash_sent),
+        (1, false, true)
+    );
+    assert_eq!((stored.slashed, stored.gas_spent), (false, 21_000));
+    assert!(stored.is_open(), "open until settled");
+    assert!(
+        kept.same_job(&theirs) && theirs.same_job(kept),
+        "the very job, delivered again, is recognised"
+    );
+    let reused = theirs_in(21);
+    assert!(
+        !kept.same_job(&reused) && !reused.same_job(kept),
+        "another job a reorg gave the id is not"
+    );
+    assert_eq!(
+        page("observed", Some(U256::from(7)), JobOrder::Ascending, 10),
+        vec![U256::from(8)]
+    );
+    let mut settled = stored.clone();
+    settled.output_count = 2;
+    settled.settled = true;
+    settled.slashed = true;
+    store.put_job(&settled).unwrap();
+    assert_eq!(
+        store.job(U256::from(8)).unwrap(),
+        Some(settled),
+        "a compact record changes whole"
+    );
+    assert!(!ids(store.open_jobs().unwrap()).contains(&U256::from(8)));
+    // The reorg's job replaces the compact record (the domain decides so by the digest).
+    store
+        .put_job(&JobRecord::new(reused.clone(), JobState::Observed))
+        .unwrap();
+    let replaced = store.job(U256::from(8)).unwrap().unwrap();
+    assert!(replaced.job.same_job(&reused) && !replaced.job.same_job(&theirs));
+    assert_eq!((replaced.output_count, replaced.settled), (0, false));
+    store.remove_job(U256::from(8)).unwrap();
 
     assert_eq!(
         store.deployment().unwrap(),
