@@ -15,8 +15,8 @@ use serde_json::Value;
 use serverless_executor::bootstrap::{self, Running};
 use serverless_executor::config::{Config, PublicConfig};
 use serverless_executor::domain::dal::{
-    EnclaveSigner, JobOrder, JobQuery, MockChainWriter, MockCodeSource, MockSandbox, RunResult,
-    Store, StoreError, TxOutcome,
+    EnclaveSigner, JobOrder, JobQuery, JobSlice, MockChainWriter, MockCodeSource, MockSandbox,
+    RunResult, Store, StoreError, TxOutcome,
 };
 use serverless_executor::domain::model::{
     ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SignedOutput,
@@ -122,7 +122,7 @@ impl Store for GatedListings {
     fn remove_job(&self, id: U256) -> Result<(), StoreError> {
         self.inner.remove_job(id)
     }
-    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError> {
+    fn list_jobs(&self, query: &JobQuery) -> Result<JobSlice, StoreError> {
         self.gate.wait();
         self.inner.list_jobs(query)
     }
@@ -775,8 +775,57 @@ fn migrates_once(layout: Option<u64>) {
         let compact = jobs.get(key(1)).unwrap().unwrap();
         assert!(compact.len() <= 64, "{} bytes", compact.len());
         assert_eq!(jobs.get(key(2)).unwrap().unwrap().first(), Some(&b'{'));
-        drop((jobs, db));
+        let by_state = db.open_tree("jobs_by_state").unwrap();
+        assert!(
+            by_state.scan_prefix([0u8]).next().is_none(),
+            "observed jobs have no entry by state"
+        );
+        assert_eq!(by_state.len(), 2, "the queued and the confirmed job");
+        drop((jobs, by_state, db));
         // sled lets go of its lock from a background thread.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_page_of_observed_jobs_reads_a_bounded_part_of_the_journal_and_says_where_to_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+    let now = now_secs();
+    // Only our jobs for longer than a page reads, then one observed job.
+    let ours: Vec<JobRecord> = (1..=10_500)
+        .map(|id| JobRecord::new(sample_job(id, vec![], now), confirmed(id)))
+        .collect();
+    store.import_jobs(&ours).unwrap();
+    let theirs = JobRecord::new(sample_job(20_000, vec![], now), JobState::Observed);
+    store.put_job(&theirs).unwrap();
+    let executor = Executor::new(ports(Arc::new(store)), Settings::default());
+    let mut after = None;
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = executor
+            .list_jobs_in(JobOrder::Ascending, Some("observed"), after, 100)
+            .unwrap();
+        pages += 1;
+        found.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![U256::from(20_000)]);
+    assert_eq!(
+        pages, 2,
+        "the first page stops short, and says where to go on"
+    );
+    let newest = executor
+        .list_jobs_in(JobOrder::Descending, Some("observed"), None, 100)
+        .unwrap();
+    assert_eq!(newest.jobs.len(), 1);
+    // It read on through our jobs as far as a page reads: the rest is one more page.
+    let rest = executor
+        .list_jobs_in(JobOrder::Descending, Some("observed"), newest.next, 100)
+        .unwrap();
+    assert!(newest.next.is_some() && rest.jobs.is_empty() && rest.next.is_none());
 }

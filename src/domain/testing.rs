@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use ethers::types::{Address, H256, U256};
 
 use super::dal::{
-    Clock, EnclaveSigner, JobOrder, JobQuery, MockClock, MockEnclaveSigner, MockStore, Store,
+    Clock, EnclaveSigner, JobOrder, JobQuery, JobSlice, MockClock, MockEnclaveSigner, MockStore,
+    Store,
 };
 use super::eip712::recover;
 use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, JobState, SignedOutput};
@@ -88,9 +89,13 @@ pub fn memory_store() -> MockStore {
     });
     with!(expect_list_jobs, |s, query| {
         let page = s.jobs.values().filter(|r| query.admits(r)).cloned();
-        Ok(match query.order {
+        let records = match query.order {
             JobOrder::Ascending => page.take(query.limit).collect(),
             JobOrder::Descending => page.rev().take(query.limit).collect(),
+        };
+        Ok(JobSlice {
+            records,
+            resume_after: None,
         })
     });
     with!(expect_open_jobs, |s| Ok(s
@@ -452,13 +457,14 @@ pub fn store_contract(store: &dyn Store) {
         limit: 10,
     };
     let ids = |records: Vec<JobRecord>| records.iter().map(|r| r.job.id).collect::<Vec<_>>();
+    let listed = |query: &JobQuery| store.list_jobs(query).unwrap().records;
     assert_eq!(
-        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()),
+        ids(listed(&all(JobOrder::Ascending))),
         vec![U256::from(2), U256::from(300), big],
         "jobs come in id order"
     );
     assert_eq!(
-        ids(store.list_jobs(&all(JobOrder::Descending)).unwrap()),
+        ids(listed(&all(JobOrder::Descending))),
         vec![big, U256::from(300), U256::from(2)],
         "newest first on request"
     );
@@ -490,14 +496,12 @@ pub fn store_contract(store: &dyn Store) {
         "a record is replaced whole"
     );
     let page = |state, after, order, limit| {
-        ids(store
-            .list_jobs(&JobQuery {
-                state: Some(state),
-                after,
-                order,
-                limit,
-            })
-            .unwrap())
+        ids(listed(&JobQuery {
+            state: Some(state),
+            after,
+            order,
+            limit,
+        }))
     };
     assert_eq!(
         page("executed", None, JobOrder::Ascending, 10),
@@ -570,10 +574,7 @@ pub fn store_contract(store: &dyn Store) {
 
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
-    assert_eq!(
-        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()).len(),
-        3
-    );
+    assert_eq!(ids(listed(&all(JobOrder::Ascending))).len(), 3);
     assert!(page("queued", None, JobOrder::Ascending, 10) == vec![big]);
     assert_eq!(expired(end + 1, None, 10).len(), 3);
     assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(7), big]);
@@ -799,10 +800,7 @@ impl Store for FlakyStore {
         self.write()?;
         self.inner.remove_job(id)
     }
-    fn list_jobs(
-        &self,
-        query: &super::dal::JobQuery,
-    ) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+    fn list_jobs(&self, query: &super::dal::JobQuery) -> Result<JobSlice, super::dal::StoreError> {
         self.inner.list_jobs(query)
     }
     fn open_jobs(&self) -> Result<Vec<JobRecord>, super::dal::StoreError> {

@@ -17,7 +17,7 @@ use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
-use crate::domain::dal::{JobOrder, JobQuery, Store, StoreError};
+use crate::domain::dal::{JobOrder, JobQuery, JobSlice, Store, StoreError};
 use crate::domain::model::{
     ChainStatus, Deployment, Job, JobDigest, JobRecord, JobState, JOB_STATES,
 };
@@ -51,11 +51,17 @@ const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 const EMPTY: &[u8] = &[];
 /// Records written per batch when migrating or importing.
 const BATCH: usize = 10_000;
+/// Observed jobs (most of the journal) have no entry in `jobs_by_state`: a page of them is read
+/// from `jobs` by the first byte of each record, and reads at most this many records.
+const OBSERVED_SCAN: usize = 10_000;
+/// The code of `JobState::Observed` in `jobs_by_state` keys (`JOB_STATES`), never written.
+const OBSERVED: u8 = 0;
 
 pub struct SledStore {
     db: sled::Db,
     jobs: sled::Tree,
-    /// `state code (1 byte) ‖ job id` → empty: the jobs in each state.
+    /// `state code (1 byte) ‖ job id` → empty: the jobs in each state but observed (see
+    /// `OBSERVED_SCAN`).
     by_state: sled::Tree,
     /// `job id` → empty: the jobs recovery must look at (`JobRecord::is_open`).
     open: sled::Tree,
@@ -273,7 +279,9 @@ impl SledStore {
             let id = record.job.id;
             let value = encode(&record)?;
             jobs.insert(&job_key(id), value);
-            by_state.insert(&state_key(record.state.code(), id)[..], EMPTY);
+            if record.state.code() != OBSERVED {
+                by_state.insert(&state_key(record.state.code(), id)[..], EMPTY);
+            }
             if record.is_open() {
                 open.insert(&job_key(id), EMPTY);
             }
@@ -550,7 +558,9 @@ impl Store for SledStore {
                         by_state.remove(&state_key(other, id)[..])?;
                     }
                 }
-                by_state.insert(&state_key(state, id)[..], EMPTY)?;
+                if state != OBSERVED {
+                    by_state.insert(&state_key(state, id)[..], EMPTY)?;
+                }
                 if is_open {
                     open.insert(&job_key(id), EMPTY)?;
                 } else {
@@ -589,9 +599,18 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError> {
+    fn list_jobs(&self, query: &JobQuery) -> Result<JobSlice, StoreError> {
         let descending = query.order == JobOrder::Descending;
-        let Some(state) = query.state else {
+        let code = match query.state {
+            None => None,
+            Some(state) => Some(
+                JOB_STATES
+                    .iter()
+                    .position(|s| *s == state)
+                    .ok_or_else(|| io(format!("unknown job state {state}")))? as u8,
+            ),
+        };
+        let Some(code) = code.filter(|code| *code != OBSERVED) else {
             let range = match (query.after, descending) {
                 (None, _) => self.jobs.range::<&[u8], _>(..),
                 (Some(after), false) => self
@@ -604,18 +623,36 @@ impl Store for SledStore {
             } else {
                 Box::new(range)
             };
-            return entries
-                .take(query.limit)
-                .map(|entry| {
-                    let (key, value) = entry.map_err(io)?;
-                    decode(&key, &value)
-                })
-                .collect();
+            if code.is_none() {
+                let records = entries
+                    .take(query.limit)
+                    .map(|entry| {
+                        let (key, value) = entry.map_err(io)?;
+                        decode(&key, &value)
+                    })
+                    .collect::<Result<_, _>>()?;
+                return Ok(JobSlice {
+                    records,
+                    resume_after: None,
+                });
+            }
+            // Observed: compact records, told apart by their first byte without decoding.
+            let mut slice = JobSlice::default();
+            for (read, entry) in entries.enumerate() {
+                let (key, value) = entry.map_err(io)?;
+                if value.first() == Some(&COMPACT_V1) {
+                    slice.records.push(decode(&key, &value)?);
+                }
+                if slice.records.len() == query.limit {
+                    break;
+                }
+                if read + 1 == OBSERVED_SCAN {
+                    slice.resume_after = Some(U256::from_big_endian(&key));
+                    break;
+                }
+            }
+            return Ok(slice);
         };
-        let code = JOB_STATES
-            .iter()
-            .position(|s| *s == state)
-            .ok_or_else(|| io(format!("unknown job state {state}")))? as u8;
         let first = state_key(code, U256::zero());
         let last = state_key(code, U256::MAX);
         let (low, high) = match (query.after, descending) {
@@ -636,7 +673,10 @@ impl Store for SledStore {
         } else {
             Box::new(ids)
         };
-        self.records_of(ids, query.limit, |record| query.admits(record))
+        Ok(JobSlice {
+            records: self.records_of(ids, query.limit, |record| query.admits(record))?,
+            resume_after: None,
+        })
     }
 
     fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
