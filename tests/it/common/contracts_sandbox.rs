@@ -1,5 +1,5 @@
 //! The shared behavioural suites of the `Slots` and `Sandbox` ports. Each takes any
-//! implementation: `tests/sandbox.rs` runs them against the mockall stubs the domain tests use
+//! implementation: `tests/it/sandbox.rs` runs them against the mockall stubs the domain tests use
 //! and against the real adapters (`CgroupSlots`, `WorkerdSandbox`), so a stub cannot drift
 //! from the adapter it stands in for.
 
