@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, Readiness, SignedOutput};
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait EnclaveSigner: Send + Sync {
     fn address(&self) -> Address;
     /// The 64-byte uncompressed public key without the `04` prefix.
@@ -27,7 +27,7 @@ pub trait EnclaveSigner: Send + Sync {
 pub struct SignerError(pub String);
 
 /// Wall-clock time and waiting. Unix milliseconds throughout.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
@@ -35,7 +35,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// Durable state: configuration, chain cursor and the job journal.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Store: Send + Sync {
     fn owner(&self) -> Result<Option<Address>, StoreError>;
     /// Sets the owner if none is set; returns false (and changes nothing) when one already is.
@@ -123,7 +123,7 @@ pub enum StoreError {
 }
 
 /// Where job code comes from: the calldata of a UserCode transaction.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CodeSource: Send + Sync {
     async fn fetch_code(&self, codehash: H256) -> Result<String, CodeFetchError>;
@@ -152,7 +152,7 @@ pub struct Slot {
 }
 
 /// The pool of job slots.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Slots: Send + Sync {
     fn capacity(&self) -> usize;
     /// Takes a free slot, or None when all are busy. Never blocks.
@@ -181,7 +181,7 @@ pub enum RunResult {
 }
 
 /// The sandbox: runs one job's code on one input inside one slot.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Sandbox: Send + Sync {
     async fn run(
@@ -318,7 +318,7 @@ pub fn ignore_sent() -> Arc<dyn OnSent> {
 }
 
 /// What the executor reads from the chain besides logs and code.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ChainReader: Send + Sync {
     /// Whether the `JobCreated` log that announced `job` (its origin) is on the canonical chain
@@ -328,7 +328,7 @@ pub trait ChainReader: Send + Sync {
 }
 
 /// Transactions the executor sends, paid with the gas key.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ChainWriter: Send + Sync {
     /// Replaces the key that pays gas; returns its address.
@@ -378,7 +378,7 @@ pub struct Load {
 
 /// Operational metrics: the domain reports events as they happen and its load when read;
 /// the adapter renders them in the Prometheus text format.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Metrics: Send + Sync {
     /// A job ran in the sandbox and produced `error_code` after `execution_ms`.
     fn job_executed(&self, error_code: ErrorCode, execution_ms: u64);

@@ -8,10 +8,13 @@ pub mod error;
 pub mod model;
 pub mod owner_auth;
 mod scheduler;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(feature = "mocks")]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+// Test builds get `mocks` from the crate's dev-dependency on itself (see Cargo.toml).
+#[cfg(all(test, not(feature = "mocks")))]
+compile_error!("the domain's unit tests need the `mocks` feature (its stubs and contract suites)");
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
