@@ -191,6 +191,8 @@ pub trait Sandbox: Send + Sync {
         input: &[u8],
         deadline_ms: u64,
     ) -> Result<RunResult, SandboxError>;
+    /// Whether the runtime the sandbox starts (the workerd binary) is there and executable.
+    fn runtime_found(&self) -> bool;
 }
 
 /// The sandbox itself could not work (not the user's code): e.g. workerd missing.
@@ -327,6 +329,25 @@ pub trait ChainReader: Send + Sync {
     async fn job_is_canonical(&self, job: &Job) -> Result<bool, ChainError>;
 }
 
+/// What the readiness probe asks the chain node about, besides logs: the head and the gas
+/// account. None: the node did not answer (or there is no chain, or no gas key).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ChainProbe: Send + Sync {
+    /// The latest block number.
+    async fn head_block(&self) -> Option<u64>;
+    /// The gas account's balance in wei.
+    async fn gas_balance(&self) -> Option<U256>;
+    /// The node's gas price in wei.
+    async fn gas_price(&self) -> Option<U256>;
+    /// The gas account's nonce in the latest block, and counting the node's pool.
+    async fn gas_nonces(&self) -> Option<(u64, u64)>;
+    /// Our transactions being sent or waited for.
+    fn pending_transactions(&self) -> u64;
+    /// The gas one output transaction takes (the last one's, or an estimate before any).
+    fn output_gas(&self) -> u64;
+}
+
 /// Transactions the executor sends, paid with the gas key.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
@@ -376,6 +397,21 @@ pub struct Load {
     pub job_capacity: usize,
 }
 
+/// What the periodic probe learned about the chain; None: not known this time (the gauge keeps
+/// its last value).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainSample {
+    pub chain_up: bool,
+    pub head_lag_blocks: Option<u64>,
+    pub pending_transactions: u64,
+    pub gas_balance_wei: Option<U256>,
+    /// What one output costs at the node's gas price now.
+    pub output_cost_wei: Option<U256>,
+    /// The gas account's nonce in the latest block, and counting the node's pool.
+    pub gas_nonce: Option<u64>,
+    pub gas_pending_nonce: Option<u64>,
+}
+
 /// Operational metrics: the domain reports events as they happen and its load when read;
 /// the adapter renders them in the Prometheus text format.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -403,6 +439,8 @@ pub trait Metrics: Send + Sync {
     fn set_load(&self, load: Load);
     /// Whether the executor can do its work, and each reason, sampled when metrics are read.
     fn set_readiness(&self, readiness: Readiness);
+    /// What the periodic probe learned about the chain and the gas account.
+    fn set_chain(&self, sample: ChainSample);
     /// Every metric in the Prometheus text exposition format.
     fn render(&self) -> String;
 }

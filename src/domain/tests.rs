@@ -19,102 +19,6 @@ fn enclave() -> Address {
     key_signer(ENCLAVE_SECRET).address()
 }
 
-/// A chain writer that records what it is asked to send and answers from a script.
-#[derive(Clone, Default)]
-struct ChainScript {
-    outputs: Arc<Mutex<Vec<SignedOutput>>>,
-    /// The plan each output was sent with.
-    plans: Arc<Mutex<Vec<OutputPlan>>>,
-    slashes: Arc<Mutex<Vec<U256>>>,
-    submit_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
-    slash_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
-    /// The journal's state of each output's job right after its transaction was broadcast.
-    journal_when_sent: Arc<Mutex<Vec<JobState>>>,
-}
-
-fn mined() -> Result<TxOutcome, ChainError> {
-    Ok(TxOutcome::Mined {
-        tx_hash: H256::repeat_byte(1),
-        gas_used: 50_000,
-    })
-}
-
-fn reverted(revert: Revert) -> Result<TxOutcome, ChainError> {
-    Ok(TxOutcome::Reverted {
-        tx_hash: None,
-        revert,
-        gas_used: 0,
-    })
-}
-
-impl ChainScript {
-    fn writer(&self, store: Arc<dyn Store>) -> MockChainWriter {
-        let mut chain = MockChainWriter::new();
-        chain.expect_set_gas_key().returning(|secret| {
-            k256::ecdsa::SigningKey::from_slice(&secret)
-                .map(|_| Address::from_slice(&ethers::utils::keccak256(secret)[12..]))
-                .map_err(|_| ChainError::InvalidKey("not a valid secp256k1 secret".into()))
-        });
-        chain
-            .expect_gas_address()
-            .return_const(Some(Address::repeat_byte(0x6a)));
-        let (outputs, answers) = (self.outputs.clone(), self.submit_answers.clone());
-        let plans = self.plans.clone();
-        let journal_when_sent = self.journal_when_sent.clone();
-        chain
-            .expect_submit_output()
-            .returning(move |output, plan, sent| {
-                outputs.lock().unwrap().push(output.clone());
-                plans.lock().unwrap().push(plan);
-                sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
-                if let Ok(Some(record)) = store.job(output.job_id) {
-                    journal_when_sent.lock().unwrap().push(record.state);
-                }
-                let mut answers = answers.lock().unwrap();
-                if answers.is_empty() {
-                    mined()
-                } else {
-                    answers.remove(0)
-                }
-            });
-        let (slashes, answers) = (self.slashes.clone(), self.slash_answers.clone());
-        chain
-            .expect_slash_on_execution_timeout()
-            .returning(move |id| {
-                slashes.lock().unwrap().push(id);
-                let mut answers = answers.lock().unwrap();
-                if answers.is_empty() {
-                    mined()
-                } else {
-                    answers.remove(0)
-                }
-            });
-        chain
-    }
-}
-
-/// A sandbox that answers by input: `loop` times out, `big` is too large, else echoes.
-fn echo_sandbox() -> MockSandbox {
-    let mut sandbox = MockSandbox::new();
-    sandbox
-        .expect_run()
-        .returning(|_, _code, input, _deadline| match input {
-            b"loop" => Ok(RunResult::DeadlineExceeded),
-            b"big" => Ok(RunResult::OutputTooLarge),
-            b"bad" => Ok(RunResult::LoadFailed("SyntaxError".into())),
-            b"oom" => Ok(RunResult::Crashed("killed".into())),
-            other => Ok(RunResult::Output(other.to_vec())),
-        });
-    sandbox
-}
-
-fn code_ok() -> MockCodeSource {
-    let mut code = MockCodeSource::new();
-    code.expect_fetch_code()
-        .returning(|_| Ok("export default {}".into()));
-    code
-}
-
 struct Harness {
     executor: Arc<Executor>,
     chain: ChainScript,
@@ -139,6 +43,33 @@ fn harness_on(
     reader: MockChainReader,
 ) -> Harness {
     let chain = ChainScript::default();
+    let writer = chain.writer(store.clone());
+    harness_of(code, sandbox, slots, store, reader, chain, writer)
+}
+
+/// The usual harness, but its chain writer expects exactly the transactions `expect` sets up
+/// (mockall expectations; any other transaction fails the test).
+fn harness_expecting(expect: impl FnOnce(&mut MockChainWriter)) -> Harness {
+    harness_of(
+        code_ok(),
+        echo_sandbox(),
+        2,
+        Arc::new(memory_store()),
+        canonical_reader(),
+        ChainScript::default(),
+        ChainScript::writer_expecting(expect),
+    )
+}
+
+fn harness_of(
+    code: MockCodeSource,
+    sandbox: MockSandbox,
+    slots: usize,
+    store: Arc<dyn Store>,
+    reader: MockChainReader,
+    chain: ChainScript,
+    writer: MockChainWriter,
+) -> Harness {
     let ports = Ports {
         signer: Arc::new(key_signer(ENCLAVE_SECRET)),
         clock: Arc::new(TokioClock::starting_at(T0_MS)),
@@ -146,8 +77,9 @@ fn harness_on(
         code: Arc::new(code),
         sandbox: Arc::new(sandbox),
         slots: Arc::new(counting_slots(slots)),
-        chain: Arc::new(chain.writer(store.clone())),
+        chain: Arc::new(writer),
         reader: Arc::new(reader),
+        probe: Arc::new(probed_chain(Some(100), true)),
         metrics: Arc::new(counting_metrics()),
     };
     // The stub slots enforce no limits; the harness's operator accepts that, as a devnet would.
@@ -179,8 +111,13 @@ fn log(block: u64, event: ChainEvent) -> ChainLog {
     }
 }
 
+/// The gas key the harness's operator sets before registering.
+const GAS_SECRET: [u8; 32] = [0x6a; 32];
+
+/// Configured as an operator does (gas key, then owner) and registered on chain.
 fn registered(h: &Harness) {
     let owner = Address::repeat_byte(0x0e);
+    h.executor.configure_mutable(GAS_SECRET, None).unwrap();
     h.executor.configure_immutable(owner).unwrap();
     let verdict = h
         .executor
@@ -1321,10 +1258,81 @@ fn the_key_signer_stub_keeps_the_signer_contract() {
     signer_contract(&key_signer(ENCLAVE_SECRET));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_tokio_clock_stub_keeps_the_clock_contract() {
+    clock_contract(&TokioClock::starting_at(T0_MS)).await;
+}
+
 #[tokio::test]
-async fn the_manual_clock_stub_keeps_the_clock_contract() {
-    let (clock, _) = manual_clock(T0_MS);
-    clock_contract(&clock).await;
+async fn the_chain_script_keeps_the_chain_writer_contract() {
+    let (case, rules) = scripted_writer_case();
+    let writer = ChainScript::following(rules).writer(Arc::new(memory_store()));
+    chain_writer_contract(&writer, &case).await;
+}
+
+#[tokio::test]
+async fn the_reorged_reader_stub_keeps_the_chain_reader_contract() {
+    let origin = |byte| JobOrigin {
+        block_number: 9,
+        block_hash: H256::repeat_byte(byte),
+        tx_hash: H256::repeat_byte(0x79),
+        log_index: 3,
+    };
+    let with_origin = |id, byte| {
+        let mut job = sample_job(id, vec![], 1);
+        job.origin = Some(origin(byte));
+        job
+    };
+    let case = ReaderCase {
+        canonical: vec![with_origin(1, 0xb1)],
+        off_chain: vec![with_origin(2, 0xb2), with_origin(1, 0xb2)],
+    };
+    chain_reader_contract(&reorged_reader(vec![origin(0xb2)]), &case).await;
+    // The domain tests' chain without reorgs: every origin is on it.
+    let case = ReaderCase {
+        canonical: vec![with_origin(1, 0xb1), with_origin(2, 0xb2)],
+        off_chain: vec![],
+    };
+    chain_reader_contract(&canonical_reader(), &case).await;
+}
+
+#[tokio::test]
+async fn the_code_stubs_keep_the_code_source_contract() {
+    let (case, transactions) = code_on_chain_case();
+    code_source_contract(&code_on_chain(transactions), &case).await;
+    let case = CodeCase {
+        saved: SAMPLE_CODEHASH,
+        source: JOB_CODE.into(),
+        unknown: H256::repeat_byte(0x0f),
+        wrong_contract: vec![],
+        bad_calldata: vec![],
+    };
+    code_source_contract(&code_ok(), &case).await;
+}
+
+#[tokio::test]
+async fn the_counting_slots_stub_keeps_the_slots_contract() {
+    slots_contract(&counting_slots(2)).await;
+}
+
+#[tokio::test]
+async fn the_echo_sandbox_stub_keeps_the_sandbox_contract() {
+    let slot = Slot {
+        index: 0,
+        cgroup_procs: vec![],
+    };
+    sandbox_contract(&echo_sandbox(), &slot).await;
+}
+
+#[tokio::test]
+async fn the_probed_chain_stub_keeps_the_chain_probe_contract() {
+    for (head, gas_key) in [(Some(100), true), (Some(100), false), (None, true)] {
+        let case = ProbeCase {
+            chain_up: head.is_some(),
+            gas_key,
+        };
+        chain_probe_contract(&probed_chain(head, gas_key), &case).await;
+    }
 }
 
 #[test]

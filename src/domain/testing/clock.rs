@@ -1,24 +1,7 @@
-//! The `Clock` port: tokio's clock for the domain tests, a manual clock, and the contract.
+//! The `Clock` port: tokio's clock (the domain tests' clock: paused, it jumps ahead whenever
+//! every task waits), and the contract every clock keeps (this one, `SystemClock`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use crate::domain::dal::{Clock, MockClock};
-
-/// A `MockClock` whose time moves only when someone sleeps (tests run instantly).
-pub fn manual_clock(start_ms: u64) -> (MockClock, Arc<AtomicU64>) {
-    let now = Arc::new(AtomicU64::new(start_ms));
-    let mut clock = MockClock::new();
-    let read = now.clone();
-    clock
-        .expect_now_ms()
-        .returning(move || read.load(Ordering::SeqCst));
-    let advance = now.clone();
-    clock.expect_sleep_ms().returning(move |ms| {
-        advance.fetch_add(ms, Ordering::SeqCst);
-    });
-    (clock, now)
-}
+use crate::domain::dal::Clock;
 
 /// A clock on tokio's timer: with `#[tokio::test(start_paused = true)]` time jumps ahead
 /// whenever every task waits, so window and backoff logic runs instantly and in order.

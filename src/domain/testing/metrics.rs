@@ -75,6 +75,14 @@ pub fn counting_metrics() -> crate::domain::dal::MockMetrics {
             .unwrap()
             .insert("slots_busy".into(), load.slots_busy as u64);
     });
+    let c = counts.clone();
+    metrics.expect_set_chain().returning(move |sample| {
+        let mut counts = c.lock().unwrap();
+        counts.insert("chain_up".into(), u64::from(sample.chain_up));
+        if let Some(lag) = sample.head_lag_blocks {
+            counts.insert("head_lag_blocks".into(), lag);
+        }
+    });
     metrics.expect_render().returning(move || {
         counts
             .lock()
@@ -148,6 +156,17 @@ pub fn metrics_contract(metrics: &dyn crate::domain::dal::Metrics) {
         metrics.output_reverted(&crate::domain::dal::Revert::ExecutionTimeOver)
     });
     shows("a slash of this enclave", &|| metrics.enclave_slashed());
+    shows("the chain probe", &|| {
+        metrics.set_chain(crate::domain::dal::ChainSample {
+            chain_up: true,
+            head_lag_blocks: Some(3),
+            pending_transactions: 1,
+            gas_balance_wei: Some(ethers::types::U256::exp10(18)),
+            output_cost_wei: Some(ethers::types::U256::exp10(15)),
+            gas_nonce: Some(4),
+            gas_pending_nonce: Some(5),
+        })
+    });
     let readiness = |ready| crate::domain::model::Readiness {
         registered: ready,
         chain_connected: ready,

@@ -46,3 +46,32 @@ pub fn signer_contract(signer: &dyn EnclaveSigner) {
         );
     }
 }
+
+/// An output signed by `signer` as the executor signs it.
+pub fn signed_output(
+    signer: &dyn EnclaveSigner,
+    job_id: ethers::types::U256,
+    output: &[u8],
+    total_time_ms: u64,
+    error_code: crate::domain::model::ErrorCode,
+    sign_timestamp: u64,
+) -> crate::domain::model::SignedOutput {
+    let digest = crate::domain::eip712::output_digest(
+        job_id,
+        output,
+        total_time_ms,
+        error_code.as_u8(),
+        sign_timestamp,
+    );
+    crate::domain::model::SignedOutput {
+        job_id,
+        output: output.to_vec(),
+        total_time_ms,
+        error_code,
+        sign_timestamp,
+        signature: signer
+            .sign_digest(digest)
+            .expect("the signer signs")
+            .to_vec(),
+    }
+}
