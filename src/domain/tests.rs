@@ -141,6 +141,15 @@ fn job_now(id: u64, selected: Vec<Address>, input: &[u8]) -> Job {
     job
 }
 
+/// What a job that ran fine for 3 ms and answered `output` returns.
+fn outcome_of(output: &[u8]) -> ExecutionOutcome {
+    ExecutionOutcome {
+        output: output.to_vec(),
+        error_code: ErrorCode::Ok,
+        total_time_ms: 3,
+    }
+}
+
 async fn settle_all(h: &Harness) {
     tokio::spawn(h.executor.clone().run_dispatcher());
     tokio::spawn(h.executor.clone().run_settler());
@@ -514,11 +523,7 @@ async fn a_job_ends_once_in_the_metrics_whether_the_event_or_the_receipt_comes_f
     registered(&h);
     let me = enclave();
     let job = job_now(11, vec![me], b"x");
-    let outcome = ExecutionOutcome {
-        output: b"x".to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
-    };
+    let outcome = outcome_of(b"x");
     let output = h.executor.sign_output(&job, &outcome).unwrap();
     h.store
         .put_job(&JobRecord::new(
@@ -616,11 +621,7 @@ async fn submission_refusals_are_classified() {
     let h = harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
-    let outcome = ExecutionOutcome {
-        output: b"x".to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
-    };
+    let outcome = outcome_of(b"x");
     let cases = [
         (
             vec![Err(ChainError::Transient("down".into())), mined()],
@@ -666,35 +667,41 @@ fn out_of_gas(gas_limit: u64) -> Result<TxOutcome, ChainError> {
 
 #[tokio::test(start_paused = true)]
 async fn an_output_out_of_gas_is_resent_with_more_gas_and_its_gas_is_counted() {
-    let h = harness();
-    registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
+    let until_ms = job.window_end_ms(10);
+    // Three sends, in this order, each with twice the gas floor of the last; nothing else.
+    let h = harness_expecting(|chain| {
+        let mut sends = mockall::Sequence::new();
+        for (floor, answer) in [
+            (0, out_of_gas(700_000)),
+            (1_400_000, out_of_gas(1_400_000)),
+            (2_800_000, mined()),
+        ] {
+            chain
+                .expect_submit_output()
+                .withf(move |output, plan, _| {
+                    output.job_id == U256::from(1)
+                        && plan.min_gas == floor
+                        && plan.max_gas == Settings::default().max_output_gas
+                        && plan.until_ms == until_ms
+                })
+                .times(1)
+                .in_sequence(&mut sends)
+                .return_once(move |_, _, _| answer);
+        }
+    });
+    registered(&h);
     // Journalled as running, as the dispatcher leaves it before the output is signed.
     h.store
         .put_job(&JobRecord::new(job.clone(), JobState::Running))
         .unwrap();
-    let outcome = ExecutionOutcome {
-        output: b"x".to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
-    };
-    *h.chain.submit_answers.lock().unwrap() =
-        vec![out_of_gas(700_000), out_of_gas(1_400_000), mined()];
-    h.executor.submit_output(&job, outcome).await.unwrap();
+    h.executor
+        .submit_output(&job, outcome_of(b"x"))
+        .await
+        .unwrap();
 
     let record = h.store.job(job.id).unwrap().unwrap();
     assert_eq!(record.state.name(), "confirmed", "{record:?}");
-    let plans = h.chain.plans.lock().unwrap().clone();
-    let floors: Vec<u64> = plans.iter().map(|p| p.min_gas).collect();
-    assert_eq!(
-        floors,
-        vec![0, 1_400_000, 2_800_000],
-        "twice the gas each time"
-    );
-    assert!(plans
-        .iter()
-        .all(|p| p.max_gas == Settings::default().max_output_gas
-            && p.until_ms == job.window_end_ms(10)));
     // Reverted attempts cost gas too: all of it is in the journal and the metrics.
     assert_eq!(record.gas_spent, 700_000 + 1_400_000 + 50_000);
     let metrics = h.executor.metrics_text();
@@ -714,11 +721,7 @@ async fn an_output_out_of_gas_at_the_maximum_is_abandoned_saying_why() {
     h.store
         .put_job(&JobRecord::new(job.clone(), JobState::Running))
         .unwrap();
-    let outcome = ExecutionOutcome {
-        output: b"x".to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
-    };
+    let outcome = outcome_of(b"x");
     let max = Settings::default().max_output_gas;
     *h.chain.submit_answers.lock().unwrap() = vec![out_of_gas(max / 2 + 1), out_of_gas(max)];
     h.executor.submit_output(&job, outcome).await.unwrap();
@@ -791,11 +794,7 @@ async fn every_refused_output_is_counted_by_reason() {
     h.store
         .put_job(&JobRecord::new(job.clone(), JobState::Running))
         .unwrap();
-    let outcome = ExecutionOutcome {
-        output: b"x".to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
-    };
+    let outcome = outcome_of(b"x");
     *h.chain.submit_answers.lock().unwrap() = vec![
         reverted(Revert::SignatureTooOld),
         reverted(Revert::ExecutionTimeOver),
@@ -893,11 +892,7 @@ async fn refusals_of_the_published_jobs_end_the_job_and_keep_a_landed_output_con
     let h = harness();
     registered(&h);
     let me = enclave();
-    let outcome = ExecutionOutcome {
-        output: b"x".to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
-    };
+    let outcome = outcome_of(b"x");
     // Panic(0x32): no such job; one attempt, abandoned with the reason.
     let unknown = job_now(1, vec![me], b"x");
     // Journalled as running, as the dispatcher leaves it before the output is signed.
@@ -1039,10 +1034,16 @@ async fn an_enclave_key_the_chain_refuses_stops_job_taking_until_registered_agai
 
 #[tokio::test(start_paused = true)]
 async fn a_settlement_the_chain_refuses_for_good_is_never_sent_again() {
-    let h = harness();
+    // Exactly one settlement, of job 8, refused for good; no output and no other settlement.
+    let h = harness_expecting(|chain| {
+        chain
+            .expect_slash_on_execution_timeout()
+            .withf(|id| *id == U256::from(8))
+            .times(1)
+            .returning(|_| reverted(Revert::UnknownJob));
+    });
     registered(&h);
     let other = Address::repeat_byte(0x99);
-    *h.chain.slash_answers.lock().unwrap() = vec![reverted(Revert::UnknownJob)];
     h.executor
         .on_chain_event(log(
             2,
@@ -1050,14 +1051,12 @@ async fn a_settlement_the_chain_refuses_for_good_is_never_sent_again() {
         ))
         .unwrap();
     settle_all(&h).await;
-    assert_eq!(*h.chain.slashes.lock().unwrap(), vec![U256::from(8)]);
     let record = h.store.job(U256::from(8)).unwrap().unwrap();
     assert!(record.settled, "journalled as settled");
     // A restart does not put it back on the settlement timetable.
     let report = h.executor.recover().unwrap();
     assert_eq!(report.settling, 0);
     settle_all(&h).await;
-    assert_eq!(h.chain.slashes.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1387,14 +1386,6 @@ fn removed(block: u64, event: ChainEvent) -> ChainLog {
     ChainLog {
         removed: true,
         ..log(block, event)
-    }
-}
-
-fn outcome_of(output: &[u8]) -> ExecutionOutcome {
-    ExecutionOutcome {
-        output: output.to_vec(),
-        error_code: ErrorCode::Ok,
-        total_time_ms: 3,
     }
 }
 
