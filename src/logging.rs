@@ -1,15 +1,20 @@
 //! Process logging: `tracing` to a writer (stderr), text or JSON, with a filter that can be
-//! changed while running (the admin route `PUT /log-level`). Secrets are never logged.
+//! changed while running (the admin route `PUT /log-level`). Secrets are never logged. In JSON,
+//! a job's stage marks (`domain::stage`) also carry `timestamp_us`, unix microseconds.
 
 use std::io::IsTerminal;
 use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::LogFormat;
+use crate::domain::stage::STAGE_TARGET;
 
 struct Control {
     handle: reload::Handle<EnvFilter, Registry>,
@@ -44,13 +49,49 @@ where
         .with_ansi(ansi);
     let installed = match format {
         LogFormat::Text => Registry::default().with(filter).with(fmt).try_init(),
-        LogFormat::Json => Registry::default().with(filter).with(fmt.json()).try_init(),
+        LogFormat::Json => Registry::default()
+            .with(filter)
+            .with(
+                fmt.json()
+                    .event_format(StageStamped(tracing_subscriber::fmt::format().json())),
+            )
+            .try_init(),
     };
     if installed.is_ok() {
         let _ = CONTROL.set(Control {
             handle,
             current: Mutex::new(level),
         });
+    }
+}
+
+/// The JSON format, with the stage marks also stamped `"timestamp_us":<unix µs>` (first field):
+/// a number the benchmark reads as is, taken when the event is written, as `timestamp` is.
+struct StageStamped(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for StageStamped
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if event.metadata().target() != STAGE_TARGET {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let at_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"timestamp_us\":{at_us},{rest}"),
+            None => writer.write_str(&line),
+        }
     }
 }
 

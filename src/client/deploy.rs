@@ -12,7 +12,7 @@ use ethers::signers::Signer;
 use ethers::types::{Address, Bytes, U256};
 use serde::Deserialize;
 
-use super::anvil::DEV_KEYS;
+use super::dev_accounts::DEV_KEYS;
 use super::{client, wallet, Client};
 
 const EXECUTORS_ARTIFACT: &str = include_str!("../../contracts/artifacts/Executors.json");

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::admin;
 use super::anvil::Anvil;
 use super::deploy::{deploy_dev_contracts, DeployParams, Deployment};
+use super::dev_accounts::{DevAccount, EXECUTORS};
 use super::register;
 use crate::bootstrap::{self, Running};
 use crate::config::Config;
@@ -21,9 +22,6 @@ use crate::effects::signer::EnclaveKey;
 
 /// Numbers the executors this process made (their cgroups must not collide).
 static NEXT_EXECUTOR: AtomicUsize = AtomicUsize::new(0);
-
-/// Anvil's account that deploys contracts and creates jobs.
-pub const AUTHOR_KEY_INDEX: usize = 0;
 
 /// What the devnet is made of.
 #[derive(Debug, Clone)]
@@ -56,7 +54,7 @@ pub struct DevExecutor {
 /// Settings of one devnet executor.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
-    /// Which of anvil's accounts owns it (1..=4); gas is paid by the account 5 above it.
+    /// Which devnet executor it is (1..=4): the dev account that owns it (`dev_accounts`).
     pub account: usize,
     pub job_capacity: usize,
     /// The executor's API port (0: any free one).
@@ -85,7 +83,7 @@ impl Devnet {
         let anvil = Anvil::start(options.anvil_port, None).await?;
         let deployment = deploy_dev_contracts(
             &anvil.http_url(),
-            anvil.key(AUTHOR_KEY_INDEX),
+            DevAccount::Deployer.key(),
             options.deploy,
         )
         .await
@@ -98,7 +96,7 @@ impl Devnet {
     }
 
     pub fn author_key(&self) -> &'static str {
-        self.anvil.key(AUTHOR_KEY_INDEX)
+        DevAccount::JobAuthor.key()
     }
 
     /// The executor settings that point at this devnet, as `EXECUTOR_*` names without the
@@ -157,7 +155,7 @@ impl Devnet {
 
     /// The directory of account `account`'s executor, with its enclave key (made if missing).
     pub fn executor_dir(&self, account: usize) -> Result<PathBuf> {
-        if !(1..=4).contains(&account) {
+        if !EXECUTORS.contains(&account) {
             bail!("devnet executor accounts are 1 to 4");
         }
         let dir = self.options.work_dir.join(format!("executor-{account}"));
@@ -184,7 +182,7 @@ impl Devnet {
             api_url,
             admin_url,
             enclave,
-            owner_key: self.anvil.key(opts.account).to_string(),
+            owner_key: DevAccount::ExecutorOwner(opts.account).key().to_string(),
         };
         executor
             .wait_for_status("serving", Duration::from_secs(30))
@@ -193,12 +191,12 @@ impl Devnet {
     }
 
     /// Does what an operator does for the executor serving `api_url` (public) and `admin_url`
-    /// (admin listener), owned by anvil account `account`: sets the owner, then the gas key
-    /// (account + 5) signed by the owner, then registers the enclave on chain with the signed
+    /// (admin listener), devnet executor `account` (`dev_accounts`): sets the owner, then the
+    /// gas key signed by the owner, then registers the enclave on chain with the signed
     /// registration message. Returns the enclave address.
     pub async fn enroll(&self, api_url: &str, admin_url: &str, account: usize) -> Result<Address> {
-        let owner_key = self.anvil.key(account).to_string();
-        let gas_key = self.anvil.key(account + 5).to_string();
+        let owner_key = DevAccount::ExecutorOwner(account).key().to_string();
+        let gas_key = DevAccount::ExecutorGas(account).key().to_string();
         let owner = super::wallet(&owner_key)?;
         let http = reqwest::Client::new();
         let owner_address = ethers::signers::Signer::address(&owner);

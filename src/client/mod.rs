@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod anvil;
 pub mod deploy;
+pub mod dev_accounts;
 pub mod devnet;
 pub mod jobs;
 pub mod register;

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use ethers::types::{Address, H256, U256};
 use thiserror::Error;
 
-use super::model::{ChainStatus, Deployment, ErrorCode, Job, JobRecord, Readiness, SignedOutput};
+use super::model::{
+    ChainStatus, Deployment, ErrorCode, Job, JobRecord, Readiness, SentTx, SignedOutput,
+    SupersededOutput,
+};
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -76,6 +79,13 @@ pub trait Store: Send + Sync {
     /// The chain and contracts this store's journal belongs to (None until first recorded).
     fn deployment(&self) -> Result<Option<Deployment>, StoreError>;
     fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+    /// Output transactions of jobs a reorg superseded whose nonces are still to be taken back
+    /// (`ChainWriter::take_back`), in hash order.
+    fn take_backs(&self) -> Result<Vec<SupersededOutput>, StoreError>;
+    /// Adds one (keyed by its transaction's hash), durably.
+    fn put_take_back(&self, output: &SupersededOutput) -> Result<(), StoreError>;
+    /// Removes one, durably; nothing happens if it is unknown.
+    fn remove_take_back(&self, tx_hash: H256) -> Result<(), StoreError>;
 }
 
 /// The order of a page of jobs, by job id.
@@ -303,20 +313,35 @@ pub struct OutputPlan {
     pub until_ms: u64,
 }
 
-/// Hears the hash of each transaction `ChainWriter::submit_output` broadcasts.
+/// Hears each transaction `ChainWriter::submit_output` broadcasts (its hash, nonce and fees).
 pub trait OnSent: Send + Sync {
-    fn sent(&self, tx_hash: H256);
+    fn sent(&self, tx: SentTx);
 }
 
-impl<F: Fn(H256) + Send + Sync> OnSent for F {
-    fn sent(&self, tx_hash: H256) {
-        self(tx_hash)
+impl<F: Fn(SentTx) + Send + Sync> OnSent for F {
+    fn sent(&self, tx: SentTx) {
+        self(tx)
     }
 }
 
 /// For `ChainWriter::submit_output` callers with no use for the transaction hash.
 pub fn ignore_sent() -> Arc<dyn OnSent> {
-    Arc::new(|_tx_hash: H256| {})
+    Arc::new(|_tx: SentTx| {})
+}
+
+/// What became of an output transaction whose nonce `ChainWriter::take_back` was asked to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeBack {
+    /// A self-transfer (to the gas address, value 0) was mined with its nonce: the output can
+    /// never be mined.
+    TakenBack { transfer: H256, gas_used: u64 },
+    /// The output itself was mined before its nonce could be taken (too late).
+    OutputMined { tx_hash: H256 },
+    /// Another transaction of ours holds the nonce (a later send, or a take-back before a
+    /// restart): nothing of the output is left to take.
+    NonceUsed,
+    /// Signed with a gas key that is no longer configured: it cannot be replaced.
+    OtherKey,
 }
 
 /// What the executor reads from the chain besides logs and code.
@@ -364,6 +389,11 @@ pub trait ChainWriter: Send + Sync {
         sent: Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError>;
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError>;
+    /// Takes back the nonce of `tx` unless it is mined: replaces it with a self-transfer (21 000
+    /// gas, to the gas address, value 0) bidding above it, as when an output's window closes,
+    /// and follows that to its end. The first self-transfer is broadcast before any later send
+    /// of ours takes a nonce.
+    async fn take_back(&self, tx: &SentTx) -> Result<TakeBack, ChainError>;
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod error;
 pub mod model;
 pub mod owner_auth;
 mod scheduler;
+pub mod stage;
 #[cfg(feature = "mocks")]
 pub mod testing;
 #[cfg(test)]

@@ -366,6 +366,28 @@ impl JobState {
     }
 }
 
+/// One output transaction as broadcast (a replacement is another, with the same nonce): what
+/// taking its nonce back needs when a reorg supersedes its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentTx {
+    pub tx_hash: H256,
+    /// The gas account that signed it.
+    pub from: Address,
+    pub nonce: U256,
+    /// The highest price per gas it bids (legacy: its gas price).
+    pub max_fee_per_gas: U256,
+    /// Its priority fee per gas (None: a legacy transaction).
+    pub max_priority_fee_per_gas: Option<U256>,
+}
+
+/// An output transaction of a job a reorg superseded: its nonce is to be taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupersededOutput {
+    /// The id the job had (another job may hold it now).
+    pub job_id: U256,
+    pub tx: SentTx,
+}
+
 /// The journal's record of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -384,6 +406,11 @@ pub struct JobRecord {
     /// the slash), in gas units. Journals written before it existed read as 0.
     #[serde(default)]
     pub gas_spent: u64,
+    /// This job's output transactions broadcast so far, the latest per nonce: should a reorg
+    /// supersede the job, the nonces of those not yet mined are taken back. Kept across a
+    /// restart (a recovered output is sent again with a new nonce); dropped once confirmed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<SentTx>,
 }
 
 impl JobRecord {
@@ -396,6 +423,7 @@ impl JobRecord {
             slash_sent: false,
             slashed: false,
             gas_spent: 0,
+            sent: Vec::new(),
         }
     }
 
@@ -406,11 +434,22 @@ impl JobRecord {
 
     /// What the journal keeps of this record: a job that will never run here again (not ours,
     /// answered, or given up) loses its inputs, which can be large and are needed only to run it.
+    /// A confirmed job has nothing left to take back: its transactions go too.
     pub fn trimmed(mut self) -> Self {
         if self.state.is_final() {
             self.job.code_inputs = Vec::new();
         }
+        if matches!(self.state, JobState::Confirmed { .. }) {
+            self.sent = Vec::new();
+        }
         self
+    }
+
+    /// Journals `tx`, broadcast for this job's output: it replaces the one sent with its nonce.
+    pub fn note_sent(&mut self, tx: SentTx) {
+        self.sent
+            .retain(|known| (known.from, known.nonce) != (tx.from, tx.nonce));
+        self.sent.push(tx);
     }
 }
 

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::dal::{Slot, Slots};
 use super::model::{Job, JobState};
+use super::stage::STAGE_TARGET;
 use super::Executor;
 
 #[derive(Default)]
@@ -162,7 +163,7 @@ impl Executor {
             }
             let executor = self.clone();
             // The span names the job in the adapters' events (e.g. their stage marks).
-            let span = tracing::info_span!(target: "job_stage", "job", job = %job.id);
+            let span = tracing::info_span!(target: STAGE_TARGET, "job", job = %job.id);
             self.spawn_in_flight(
                 async move { executor.run_job(job, lease).await }.instrument(span),
             );

@@ -1,7 +1,10 @@
 //! Prometheus metrics (the `prometheus` crate): the `Metrics` port the domain reports to, plus
 //! the chain gauges the composition root's probe sets. Rendered in the text exposition format.
 
-use ethers::types::U256;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use ethers::types::{Address, U256};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -9,6 +12,13 @@ use prometheus::{
 
 use crate::domain::dal::{ChainSample, JobEnd, Load, Metrics, Revert};
 use crate::domain::model::{ErrorCode, Readiness};
+
+/// How many job owners get a label of their own in `executor_gas_burner_outputs_total`: the first
+/// this many distinct owners seen burning gas; later ones count under `job_owner="other"` (the
+/// log names every one). An attacker with many owner contracts cannot grow the series unbounded.
+pub const MAX_GAS_BURNER_LABELS: usize = 100;
+/// The `job_owner` label of the owners past `MAX_GAS_BURNER_LABELS`.
+pub const OTHER_JOB_OWNERS: &str = "other";
 
 /// Latency buckets, seconds: from a warm echo job to a whole window.
 const BUCKETS: &[f64] = &[
@@ -26,6 +36,8 @@ pub struct PromMetrics {
     slashed: IntCounter,
     gas_spent: IntCounter,
     gas_burners: IntCounterVec,
+    /// The job owners with a label of their own (at most `MAX_GAS_BURNER_LABELS`).
+    gas_burner_owners: Mutex<HashSet<Address>>,
     slots_busy: IntGauge,
     slots_total: IntGauge,
     jobs_queued: IntGauge,
@@ -120,6 +132,7 @@ impl PromMetrics {
                 ),
                 &["job_owner"],
             )?),
+            gas_burner_owners: Mutex::new(HashSet::new()),
             slots_busy: register!(IntGauge::new("slots_busy", "Job slots in use")?),
             slots_total: register!(IntGauge::new("slots_total", "Job slots in all")?),
             jobs_queued: register!(IntGauge::new("jobs_queued", "Jobs waiting for a slot")?),
@@ -271,10 +284,20 @@ impl Metrics for PromMetrics {
         self.gas_spent.inc_by(gas);
     }
 
-    fn gas_burner(&self, job_owner: ethers::types::Address) {
-        self.gas_burners
-            .with_label_values(&[format!("{job_owner:?}").as_str()])
-            .inc();
+    fn gas_burner(&self, job_owner: Address) {
+        let label = {
+            let mut owners = self
+                .gas_burner_owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if owners.contains(&job_owner) || owners.len() < MAX_GAS_BURNER_LABELS {
+                owners.insert(job_owner);
+                format!("{job_owner:?}")
+            } else {
+                OTHER_JOB_OWNERS.to_string()
+            }
+        };
+        self.gas_burners.with_label_values(&[label.as_str()]).inc();
     }
 
     fn store_error(&self) {
@@ -308,5 +331,48 @@ impl Metrics for PromMetrics {
             tracing::error!(error = %e, "cannot render the metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `executor_gas_burner_outputs_total` series: job owner label → count.
+    fn burner_series(metrics: &PromMetrics) -> Vec<(String, String)> {
+        metrics
+            .render()
+            .lines()
+            .filter_map(|line| line.strip_prefix("executor_gas_burner_outputs_total{job_owner=\""))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .map(|(owner, count)| (owner.to_string(), count.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn gas_burner_owners_past_the_bound_count_under_other() {
+        let metrics = PromMetrics::new().unwrap();
+        let owner = |i: usize| Address::from_low_u64_be(i as u64 + 1);
+        for i in 0..MAX_GAS_BURNER_LABELS + 50 {
+            metrics.gas_burner(owner(i));
+        }
+        // An owner with a label keeps it; a later one goes on counting under "other".
+        metrics.gas_burner(owner(0));
+        metrics.gas_burner(owner(MAX_GAS_BURNER_LABELS + 60));
+        let series = burner_series(&metrics);
+        assert_eq!(series.len(), MAX_GAS_BURNER_LABELS + 1, "{series:?}");
+        let count = |label: &str| {
+            series
+                .iter()
+                .find(|(owner, _)| owner == label)
+                .map(|(_, count)| count.clone())
+        };
+        assert_eq!(count(&format!("{:?}", owner(0))).as_deref(), Some("2"));
+        assert_eq!(
+            count(&format!("{:?}", owner(MAX_GAS_BURNER_LABELS - 1))).as_deref(),
+            Some("1")
+        );
+        assert_eq!(count(&format!("{:?}", owner(MAX_GAS_BURNER_LABELS))), None);
+        assert_eq!(count(OTHER_JOB_OWNERS).as_deref(), Some("51"));
     }
 }

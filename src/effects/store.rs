@@ -11,14 +11,14 @@ use std::sync::Mutex;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
-use ethers::types::{Address, U256};
+use ethers::types::{Address, H256, U256};
 
 use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
 use crate::domain::dal::{JobOrder, JobQuery, Store, StoreError};
-use crate::domain::model::{ChainStatus, Deployment, JobRecord, JOB_STATES};
+use crate::domain::model::{ChainStatus, Deployment, JobRecord, SupersededOutput, JOB_STATES};
 
 const OWNER: &str = "config/owner";
 /// Where earlier versions kept the gas key in clear, inside sled (migrated at open).
@@ -39,6 +39,8 @@ const JOBS_TREE: &str = "jobs";
 const BY_STATE_TREE: &str = "jobs_by_state";
 const OPEN_TREE: &str = "jobs_open";
 const BY_END_TREE: &str = "jobs_by_end";
+/// Output transactions of superseded jobs whose nonces are still to be taken back.
+const TAKE_BACKS_TREE: &str = "take_backs";
 /// The journal's layout version; absent in stores written before the indexes existed.
 const LAYOUT: &str = "journal/layout";
 const LAYOUT_VERSION: u64 = 2;
@@ -58,6 +60,8 @@ pub struct SledStore {
     open: sled::Tree,
     /// `end of execution time, unix ms (8 bytes BE) ‖ job id` → empty: what pruning walks.
     by_end: sled::Tree,
+    /// `tx hash` → the transaction (JSON): nonces to take back (`Store::take_backs`).
+    take_backs: sled::Tree,
     gas_key_file: PathBuf,
     cipher: ChaCha20Poly1305,
     /// Serialises rewrites of the sealed gas key.
@@ -125,6 +129,7 @@ impl SledStore {
             by_state: db.open_tree(BY_STATE_TREE).map_err(io)?,
             open: db.open_tree(OPEN_TREE).map_err(io)?,
             by_end: db.open_tree(BY_END_TREE).map_err(io)?,
+            take_backs: db.open_tree(TAKE_BACKS_TREE).map_err(io)?,
             db,
             gas_key_file: dir.join(GAS_KEY_FILE),
             cipher: ChaCha20Poly1305::new(Key::from_slice(&sealing_key)),
@@ -605,6 +610,32 @@ impl Store for SledStore {
     fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
         let v = serde_json::to_vec(deployment).map_err(io)?;
         self.db.insert(DEPLOYMENT, v).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn take_backs(&self) -> Result<Vec<SupersededOutput>, StoreError> {
+        self.take_backs
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(io)?;
+                serde_json::from_slice(&value)
+                    .map_err(|e| corrupt(&format!("{TAKE_BACKS_TREE}/0x{}", hex::encode(&key)), e))
+            })
+            .collect()
+    }
+
+    fn put_take_back(&self, output: &SupersededOutput) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(output).map_err(io)?;
+        self.take_backs
+            .insert(output.tx.tx_hash.as_bytes(), value)
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn remove_take_back(&self, tx_hash: H256) -> Result<(), StoreError> {
+        self.take_backs.remove(tx_hash.as_bytes()).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
     }

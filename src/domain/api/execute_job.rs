@@ -3,6 +3,7 @@
 
 use crate::domain::dal::{CodeFetchError, RunResult, Slot};
 use crate::domain::model::{ErrorCode, ExecutionOutcome, Job};
+use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::Executor;
 
 fn outcome(output: Vec<u8>, error_code: ErrorCode, total_time_ms: u64) -> ExecutionOutcome {
@@ -44,7 +45,7 @@ impl Executor {
             }
         };
 
-        tracing::debug!(target: "job_stage", job = %job.id, stage = "code_fetched");
+        tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::CodeFetched.name());
         let ooms_before = self.ports.slots.oom_kills(slot);
         let mut attempts = 0;
         let (result, start) = loop {
@@ -64,7 +65,7 @@ impl Executor {
             }
         };
         let elapsed = clock.now_ms().saturating_sub(start);
-        tracing::debug!(target: "job_stage", job = %job.id, stage = "executed");
+        tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Executed.name());
         Ok(match result {
             RunResult::Output(body) => outcome(body, ErrorCode::Ok, elapsed),
             RunResult::LoadFailed(reason) => {

@@ -13,6 +13,7 @@ mod register_enclave;
 mod settle;
 mod status;
 mod submit_output;
+mod take_back;
 
 pub use job_status::{JobPage, JobStatus, JOB_STATES, MAX_JOBS_PAGE};
 pub use on_chain_event::FollowVerdict;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::domain::model::{
     ChainEvent, ChainLog, ChainStatus, Job, JobRecord, JobState, EXECUTOR_ENV,
 };
+use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::{DomainError, Executor};
 
 /// Whether the listener should keep following the chain.
@@ -157,6 +158,7 @@ impl Executor {
             return Ok(());
         }
         let _journal = self.journal_lock();
+        let mut superseded = Vec::new();
         if let Some(known) = self.ports.store.job(job.id)? {
             if known.job.same_job(&job) {
                 return Ok(()); // delivered again by a backfill
@@ -169,6 +171,7 @@ impl Executor {
                 new_origin = ?job.origin,
                 "job id reused by a reorg: the old job is superseded by the new one"
             );
+            superseded = self.journal_superseded_outputs(&known)?;
         }
         let selected = job.selects(self.ports.signer.address());
         let refusal = self.enclave_refusal().filter(|_| selected);
@@ -194,30 +197,35 @@ impl Executor {
         self.ports
             .store
             .put_job(&JobRecord::new(job.clone(), state.clone()))?;
+        // Started before the new job runs: the old nonces are taken before its output is sent.
+        self.take_back_outputs(superseded);
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");
         if let JobState::Abandoned { reason } = &state {
             tracing::error!(job = %job.id, owner = ?job.owner, %reason, "selected job refused");
             self.count_job_end(&job, &state);
         }
         if state == JobState::Queued {
-            // Stage marks (target `job_stage`, debug): the benchmark reads their timestamps.
-            tracing::debug!(target: "job_stage", job = %job.id, stage = "seen");
+            // Stage marks (`domain::stage`, debug): the benchmark reads their timestamps.
+            tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Seen.name());
             self.enqueue(&job);
         }
         self.schedule_settlement(&job);
         Ok(())
     }
 
-    /// A reorg dropped the log that created `job`: forget it, whatever its state. Work still
-    /// in flight for it finds it gone and stops before signing or sending; if the job comes
-    /// back in another block it is a new record and runs again.
-    fn forget_removed_job(&self, job: &Job) -> Result<(), DomainError> {
+    /// A reorg dropped the log that created `job`: forget it, whatever its state, and take back
+    /// the nonces of its unmined output transactions. Work still in flight for it finds it gone
+    /// and stops before signing or sending; if the job comes back in another block it is a new
+    /// record and runs again.
+    fn forget_removed_job(self: &Arc<Self>, job: &Job) -> Result<(), DomainError> {
         let _journal = self.journal_lock();
         if let Some(record) = self.ports.store.job(job.id)? {
             if record.job.same_job(job) {
                 tracing::warn!(job = %job.id, state = record.state.name(), "job creation removed by a reorg; forgotten");
+                let superseded = self.journal_superseded_outputs(&record)?;
                 self.ports.store.remove_job(job.id)?;
                 self.ports.store.flush()?;
+                self.take_back_outputs(superseded);
             } else {
                 tracing::debug!(job = %job.id, "removed log names another job than the journal's; kept");
             }

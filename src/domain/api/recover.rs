@@ -1,5 +1,6 @@
-//! Start-up recovery from the journal: re-queue accepted jobs, re-send signed outputs, and put
-//! every unsettled job back on the settlement timetable (reading only open jobs); and pruning of
+//! Start-up recovery from the journal: re-queue accepted jobs, re-send signed outputs, put
+//! every unsettled job back on the settlement timetable (reading only open jobs), and take back
+//! the nonces of superseded jobs' outputs still journalled as to take back; and pruning of
 //! finished jobs (reading only jobs whose window ended before the retention).
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ pub struct RecoveryReport {
     pub resubmitting: usize,
     pub abandoned: usize,
     pub settling: usize,
+    /// Output transactions of superseded jobs whose nonces are being taken back.
+    pub taking_back: usize,
 }
 
 /// How often a running executor prunes its journal.
@@ -70,6 +73,10 @@ impl Executor {
                 JobState::Observed | JobState::Confirmed { .. } | JobState::Abandoned { .. } => {}
             }
         }
+        // Jobs a reorg superseded before the restart: their outputs may still be in a pool.
+        let superseded = self.ports.store.take_backs()?;
+        report.taking_back = superseded.len();
+        self.take_back_outputs(superseded);
         Ok(report)
     }
 

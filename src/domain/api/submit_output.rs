@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use ethers::types::{H256, U256};
+use ethers::types::U256;
 
 use crate::domain::dal::{ChainError, JobEnd, OutputPlan, Revert, TxOutcome};
 use crate::domain::eip712::output_digest;
-use crate::domain::model::{ExecutionOutcome, Job, JobState, SignedOutput};
+use crate::domain::model::{
+    ExecutionOutcome, Job, JobState, SentTx, SignedOutput, SupersededOutput,
+};
+use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::{DomainError, Executor};
 
 /// How often a refused-as-too-old signature is renewed before giving up.
@@ -53,7 +56,7 @@ impl Executor {
             return Ok(());
         }
         let signed = self.sign_output(job, &outcome)?;
-        tracing::debug!(target: "job_stage", job = %job.id, stage = "signed");
+        tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Signed.name());
         let journalled = self.set_state(
             job,
             JobState::Executed {
@@ -102,7 +105,7 @@ impl Executor {
             self.confirm_on_chain(job, window_end).await?;
             let sent = {
                 let (executor, job, signed) = (self.clone(), job.clone(), signed.clone());
-                Arc::new(move |tx_hash| executor.journal_sent(&job, &signed, tx_hash))
+                Arc::new(move |tx| executor.journal_sent(&job, &signed, tx))
             };
             let result = tokio::select! {
                 biased;
@@ -119,7 +122,7 @@ impl Executor {
             match result {
                 Ok(TxOutcome::Mined { tx_hash, .. }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
-                    tracing::debug!(target: "job_stage", job = %job.id, stage = "mined");
+                    tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Mined.name());
                     return self.set_state(
                         job,
                         JobState::Confirmed {
@@ -330,23 +333,32 @@ impl Executor {
         }
     }
 
-    /// Journals the hash of a broadcast output transaction, unless the job has moved on.
-    fn journal_sent(&self, job: &Job, signed: &SignedOutput, tx_hash: H256) {
-        let result = self.update_job(job.id, |record| {
-            if record.job.same_job(job)
-                && matches!(
-                    record.state,
-                    JobState::Executed { .. } | JobState::Submitted { .. }
-                )
-            {
-                record.state = JobState::Submitted {
-                    output: signed.clone(),
-                    tx_hash,
-                };
-            }
-        });
+    /// Journals a broadcast output transaction (its nonce too, for a take-back). If a reorg
+    /// superseded the job meanwhile, the transaction is one to take back.
+    fn journal_sent(self: &Arc<Self>, job: &Job, signed: &SignedOutput, tx: SentTx) {
+        let superseded = SupersededOutput { job_id: job.id, tx };
+        let result = {
+            let _journal = self.journal_lock();
+            self.ports.store.job(job.id).and_then(|found| match found {
+                Some(mut record) if record.job.same_job(job) => {
+                    if matches!(
+                        record.state,
+                        JobState::Executed { .. } | JobState::Submitted { .. }
+                    ) {
+                        record.state = JobState::Submitted {
+                            output: signed.clone(),
+                            tx_hash: tx.tx_hash,
+                        };
+                    }
+                    record.note_sent(tx);
+                    self.ports.store.put_job(&record).map(|()| false)
+                }
+                _ => self.ports.store.put_take_back(&superseded).map(|()| true),
+            })
+        };
         match result {
-            Ok(()) => tracing::info!(job = %job.id, tx = ?tx_hash, "output sent"),
+            Ok(false) => tracing::info!(job = %job.id, tx = ?tx.tx_hash, "output sent"),
+            Ok(true) => self.take_back_outputs(vec![superseded]),
             Err(e) => tracing::error!(job = %job.id, error = %e, "cannot journal the sent output"),
         }
     }

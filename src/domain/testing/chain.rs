@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use ethers::types::{Address, H256, U256};
 
 use crate::domain::dal::{
-    ignore_sent, ChainError, ChainReader, ChainWriter, MockChainReader, MockChainWriter,
-    OutputPlan, Revert, Store, TxOutcome,
+    ignore_sent, ChainError, ChainReader, ChainWriter, MockChainReader, MockChainWriter, OnSent,
+    OutputPlan, Revert, Store, TakeBack, TxOutcome,
 };
 use crate::domain::eip712::{output_digest, recover};
-use crate::domain::model::{Job, JobOrigin, JobState, SignedOutput};
+use crate::domain::model::{Job, JobOrigin, JobState, SentTx, SignedOutput};
 
 /// The address of a gas key, or why it is not one (as `ChainWriter::set_gas_key` answers).
 pub fn gas_key_address(secret: [u8; 32]) -> Result<Address, ChainError> {
@@ -46,7 +46,20 @@ pub struct ChainScript {
     pub slash_answers: Arc<Mutex<Vec<Result<TxOutcome, ChainError>>>>,
     /// The journal's state of each output's job right after its transaction was broadcast.
     pub journal_when_sent: Arc<Mutex<Vec<JobState>>>,
+    /// Each transaction whose nonce the domain asked to take back.
+    pub taken_back: Arc<Mutex<Vec<SentTx>>>,
     rules: Option<Arc<ChainRules>>,
+}
+
+/// An output transaction of the stub gas account, as a chain writer reports it.
+pub fn sent_tx(tx_hash: H256, nonce: u64) -> SentTx {
+    SentTx {
+        tx_hash,
+        from: Address::repeat_byte(0x6a),
+        nonce: U256::from(nonce),
+        max_fee_per_gas: U256::from(2_000_000_000u64),
+        max_priority_fee_per_gas: Some(U256::from(1_000_000_000u64)),
+    }
 }
 
 pub fn mined() -> Result<TxOutcome, ChainError> {
@@ -81,6 +94,9 @@ impl ChainScript {
         let journal_when_sent = self.journal_when_sent.clone();
         let (k, rules) = (key.clone(), self.rules.clone());
         let submitted: Arc<Mutex<HashSet<(U256, Address)>>> = Arc::default();
+        // The hashes of the outputs mined under `rules`.
+        let mined_txs: Arc<Mutex<HashSet<H256>>> = Arc::default();
+        let m = mined_txs.clone();
         chain
             .expect_submit_output()
             .returning(move |output, plan, sent| {
@@ -89,19 +105,56 @@ impl ChainScript {
                 }
                 outputs.lock().unwrap().push(output.clone());
                 plans.lock().unwrap().push(plan);
-                sent.sent(H256::from_low_u64_be(output.job_id.low_u64()));
-                if let Ok(Some(record)) = store.job(output.job_id) {
-                    journal_when_sent.lock().unwrap().push(record.state);
+                let Some(rules) = &rules else {
+                    sent.sent(sent_tx(H256::from_low_u64_be(output.job_id.low_u64()), 0));
+                    if let Ok(Some(record)) = store.job(output.job_id) {
+                        journal_when_sent.lock().unwrap().push(record.state);
+                    }
+                    let mut answers = answers.lock().unwrap();
+                    return if answers.is_empty() {
+                        mined()
+                    } else {
+                        answers.remove(0)
+                    };
+                };
+                let outcome = rules.submit(output, &submitted);
+                if let Ok(TxOutcome::Mined { tx_hash, .. }) = &outcome {
+                    let mut mined = m.lock().unwrap();
+                    sent.sent(SentTx {
+                        tx_hash: *tx_hash,
+                        from: k.lock().unwrap().unwrap_or_default(),
+                        nonce: U256::from(mined.len()),
+                        ..sent_tx(*tx_hash, 0)
+                    });
+                    mined.insert(*tx_hash);
                 }
-                let mut answers = answers.lock().unwrap();
-                if !answers.is_empty() {
-                    return answers.remove(0);
-                }
-                match &rules {
-                    Some(rules) => rules.submit(output, &submitted),
-                    None => mined(),
-                }
+                outcome
             });
+        let (taken_back, k, rules) = (self.taken_back.clone(), key.clone(), self.rules.clone());
+        chain.expect_take_back().returning(move |tx| {
+            taken_back.lock().unwrap().push(*tx);
+            if rules.is_none() {
+                return Ok(TakeBack::TakenBack {
+                    transfer: H256::repeat_byte(0x7b),
+                    gas_used: 21_000,
+                });
+            }
+            let Some(gas) = *k.lock().unwrap() else {
+                return Err(ChainError::NoGasKey);
+            };
+            Ok(if tx.from != gas {
+                TakeBack::OtherKey
+            } else if mined_txs.lock().unwrap().contains(&tx.tx_hash) {
+                TakeBack::OutputMined {
+                    tx_hash: tx.tx_hash,
+                }
+            } else {
+                TakeBack::TakenBack {
+                    transfer: H256::repeat_byte(0x7b),
+                    gas_used: 21_000,
+                }
+            })
+        });
         let (slashes, answers) = (self.slashes.clone(), self.slash_answers.clone());
         let rules = self.rules.clone();
         chain
@@ -177,10 +230,14 @@ impl ChainRules {
         if !self.selected.contains(&signer) {
             return reverted(Revert::NotSelectedExecutor);
         }
-        if !submitted.lock().unwrap().insert((output.job_id, signer)) {
+        let mut submitted = submitted.lock().unwrap();
+        if !submitted.insert((output.job_id, signer)) {
             return reverted(Revert::AlreadySubmittedOutput);
         }
-        mined()
+        Ok(TxOutcome::Mined {
+            tx_hash: H256::from_low_u64_be(submitted.len() as u64),
+            gas_used: 50_000,
+        })
     }
 
     fn slash(&self, job_id: U256) -> Result<TxOutcome, ChainError> {
@@ -228,6 +285,14 @@ pub async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) 
         writer.slash_on_execution_timeout(case.open_job).await,
         Err(ChainError::NoGasKey)
     );
+    let stranger = SentTx {
+        tx_hash: H256::repeat_byte(0x5e),
+        from: Address::repeat_byte(0x5e),
+        nonce: U256::zero(),
+        max_fee_per_gas: U256::from(1_000_000_000u64),
+        max_priority_fee_per_gas: None,
+    };
+    assert_eq!(writer.take_back(&stranger).await, Err(ChainError::NoGasKey));
     for invalid in [[0u8; 32], [0xff; 32]] {
         assert!(
             matches!(writer.set_gas_key(invalid), Err(ChainError::InvalidKey(_))),
@@ -240,10 +305,25 @@ pub async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) 
     assert_eq!(writer.set_gas_key(case.gas_secret), Ok(expected));
     assert_eq!(writer.gas_address(), Some(expected));
 
-    let first = writer
-        .submit_output(&case.output, case.plan, ignore_sent())
-        .await;
+    let sent: Arc<Mutex<Vec<SentTx>>> = Arc::default();
+    let heard: Arc<dyn OnSent> = {
+        let sent = sent.clone();
+        Arc::new(move |tx: SentTx| sent.lock().unwrap().push(tx))
+    };
+    let first = writer.submit_output(&case.output, case.plan, heard).await;
     assert!(is_mined(&first), "a valid output is mined: {first:?}");
+    let sent = sent.lock().unwrap().clone();
+    let Ok(TxOutcome::Mined { tx_hash, .. }) = first else {
+        unreachable!()
+    };
+    assert_eq!(sent.len(), 1, "the broadcast is heard once: {sent:?}");
+    assert_eq!((sent[0].tx_hash, sent[0].from), (tx_hash, expected));
+    // A mined output cannot be taken back; one of another gas key is not ours to replace.
+    assert_eq!(
+        writer.take_back(&sent[0]).await,
+        Ok(TakeBack::OutputMined { tx_hash })
+    );
+    assert_eq!(writer.take_back(&stranger).await, Ok(TakeBack::OtherKey));
     let again = writer
         .submit_output(&case.output, case.plan, ignore_sent())
         .await;

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use ethers::types::{Address, H256, U256};
 
 use crate::domain::dal::{JobOrder, JobQuery, MockStore, Store};
-use crate::domain::model::{ChainStatus, Deployment, ErrorCode, JobRecord, JobState, SignedOutput};
+use crate::domain::model::{
+    ChainStatus, Deployment, ErrorCode, JobRecord, JobState, SentTx, SignedOutput, SupersededOutput,
+};
 
 use super::sample_job;
 
@@ -21,6 +23,7 @@ struct MemoryState {
     status: ChainStatus,
     jobs: BTreeMap<U256, JobRecord>,
     deployment: Option<Deployment>,
+    take_backs: BTreeMap<H256, SupersededOutput>,
 }
 
 /// A `MockStore` that keeps everything in memory, like a store that never fails.
@@ -108,6 +111,19 @@ pub fn memory_store() -> MockStore {
             .collect();
         ended.sort_by_key(|(end, r)| (*end, r.job.id));
         Ok(ended.into_iter().take(limit).map(|(_, r)| r).collect())
+    });
+    with!(expect_take_backs, |s| Ok(s
+        .take_backs
+        .values()
+        .copied()
+        .collect()));
+    with!(expect_put_take_back, |s, output| {
+        s.take_backs.insert(output.tx.tx_hash, *output);
+        Ok(())
+    });
+    with!(expect_remove_take_back, |s, tx_hash| {
+        s.take_backs.remove(&tx_hash);
+        Ok(())
     });
     store.expect_flush().returning(|| Ok(()));
     store
@@ -324,6 +340,29 @@ pub fn store_contract(store: &dyn Store) {
     };
     store.set_deployment(&deployment).unwrap();
     assert_eq!(store.deployment().unwrap(), Some(deployment));
+
+    // Nonces to take back: kept by hash, in hash order, until removed.
+    assert!(store.take_backs().unwrap().is_empty());
+    let sent = |byte: u8, legacy: bool| SupersededOutput {
+        job_id: U256::from(5),
+        tx: SentTx {
+            tx_hash: H256::repeat_byte(byte),
+            from: Address::repeat_byte(0x6a),
+            nonce: U256::from(byte),
+            max_fee_per_gas: U256::from(2_000_000_000u64),
+            max_priority_fee_per_gas: (!legacy).then(|| U256::from(1_000_000_000u64)),
+        },
+    };
+    store.put_take_back(&sent(0xb2, true)).unwrap();
+    store.put_take_back(&sent(0xa1, false)).unwrap();
+    store.put_take_back(&sent(0xa1, false)).unwrap();
+    assert_eq!(
+        store.take_backs().unwrap(),
+        vec![sent(0xa1, false), sent(0xb2, true)]
+    );
+    store.remove_take_back(H256::repeat_byte(0xa1)).unwrap();
+    store.remove_take_back(H256::repeat_byte(0xcc)).unwrap();
+    assert_eq!(store.take_backs().unwrap(), vec![sent(0xb2, true)]);
     store.flush().unwrap();
 }
 
@@ -442,5 +481,19 @@ impl Store for FlakyStore {
     ) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.set_deployment(deployment)
+    }
+    fn take_backs(&self) -> Result<Vec<SupersededOutput>, crate::domain::dal::StoreError> {
+        self.inner.take_backs()
+    }
+    fn put_take_back(
+        &self,
+        output: &SupersededOutput,
+    ) -> Result<(), crate::domain::dal::StoreError> {
+        self.write()?;
+        self.inner.put_take_back(output)
+    }
+    fn remove_take_back(&self, tx_hash: H256) -> Result<(), crate::domain::dal::StoreError> {
+        self.write()?;
+        self.inner.remove_take_back(tx_hash)
     }
 }

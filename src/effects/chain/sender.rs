@@ -10,7 +10,8 @@
 //! the mutex, poll for the receipt. A transaction not mined within `RECEIPT_TIMEOUT` is replaced
 //! (same nonce, fees raised to the market or bumped by `FEE_BUMP_PERCENT`, never above the cap)
 //! for as long as it can still matter; once its deadline passes, the nonce is freed with a
-//! self-transfer. A nonce is never left behind. A receipt with status 0 is an out-of-gas when it
+//! self-transfer. A nonce is never left behind. The same self-transfer takes back the nonce of
+//! an output whose job a reorg superseded (`take_back`). A receipt with status 0 is an out-of-gas when it
 //! used its whole limit, else it is replayed with `eth_call` at its block to learn why.
 
 use std::future::Future;
@@ -34,9 +35,9 @@ use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
 use super::revert::revert_of;
 use crate::config::ChainConfig;
 use crate::domain::dal::{
-    ignore_sent, ChainError, ChainWriter, OnSent, OutputPlan, Revert, TxOutcome,
+    ignore_sent, ChainError, ChainWriter, OnSent, OutputPlan, Revert, TakeBack, TxOutcome,
 };
-use crate::domain::model::SignedOutput;
+use crate::domain::model::{SentTx, SignedOutput};
 
 /// The name of the output call, in logs and for the cost metric.
 const SUBMIT_OUTPUT: &str = "submitOutput";
@@ -113,6 +114,17 @@ fn bump(v: U256, percent: u64) -> U256 {
 }
 
 impl Fees {
+    /// The fees of a transaction that bid `max_fee` per gas, with `priority_fee` (None: legacy).
+    fn of(max_fee: U256, priority_fee: Option<U256>) -> Self {
+        match priority_fee {
+            Some(priority_fee) => Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            },
+            None => Fees::Legacy { gas_price: max_fee },
+        }
+    }
+
     fn bumped(self) -> Self {
         self.map(|v| bump(v, FEE_BUMP_PERCENT))
     }
@@ -306,6 +318,24 @@ impl Call {
             .to(self.to)
             .data(self.data.clone())
             .into()
+    }
+
+    /// What the caller journals of this call's transaction `tx_hash`, sent with `nonce` and `fees`.
+    fn sent(&self, tx_hash: H256, nonce: U256, fees: Fees) -> SentTx {
+        let (max_fee_per_gas, max_priority_fee_per_gas) = match fees {
+            Fees::Eip1559 {
+                max_fee,
+                priority_fee,
+            } => (max_fee, Some(priority_fee)),
+            Fees::Legacy { gas_price } => (gas_price, None),
+        };
+        SentTx {
+            tx_hash,
+            from: self.from,
+            nonce,
+            max_fee_per_gas,
+            max_priority_fee_per_gas,
+        }
     }
 
     /// The self-transfer that takes this call's nonce when the call came too late.
@@ -533,7 +563,7 @@ impl TxSender {
                 | Err(SendFailure::Other(e)) => return Err(e),
             }
         };
-        on_sent.sent(first_hash);
+        on_sent.sent(call.sent(first_hash, nonce, fees));
         self.follow_nonce(
             wallet, call, nonce, gas, fees, first_hash, until_ms, on_sent,
         )
@@ -648,7 +678,7 @@ impl TxSender {
             {
                 Ok(_) => {
                     if !late {
-                        on_sent.sent(hash);
+                        on_sent.sent(call.sent(hash, nonce, next));
                     }
                 }
                 Err(e) => match classify(&e) {
@@ -680,14 +710,149 @@ impl TxSender {
         }
     }
 
-    /// Takes the next nonce and sends the first transaction with it, under the send lock.
-    async fn send_with_new_nonce(
+    /// Takes back the nonce of the output transaction `tx` (see `ChainWriter::take_back`): under
+    /// the send lock, unless the chain has used the nonce or another send of ours holds it, the
+    /// first self-transfer bids above the output (what the journal says it bid, or the node's
+    /// pool if that is more) and later sends go past the nonce; then, as for an output whose
+    /// window closed, the self-transfer is replaced until it is mined.
+    async fn take_back_nonce(
         &self,
         wallet: &LocalWallet,
-        call: &Call,
-        gas: U256,
-        fees: Fees,
-    ) -> Result<(U256, H256), SendFailure> {
+        tx: &SentTx,
+    ) -> Result<TakeBack, ChainError> {
+        let count = |block: BlockNumber| {
+            rpc(
+                "eth_getTransactionCount",
+                self.provider
+                    .get_transaction_count(tx.from, Some(block.into())),
+            )
+        };
+        let output = Call {
+            name: "superseded submitOutput",
+            from: tx.from,
+            to: self.config.jobs_address,
+            data: Bytes::new(),
+        };
+        let transfer = output.cancel();
+        let (fees, first_hash) = {
+            let mut state = self.nonce_state().await;
+            let mined = count(BlockNumber::Latest)
+                .await
+                .map_err(|e| transient("eth_getTransactionCount", e))?;
+            if mined > tx.nonce {
+                drop(state);
+                return self.nonce_taken(tx).await;
+            }
+            let in_pool = rpc(
+                "eth_getTransactionByHash",
+                self.provider.get_transaction(tx.tx_hash),
+            )
+            .await
+            .map_err(|e| transient("eth_getTransactionByHash", e))?;
+            if in_pool.as_ref().is_some_and(|t| t.block_number.is_some()) {
+                return Ok(TakeBack::OutputMined {
+                    tx_hash: tx.tx_hash,
+                });
+            }
+            let pending = count(BlockNumber::Pending)
+                .await
+                .map_err(|e| transient("eth_getTransactionCount", e))?;
+            if in_pool.is_none() && pending > tx.nonce {
+                // The node forgot the output and a later send of ours took its nonce.
+                return Ok(TakeBack::NonceUsed);
+            }
+            if pending < tx.nonce {
+                return Err(ChainError::Transient(format!(
+                    "nonce {} sits behind a nonce gap (the node's next nonce is {pending})",
+                    tx.nonce
+                )));
+            }
+            let journalled = Fees::of(tx.max_fee_per_gas, tx.max_priority_fee_per_gas);
+            let last = match &in_pool {
+                Some(found) => journalled.at_least(Fees::of(
+                    found
+                        .max_fee_per_gas
+                        .or(found.gas_price)
+                        .unwrap_or_default(),
+                    found.max_priority_fee_per_gas,
+                )),
+                None => journalled,
+            };
+            let (market, _) = self.fees().await?;
+            // As for any self-transfer: one bump above the cap, to replace an output at the cap.
+            let limit = self.max_fee_per_gas.map(|cap| bump(cap, FEE_BUMP_PERCENT));
+            let fees = replacement_fees(last, market, limit).ok_or_else(|| {
+                ChainError::Transient(format!(
+                    "the output bid {} gwei: no self-transfer under EXECUTOR_MAX_FEE_PER_GAS_GWEI replaces it",
+                    gwei(last.max_fee())
+                ))
+            })?;
+            let (raw, hash) =
+                self.signed(wallet, &transfer, tx.nonce, U256::from(TRANSFER_GAS), fees)?;
+            if let Err(e) = rpc(
+                "eth_sendRawTransaction",
+                self.provider.send_raw_transaction(raw),
+            )
+            .await
+            {
+                match classify(&e) {
+                    Some(Refusal::Known) => {}
+                    Some(Refusal::NonceTooLow) => {
+                        drop(state);
+                        return self.nonce_taken(tx).await;
+                    }
+                    _ => return Err(transient("eth_sendRawTransaction", e)),
+                }
+            }
+            state.next = Some(state.next.unwrap_or_default().max(tx.nonce + 1));
+            tracing::info!(call = transfer.name, replaces = ?tx.tx_hash, tx_hash = ?hash,
+                nonce = %tx.nonce, max_fee_gwei = %gwei(fees.max_fee()), "output taken back");
+            (fees, hash)
+        };
+        let outcome = self
+            .follow_nonce(
+                wallet,
+                &transfer,
+                tx.nonce,
+                U256::from(TRANSFER_GAS),
+                fees,
+                first_hash,
+                now_ms(),
+                ignore_sent().as_ref(),
+            )
+            .await?;
+        Ok(match outcome {
+            TxOutcome::Mined { tx_hash, gas_used }
+            | TxOutcome::Reverted {
+                tx_hash: Some(tx_hash),
+                gas_used,
+                ..
+            } => TakeBack::TakenBack {
+                transfer: tx_hash,
+                gas_used,
+            },
+            TxOutcome::Reverted { tx_hash: None, .. } => TakeBack::NonceUsed,
+        })
+    }
+
+    /// The chain has used the nonce of `tx`: by `tx` itself, or by another transaction.
+    async fn nonce_taken(&self, tx: &SentTx) -> Result<TakeBack, ChainError> {
+        let receipt = rpc(
+            "eth_getTransactionReceipt",
+            self.provider.get_transaction_receipt(tx.tx_hash),
+        )
+        .await
+        .map_err(|e| transient("eth_getTransactionReceipt", e))?;
+        Ok(match receipt {
+            Some(receipt) if receipt.block_number.is_some() => TakeBack::OutputMined {
+                tx_hash: tx.tx_hash,
+            },
+            _ => TakeBack::NonceUsed,
+        })
+    }
+
+    /// The send lock, holding the nonce state of the current gas key.
+    async fn nonce_state(&self) -> tokio::sync::MutexGuard<'_, NonceState> {
         let mut state = self.nonce.lock().await;
         let generation = self.key_generation.load(Ordering::SeqCst);
         if state.key_generation != generation {
@@ -696,6 +861,18 @@ impl TxSender {
                 next: None,
             };
         }
+        state
+    }
+
+    /// Takes the next nonce and sends the first transaction with it, under the send lock.
+    async fn send_with_new_nonce(
+        &self,
+        wallet: &LocalWallet,
+        call: &Call,
+        gas: U256,
+        fees: Fees,
+    ) -> Result<(U256, H256), SendFailure> {
+        let mut state = self.nonce_state().await;
         let pending = rpc(
             "eth_getTransactionCount",
             self.provider
@@ -712,7 +889,7 @@ impl TxSender {
             self.provider.send_raw_transaction(raw),
         )
         .await;
-        tracing::debug!(target: "job_stage", stage = "sent", call = call.name);
+        tracing::debug!(target: crate::domain::stage::STAGE_TARGET, stage = crate::domain::stage::Stage::Sent.name(), call = call.name);
         match sent {
             Ok(_) => {}
             Err(e) => match classify(&e) {
@@ -989,6 +1166,21 @@ impl ChainWriter for TxSender {
             ignore_sent().as_ref(),
         )
         .await
+    }
+
+    async fn take_back(&self, tx: &SentTx) -> Result<TakeBack, ChainError> {
+        let wallet = self.wallet()?;
+        if wallet.address() != tx.from {
+            return Ok(TakeBack::OtherKey);
+        }
+        let pending = Pending::start(&self.pending);
+        let result = self.take_back_nonce(&wallet, tx).await;
+        drop(pending);
+        match &result {
+            Ok(end) => tracing::info!(tx_hash = ?tx.tx_hash, ?end, "take-back finished"),
+            Err(e) => tracing::warn!(tx_hash = ?tx.tx_hash, error = %e, "take-back failed"),
+        }
+        result
     }
 }
 

@@ -38,6 +38,7 @@ use self::exchange::Answer;
 use self::warm::WarmPool;
 use crate::config::{EgressPolicy, SandboxConfig, SandboxMode};
 use crate::domain::dal::{RunResult, Sandbox, SandboxError, Slot};
+use crate::domain::stage::{Stage, STAGE_TARGET};
 
 /// Longest Unix socket path (sun_path is 108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -317,7 +318,7 @@ impl WorkerdSandbox {
         // workerd has loaded the job (or died trying) once its socket listens.
         let listening = tokio::time::timeout_at(deadline, workerd.listening()).await;
         let ready = listening.is_ok().then(|| started.elapsed());
-        tracing::debug!(target: "job_stage", stage = "sandbox_ready", slot = slot.index);
+        tracing::debug!(target: STAGE_TARGET, stage = Stage::SandboxReady.name(), slot = slot.index);
         let phase = race(
             futures::FutureExt::map(exchange, |answer| answer.map(|a| (a, None))),
             &mut workerd,

@@ -22,6 +22,7 @@ use super::exchange::{self, Answer};
 use super::{classify_exit, race, result_name, Phase, RunDir, RunReport};
 use crate::config::SandboxConfig;
 use crate::domain::dal::{RunResult, SandboxError, Slot};
+use crate::domain::stage::{Stage, STAGE_TARGET};
 
 /// How long a run waits for the job's last log lines when the caller wants them.
 const LOG_WAIT: Duration = Duration::from_millis(200);
@@ -207,7 +208,7 @@ impl WarmPool {
                 ))
             })?;
         let ready = Some(started.elapsed());
-        tracing::debug!(target: "job_stage", stage = "sandbox_ready", slot = slot.index);
+        tracing::debug!(target: STAGE_TARGET, stage = Stage::SandboxReady.name(), slot = slot.index);
         let mut body = Vec::with_capacity(code.len() + input.len());
         body.extend_from_slice(code.as_bytes());
         body.extend_from_slice(input);

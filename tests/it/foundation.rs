@@ -2,7 +2,6 @@
 //! enclave key file, configuration and persistence across a restart; the real adapters of the
 //! store, signer and clock against their port contracts.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use ethers::types::Address;
 use serde_json::{json, Value};
 use serverless_executor::bootstrap::{self, Running};
 use serverless_executor::client::admin;
-use serverless_executor::config::Config;
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::{recover, registration_digest};
 use serverless_executor::domain::testing::{
@@ -28,44 +26,6 @@ const STRANGER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3f
 // A valid secp256k1 secret (anvil's second dev account).
 const GAS_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 const GAS_ADDRESS: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
-
-static NEXT_SERVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn config_for(dir: &Path) -> Config {
-    config_with(dir, &[])
-}
-
-fn config_with(dir: &Path, extra: &[(&str, &str)]) -> Config {
-    let mut raw = HashMap::new();
-    raw.insert("PORT".to_string(), "0".to_string());
-    raw.insert("ADMIN_PORT".to_string(), "0".to_string());
-    for (k, v) in extra {
-        raw.insert(k.to_string(), v.to_string());
-    }
-    raw.insert(
-        "ENCLAVE_KEY_FILE".to_string(),
-        dir.join("enclave.key").display().to_string(),
-    );
-    raw.insert(
-        "DATA_DIR".to_string(),
-        dir.join("data").display().to_string(),
-    );
-    raw.insert("JOB_CAPACITY".to_string(), "4".to_string());
-    raw.insert(
-        "SANDBOX_DIR".to_string(),
-        dir.join("sandbox").display().to_string(),
-    );
-    raw.insert(
-        "CGROUP_PARENT".to_string(),
-        // One parent per server: tests run servers at once, and one's shutdown removes its slots.
-        format!(
-            "serverless-executor-test-{}-{}",
-            std::process::id(),
-            NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
-    );
-    Config::from_map(&raw).expect("test config is valid")
-}
 
 struct Server {
     running: Option<Running>,
@@ -87,7 +47,7 @@ impl Server {
         let enclave = EnclaveKey::load(&dir.join("enclave.key"))
             .unwrap()
             .address();
-        let running = bootstrap::start(config_with(dir, extra))
+        let running = bootstrap::start(crate::common::server::config(dir, extra))
             .await
             .expect("executor starts");
         let base = format!("http://{}", running.api_addr);
@@ -723,7 +683,7 @@ async fn a_bad_key_file_stops_start_up_naming_the_file() {
         if let Some(bytes) = content {
             std::fs::write(&path, bytes).unwrap();
         }
-        let err = match bootstrap::start(config_for(dir.path())).await {
+        let err = match bootstrap::start(crate::common::server::config(dir.path(), &[])).await {
             Ok(_) => panic!("start-up accepted a bad key file"),
             Err(e) => format!("{e:#}"),
         };
@@ -885,7 +845,7 @@ async fn replaced_gas_keys_leave_no_readable_copy_in_the_data_directory() {
     // ...and another enclave key cannot open it: start-up says so instead of using garbage.
     std::fs::remove_file(dir.path().join("enclave.key")).unwrap();
     EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
-    let err = match bootstrap::start(config_for(dir.path())).await {
+    let err = match bootstrap::start(crate::common::server::config(dir.path(), &[])).await {
         Ok(_) => panic!("a store sealed by another enclave key was opened"),
         Err(e) => format!("{e:#}"),
     };

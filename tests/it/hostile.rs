@@ -1,8 +1,6 @@
 //! Attacks on the executor's gas and nonce, performed against real parts: a fresh anvil with the
 //! dev contracts, a real executor (real workerd, HTTP API), hostile job owners and fee spikes.
 
-mod common;
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,13 +14,13 @@ use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::save_code;
 use serverless_executor::domain::model::{JobRecord, JobState};
 
-const FACTORS: &str = include_str!("../examples/factors.js");
-const GAS_BURNER: &str = include_str!("../contracts/artifacts/test/GasBurner.json");
+const FACTORS: &str = include_str!("../../examples/factors.js");
+const GAS_BURNER: &str = include_str!("../../contracts/artifacts/test/GasBurner.json");
 const WAIT: Duration = Duration::from_secs(90);
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, 1).await
+    crate::common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 #[derive(Deserialize)]

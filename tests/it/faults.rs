@@ -3,8 +3,6 @@
 //! TCP proxy, and its journal is corrupted or removed. Each test checks the chain: every job
 //! the executor accepted gets exactly one output from it, whatever happened in between.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +23,7 @@ use serverless_executor::client::jobs::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use common::proxy::Proxy;
+use crate::common::proxy::Proxy;
 
 /// Long enough that a job outlives a kill and restart, short enough for a quick test.
 const BUFFER_SECS: u64 = 60;
@@ -41,7 +39,7 @@ const SLOW_ECHO: &str = r#"export default { async fetch(request) {
 } }"#;
 
 async fn devnet(dir: &Path) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, 1).await
+    crate::common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 fn free_port() -> u16 {

@@ -2,16 +2,12 @@
 //! both listeners (proptest) never panic the server and never get a 5xx; bad input gets a JSON
 //! `{"error"}`; oversize heads are refused; the server stays healthy throughout.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
-use serverless_executor::bootstrap::{self, Running};
-use serverless_executor::config::Config;
-use serverless_executor::effects::signer::EnclaveKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every route of both listeners, with paths that look almost right.
@@ -111,40 +107,6 @@ fn probe() -> impl Strategy<Value = Probe> {
         })
 }
 
-/// Numbers the servers of this process (each gets its own cgroup parent).
-static NEXT_SERVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-async fn start(dir: &std::path::Path) -> Running {
-    EnclaveKey::generate(&dir.join("enclave.key")).unwrap();
-    let raw: HashMap<String, String> = [
-        ("PORT", "0".to_string()),
-        ("ADMIN_PORT", "0".to_string()),
-        (
-            "ENCLAVE_KEY_FILE",
-            dir.join("enclave.key").display().to_string(),
-        ),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-        ("SANDBOX_DIR", dir.join("sandbox").display().to_string()),
-        ("JOB_CAPACITY", "2".to_string()),
-        // The fuzzer sends faster than one client may; the limits have their own tests.
-        ("PUBLIC_RATE_PER_CLIENT", "0".to_string()),
-        (
-            "CGROUP_PARENT",
-            format!(
-                "serverless-executor-fuzz-{}-{}",
-                std::process::id(),
-                NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    bootstrap::start(Config::from_map(&raw).unwrap())
-        .await
-        .expect("executor starts")
-}
-
 async fn send(http: &reqwest::Client, addr: SocketAddr, p: &Probe) -> Result<(), String> {
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).unwrap();
     let mut request = http
@@ -177,7 +139,14 @@ async fn send(http: &reqwest::Client, addr: SocketAddr, p: &Probe) -> Result<(),
 fn random_requests_at_every_route_never_get_a_5xx() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let running = runtime.block_on(start(dir.path()));
+    let running = runtime.block_on(crate::common::server::start(
+        dir.path(),
+        &[
+            ("JOB_CAPACITY", "2"),
+            // The fuzzer sends faster than one client may; the limits have their own tests.
+            ("PUBLIC_RATE_PER_CLIENT", "0"),
+        ],
+    ));
     let (public, admin) = (running.api_addr, running.admin_addr);
     let http = reqwest::Client::new();
     let mut runner = TestRunner::new(ProptestConfig {
@@ -215,7 +184,14 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 fn random_bytes_on_the_wire_never_get_a_5xx_or_stop_the_server() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let running = runtime.block_on(start(dir.path()));
+    let running = runtime.block_on(crate::common::server::start(
+        dir.path(),
+        &[
+            ("JOB_CAPACITY", "2"),
+            // The fuzzer sends faster than one client may; the limits have their own tests.
+            ("PUBLIC_RATE_PER_CLIENT", "0"),
+        ],
+    ));
     let addrs = [running.api_addr, running.admin_addr];
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 100,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use ethers::types::{Address, H256, U256};
 use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::devnet::{Devnet, DevnetOptions};
@@ -16,14 +16,16 @@ use serverless_executor::client::jobs::save_code;
 use serverless_executor::config::SandboxMode;
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::model::{ErrorCode, Job, JobRecord, JobState, SignedOutput};
+use serverless_executor::domain::stage::Stage;
 use serverless_executor::domain::Settings;
 use serverless_executor::effects::signer::EnclaveKey;
 use serverless_executor::effects::store::{SledStore, SEALING_PURPOSE};
 
-use super::{
-    free_port, pct, rss_bytes, start_executor, status_kib, stop_executor, wait_mined, BenchArgs,
-    Creator, StageLog, ECHO_JOB,
-};
+use super::child::{free_port, spawn_executor, start_executor, stop_executor};
+use super::devnet::Creator;
+use super::procfs::{load_average, rss_bytes, status_kib};
+use super::stages::{wait_mined, StageLog};
+use super::{build_kind, pct, BenchArgs, ECHO_JOB};
 
 /// Journalled ids start here, clear of the devnet's own job ids (from 0).
 const FIRST_ID: u64 = 1 << 40;
@@ -176,14 +178,6 @@ async fn latency(http: &reqwest::Client, base: &str, paths: &[String]) -> Result
 /// Start-up, API latency and RSS of an executor (no chain) serving the journal in `exe_dir`.
 async fn api_part(exe_dir: &Path, n: u64) -> Result<()> {
     let (port, admin_port) = (free_port()?, free_port()?);
-    let exe = std::env::current_exe().context("cannot find this executable")?;
-    let mut command = tokio::process::Command::new(exe);
-    command.arg("serve");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("EXECUTOR_") {
-            command.env_remove(name);
-        }
-    }
     let settings = [
         ("PORT", port.to_string()),
         ("ADMIN_PORT", admin_port.to_string()),
@@ -201,23 +195,12 @@ async fn api_part(exe_dir: &Path, n: u64) -> Result<()> {
             format!("serverless-executor-scale-{}", std::process::id()),
         ),
     ];
-    for (k, v) in settings.iter().chain(
-        NO_LIMITS
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect::<Vec<_>>()
-            .iter(),
-    ) {
-        command.env(format!("EXECUTOR_{k}"), v);
-    }
+    let settings = settings
+        .into_iter()
+        .chain(NO_LIMITS.iter().map(|(k, v)| (*k, v.to_string())))
+        .map(|(k, v)| (k.to_string(), v));
     let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start the executor")?;
+    let mut child = spawn_executor(settings, Stdio::inherit())?;
     let pid = child.id().unwrap_or_default();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -355,7 +338,7 @@ async fn flood_part(args: &BenchArgs, dir: &Path, n: u64) -> Result<()> {
                     wait_mined(&log, &id, Duration::from_secs(60)).await?;
                     let mined = log
                         .get(&id)
-                        .and_then(|m| m.get("mined").copied())
+                        .and_then(|m| m.get(&Stage::Mined).copied())
                         .ok_or_else(|| anyhow!("job {id}: no mined mark"))?;
                     ms.push(mined.saturating_sub(sent_us) as f64 / 1000.0);
                 }
@@ -410,22 +393,10 @@ async fn flood_part(args: &BenchArgs, dir: &Path, n: u64) -> Result<()> {
 pub async fn run(args: &BenchArgs, work_dir: &Path) -> Result<()> {
     let n = args.scale_jobs.max(1_000);
     println!("# serverless-executor bench --scale ({n} jobs)");
-    println!(
-        "build:     {}",
-        if cfg!(debug_assertions) {
-            "debug (use --release for representative figures)"
-        } else {
-            "release"
-        }
-    );
+    println!("build:     {}", build_kind());
     println!(
         "load:      {} (1, 5, 15 min, before the bench)",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load_average()
     );
     let dir = work_dir.join("scale");
     let exe_dir = dir.join("executor");

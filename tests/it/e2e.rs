@@ -2,40 +2,28 @@
 //! contracts, and runs real executors (real workerd, real cgroups where allowed) that are
 //! configured over their HTTP API and registered on chain like an operator would.
 
-mod common;
-
 use std::time::Duration;
 
-use anyhow::Result;
 use ethers::middleware::Middleware;
 use ethers::types::{Address, Filter, TransactionRequest, H256, U256};
-use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
+use serverless_executor::client::devnet::Devnet;
 use serverless_executor::client::jobs::{
     create_job, deregister_executor, drain_executor, register_executor, revive_executor, save_code,
-    wait_for_outputs, wait_for_response, AttestationProof, CreatedJob, ExecutorRegistration,
-    JobResponse,
+    wait_for_outputs, AttestationProof, ExecutorRegistration,
 };
 use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::registration_digest;
 use serverless_executor::effects::signer::EnclaveKey;
 
-const FACTORS: &str = include_str!("../examples/factors.js");
+use crate::common::devnet::{answer, executor, job};
+
+const FACTORS: &str = include_str!("../../examples/factors.js");
 const WAIT: Duration = Duration::from_secs(60);
 /// A short buffer keeps settlement tests quick; jobs still have deadline + 5 s to answer.
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
-}
-
-async fn executor(net: &Devnet, account: usize) -> DevExecutor {
-    net.start_executor(ExecutorOptions {
-        account,
-        job_capacity: 4,
-        ..ExecutorOptions::default()
-    })
-    .await
-    .expect("executor starts and registers")
+    crate::common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
 }
 
 /// Registers an enclave that no process serves (it never answers), for `env`.
@@ -81,31 +69,6 @@ async fn save(net: &Devnet, source: &str) -> H256 {
     .expect("code saved")
 }
 
-async fn job(net: &Devnet, codehash: H256, input: &[u8], deadline_ms: u64) -> Result<CreatedJob> {
-    create_job(
-        &net.anvil.http_url(),
-        net.author_key(),
-        net.deployment.jobs,
-        1,
-        codehash,
-        input,
-        deadline_ms,
-    )
-    .await
-}
-
-async fn answer(net: &Devnet, created: &CreatedJob) -> JobResponse {
-    let responses = wait_for_response(
-        &net.anvil.http_url(),
-        net.deployment.jobs,
-        created.job_id,
-        WAIT,
-    )
-    .await
-    .expect("the job is answered");
-    responses.into_iter().next().unwrap()
-}
-
 /// Logs of `SlashedOnExecutionTimeout` for a job.
 async fn slashes(net: &Devnet, job_id: U256) -> usize {
     let provider = serverless_executor::client::provider(&net.anvil.http_url()).unwrap();
@@ -139,7 +102,7 @@ async fn jobs_run_and_every_error_code_lands_on_chain() {
     }
     for (created, expected) in &created {
         assert_eq!(created.selected_executors, vec![ex.enclave]);
-        let r = answer(&net, created).await;
+        let r = answer(&net, created, WAIT).await;
         assert_eq!(r.executor, ex.enclave);
         assert_eq!(String::from_utf8_lossy(&r.output), *expected);
         assert_eq!(r.error_code, 0);
@@ -188,7 +151,7 @@ async fn jobs_run_and_every_error_code_lands_on_chain() {
         (&syntax, 3),
         (&endless, 4),
     ] {
-        let r = answer(&net, created).await;
+        let r = answer(&net, created, WAIT).await;
         assert_eq!(r.error_code, code, "job {}", created.job_id);
         assert!(
             r.output.is_empty(),
@@ -239,7 +202,7 @@ async fn jobs_for_others_are_left_alone_but_settled_after_their_window() {
     }
     let theirs = theirs.expect("the silent executor is selected at some point");
     for created in &ours {
-        assert_eq!(answer(&net, created).await.executor, ex.enclave);
+        assert_eq!(answer(&net, created, WAIT).await.executor, ex.enclave);
     }
 
     // After deadline (1 s) + buffer (5 s) + margin, our executor settles the silent one's job.
@@ -346,7 +309,7 @@ async fn drain_revive_and_deregister_are_obeyed() {
         .unwrap();
     ex.wait_for_status("serving", WAIT).await.unwrap();
     let created = job(&net, factors, br#"{"num":10}"#, 5000).await.unwrap();
-    assert_eq!(answer(&net, &created).await.output, b"2,5");
+    assert_eq!(answer(&net, &created, WAIT).await.output, b"2,5");
 
     drain_executor(&http, &ex.owner_key, executors, ex.enclave)
         .await

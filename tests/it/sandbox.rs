@@ -1,6 +1,7 @@
 //! The sandbox against real workerd and, where this machine allows, real cgroups.
-//! The `Slots` and `Sandbox` contract suites (`domain::testing`) run here against the real
-//! adapters (`CgroupSlots`, `WorkerdSandbox`); the domain's unit tests run them over its stubs.
+//! Run with `cargo test --test it sandbox::`. The `Slots` and `Sandbox` contract suites
+//! (`domain::testing`) run here against the real adapters (`CgroupSlots`, `WorkerdSandbox`); the
+//! domain's unit tests run them over its stubs.
 //! Cgroup-specific assertions print "SKIP: cgroups not available: <why>" when they cannot run.
 //! Every sandbox test runs in both modes (`<test>::process` and `<test>::warm`); the `warm_*`
 //! tests check what only warm slots promise: no state from one job to the next, and a job that

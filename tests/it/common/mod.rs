@@ -3,3 +3,4 @@
 pub mod anvil;
 pub mod devnet;
 pub mod proxy;
+pub mod server;

@@ -8,6 +8,7 @@ use ethers::providers::{Http, Middleware, Provider};
 use ethers::types::{Address, BlockNumber, H256, U256};
 use serverless_executor::client::anvil::Anvil;
 use serverless_executor::client::deploy::{deploy_dev_contracts, DeployParams, Deployment};
+use serverless_executor::client::dev_accounts::DevAccount;
 use serverless_executor::client::jobs::{self, AttestationProof, CreatedJob, ExecutorRegistration};
 use serverless_executor::config::ChainConfig;
 use serverless_executor::domain::dal::EnclaveSigner;
@@ -15,12 +16,12 @@ use serverless_executor::domain::eip712::{output_digest, registration_digest};
 use serverless_executor::domain::model::{ErrorCode, SignedOutput, EXECUTOR_ENV};
 use serverless_executor::effects::signer::EnclaveKey;
 
-/// Dev account indexes of the fixture's roles.
-pub const DEPLOYER: usize = 0;
-pub const JOB_AUTHOR: usize = 1;
-pub const OPERATOR: usize = 2;
-/// The first dev account free for gas keys of executors under test (3..=9).
-pub const FIRST_GAS_ACCOUNT: usize = 3;
+/// Dev account indexes of the fixture's roles, from the one table in `client::dev_accounts`.
+pub const DEPLOYER: usize = DevAccount::Deployer.index();
+pub const JOB_AUTHOR: usize = DevAccount::JobAuthor.index();
+pub const OPERATOR: usize = DevAccount::ExecutorOwner(1).index();
+/// The gas key of executors under test (the next accounts too, for a test's second sender).
+pub const FIRST_GAS_ACCOUNT: usize = DevAccount::ExecutorGas(1).index();
 
 /// anvil + dev contracts.
 pub struct Devnet {

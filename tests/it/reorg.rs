@@ -4,8 +4,6 @@
 //! The new job must run and be answered with its own output, never with the old job's. Also:
 //! a data directory refuses a configuration of another deployment.
 
-mod common;
-
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
@@ -29,7 +27,7 @@ const WAIT_THEN_SAY: &str = r#"export default { async fetch(request) {
 } }"#;
 
 async fn devnet(dir: &std::path::Path) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, 1).await
+    crate::common::devnet::devnet(dir, BUFFER_SECS, 1).await
 }
 
 async fn executor(net: &Devnet, extra: &[(&str, &str)]) -> DevExecutor {
@@ -81,15 +79,19 @@ async fn state(ex: &DevExecutor, id: U256) -> Option<String> {
 }
 
 async fn wait_for_state(ex: &DevExecutor, id: U256, wanted: &str) {
+    wait_for_states(ex, id, &[wanted]).await
+}
+
+async fn wait_for_states(ex: &DevExecutor, id: U256, wanted: &[&str]) {
     let started = tokio::time::Instant::now();
     loop {
         let now = state(ex, id).await;
-        if now.as_deref() == Some(wanted) {
+        if now.as_deref().is_some_and(|now| wanted.contains(&now)) {
             return;
         }
         assert!(
             started.elapsed() < WAIT,
-            "job {id} never reached {wanted} (last: {now:?})"
+            "job {id} never reached {wanted:?} (last: {now:?})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -191,9 +193,7 @@ async fn an_executed_job_replaced_by_a_reorg_is_not_answered_with_its_output() {
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
     // Without gas money the signed output cannot be sent: it stays `executed` (the revert
     // below restores the balance).
-    let gas = serverless_executor::client::wallet(net.anvil.key(ACCOUNT + 5)).unwrap();
-    let gas = ethers::signers::Signer::address(&gas);
-    rpc(&net, "anvil_setBalance", json!([gas, "0x0"])).await;
+    rpc(&net, "anvil_setBalance", json!([gas_address(&net), "0x0"])).await;
     let old = job(&net, code, "0:old").await;
     wait_for_state(&ex, old.job_id, "executed").await;
 
@@ -231,6 +231,95 @@ async fn a_submitted_output_is_not_sent_again_for_the_job_that_replaced_its_job(
 }
 
 #[tokio::test]
+async fn an_output_left_in_the_pool_by_a_reorg_is_taken_back_and_never_answers_the_new_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = devnet(dir.path()).await;
+    let ex = executor(&net, &[]).await;
+    let code = save(&net).await;
+    let gas = gas_address(&net);
+    let fork_block = head(&net).await;
+    let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
+    let old = job(&net, code, "300:old").await;
+    // The output transaction is broadcast and waits in the pool: `submitted`.
+    rpc(&net, "evm_setAutomine", json!([false])).await;
+    wait_for_state(&ex, old.job_id, "submitted").await;
+    let old_tx = submitted_tx(&ex, old.job_id).await;
+    let old_raw = rpc(&net, "eth_getRawTransactionByHash", json!([old_tx])).await;
+    let nonce = rpc(&net, "eth_getTransactionByHash", json!([old_tx])).await["nonce"].clone();
+
+    // The reorg. anvil keeps a pool transaction across `evm_revert` (its nonce is still free)
+    // and would mine it in the new job's own block, before anyone could see that job. Here the
+    // node's pool loses it, and an attacker who kept its bytes sends it again as soon as the new
+    // job is on chain: mined now, it would answer the new job with the old job's output.
+    assert_eq!(
+        rpc(&net, "evm_revert", json!([snapshot])).await,
+        json!(true)
+    );
+    rpc(&net, "anvil_dropTransaction", json!([old_tx])).await;
+    rpc(&net, "evm_setAutomine", json!([true])).await;
+    let new = job(&net, code, "0:new").await;
+    assert_eq!(
+        new.job_id, old.job_id,
+        "the reorg gives the id to another job"
+    );
+    rpc(&net, "evm_setAutomine", json!([false])).await;
+    let replayed = try_rpc(&net, "eth_sendRawTransaction", json!([old_raw])).await;
+    println!("the attacker sends the old output again: {replayed:?}");
+    // Once the executor has seen the new job its output is sent; the old output's nonce was
+    // taken back before that (a self-transfer replaces it in the pool, or is mined already).
+    wait_for_states(&ex, new.job_id, &["submitted", "confirmed"]).await;
+    rpc(&net, "evm_setAutomine", json!([true])).await;
+    rpc(&net, "evm_mine", json!([])).await;
+
+    assert_only_the_new_job_is_answered(&net, &ex, new.job_id).await;
+    assert!(
+        rpc(&net, "eth_getTransactionReceipt", json!([old_tx]))
+            .await
+            .is_null(),
+        "the old output was never mined"
+    );
+    let mut at_nonce = Vec::new();
+    for number in fork_block + 1..=head(&net).await {
+        let block = rpc(
+            &net,
+            "eth_getBlockByNumber",
+            json!([format!("{number:#x}"), true]),
+        )
+        .await;
+        for tx in block["transactions"].as_array().expect("full transactions") {
+            assert_ne!(
+                tx["hash"],
+                json!(old_tx),
+                "the old output is in block {number}"
+            );
+            if tx["from"] == json!(gas) && tx["nonce"] == nonce {
+                at_nonce.push(tx.clone());
+            }
+        }
+    }
+    assert_eq!(
+        at_nonce.len(),
+        1,
+        "one transaction took the nonce: {at_nonce:?}"
+    );
+    let taken = &at_nonce[0];
+    assert_eq!(
+        taken["to"],
+        json!(gas),
+        "a self-transfer took the nonce: {taken}"
+    );
+    assert_eq!(taken["value"], json!("0x0"));
+    assert_eq!(taken["input"], json!("0x"));
+    let count = |block: &'static str| rpc(&net, "eth_getTransactionCount", json!([gas, block]));
+    assert_eq!(
+        count("latest").await,
+        count("pending").await,
+        "no nonce is left behind: nothing of ours waits in the pool"
+    );
+    ex.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_confirmed_job_replaced_by_a_reorg_does_not_swallow_the_new_job() {
     let dir = tempfile::tempdir().unwrap();
     let net = devnet(dir.path()).await;
@@ -256,12 +345,7 @@ async fn a_reorg_while_the_executor_is_down_is_found_at_start() {
     let old = job(&net, code, "0:old").await;
     assert_eq!(answered(&net, old.job_id).await, vec!["old".to_string()]);
     wait_for_state(&ex, old.job_id, "confirmed").await;
-    let cursor_before = serverless_executor::client::provider(&net.anvil.http_url())
-        .unwrap()
-        .get_block_number()
-        .await
-        .unwrap()
-        .as_u64();
+    let cursor_before = head(&net).await;
     ex.stop().await.unwrap();
 
     // While it is down: the reorg, and a new job under the old id in a block below its cursor.
@@ -321,6 +405,41 @@ async fn a_data_directory_of_another_deployment_is_refused_at_start() {
     // Refusing changed nothing: the right configuration still starts on it.
     let running = bootstrap::start(config).await.expect("start again");
     running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// The account that pays the test executor's gas.
+fn gas_address(net: &Devnet) -> Address {
+    let gas = serverless_executor::client::wallet(net.anvil.key(ACCOUNT + 5)).unwrap();
+    ethers::signers::Signer::address(&gas)
+}
+
+async fn head(net: &Devnet) -> u64 {
+    serverless_executor::client::provider(&net.anvil.http_url())
+        .unwrap()
+        .get_block_number()
+        .await
+        .unwrap()
+        .as_u64()
+}
+
+/// A JSON-RPC call whose refusal is an answer, not a failure.
+async fn try_rpc(net: &Devnet, method: &str, params: Value) -> Result<Value, String> {
+    serverless_executor::client::provider(&net.anvil.http_url())
+        .expect("provider")
+        .request::<_, Value>(method, params)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The hash of the output transaction the journal says job `id` last broadcast.
+async fn submitted_tx(ex: &DevExecutor, id: U256) -> H256 {
+    let body: Value = reqwest::get(format!("{}/jobs/{id}", ex.api_url))
+        .await
+        .expect("GET /jobs/{id}")
+        .json()
+        .await
+        .expect("JSON");
+    serde_json::from_value(body["tx_hash"].clone()).expect("a submitted job has a tx_hash")
 }
 
 async fn save(net: &Devnet) -> H256 {

@@ -2,7 +2,7 @@
 //! not delay a job; per-client limits answer 429; pages stay correct while jobs are inserted
 //! and pruned; an old-layout journal is migrated at start; the job routes can be turned off.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,13 +12,14 @@ use ethers::types::{Address, H256, U256};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
-use serverless_executor::bootstrap::{self, Running};
-use serverless_executor::config::{Config, PublicConfig};
+use serverless_executor::bootstrap::Running;
+use serverless_executor::config::PublicConfig;
 use serverless_executor::domain::dal::{
     ChainWriter, EnclaveSigner, JobOrder, JobQuery, Store, StoreError,
 };
 use serverless_executor::domain::model::{
     ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SignedOutput,
+    SupersededOutput,
 };
 use serverless_executor::domain::testing::memory_store as stub_store;
 use serverless_executor::domain::testing::{
@@ -150,6 +151,15 @@ impl Store for GatedListings {
         deployment: &serverless_executor::domain::model::Deployment,
     ) -> Result<(), StoreError> {
         self.inner.set_deployment(deployment)
+    }
+    fn take_backs(&self) -> Result<Vec<SupersededOutput>, StoreError> {
+        self.inner.take_backs()
+    }
+    fn put_take_back(&self, output: &SupersededOutput) -> Result<(), StoreError> {
+        self.inner.put_take_back(output)
+    }
+    fn remove_take_back(&self, tx_hash: H256) -> Result<(), StoreError> {
+        self.inner.remove_take_back(tx_hash)
     }
 }
 
@@ -292,42 +302,11 @@ async fn a_client_with_too_many_requests_in_progress_gets_429() {
     stop.send_replace(true);
 }
 
-/// Numbers the servers of this process (each gets its own cgroup parent).
-static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
-
+/// An executor in `dir` running one job at a time, a new workerd per job.
 async fn start(dir: &Path, extra: &[(&str, &str)]) -> Running {
-    if !dir.join("enclave.key").exists() {
-        EnclaveKey::generate(&dir.join("enclave.key")).unwrap();
-    }
-    let mut raw: HashMap<String, String> = [
-        ("PORT", "0".to_string()),
-        ("ADMIN_PORT", "0".to_string()),
-        (
-            "ENCLAVE_KEY_FILE",
-            dir.join("enclave.key").display().to_string(),
-        ),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-        ("SANDBOX_DIR", dir.join("sandbox").display().to_string()),
-        ("SANDBOX_MODE", "process".to_string()),
-        ("JOB_CAPACITY", "1".to_string()),
-        (
-            "CGROUP_PARENT",
-            format!(
-                "serverless-executor-scale-{}-{}",
-                std::process::id(),
-                NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
-            ),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    for (k, v) in extra {
-        raw.insert(k.to_string(), v.to_string());
-    }
-    bootstrap::start(Config::from_map(&raw).unwrap())
-        .await
-        .expect("executor starts")
+    let mut overrides = vec![("SANDBOX_MODE", "process"), ("JOB_CAPACITY", "1")];
+    overrides.extend_from_slice(extra);
+    crate::common::server::start(dir, &overrides).await
 }
 
 #[tokio::test]

@@ -3,18 +3,15 @@
 //! job ids the chain never had, an enclave key the chain refuses, and the job author's escrow.
 //! Real anvil, real workerd, real HTTP; each test starts its own devnet.
 
-mod common;
-
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
 use ethers::signers::{LocalWallet, Signer};
 use ethers::types::{Address, Filter, TransactionRequest, H256, U256};
 use serverless_executor::client::deploy::revoke_dev_image;
-use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
+use serverless_executor::client::devnet::{Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
-    create_job, save_code, save_code_as, wait_for_outputs, wait_for_response, CodeForm, CreatedJob,
-    JobResponse,
+    create_job, save_code, save_code_as, wait_for_outputs, CodeForm,
 };
 use serverless_executor::domain::dal::{
     ignore_sent, ChainWriter, OutputPlan, Revert, Store, TxOutcome,
@@ -25,6 +22,8 @@ use serverless_executor::effects::chain::bindings::Erc20;
 use serverless_executor::effects::chain::TxSender;
 use serverless_executor::effects::code_fetch::SAVE_CODE_SELECTOR;
 use serverless_executor::effects::signer::EnclaveKey;
+
+use crate::common::devnet::{answer, executor, job};
 use serverless_executor::effects::store::SledStore;
 
 const ECHO: &str =
@@ -33,43 +32,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const BUFFER_SECS: u64 = 5;
 
 async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
-    common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
-}
-
-async fn executor(net: &Devnet, account: usize) -> DevExecutor {
-    net.start_executor(ExecutorOptions {
-        account,
-        job_capacity: 4,
-        ..ExecutorOptions::default()
-    })
-    .await
-    .expect("executor starts and registers")
-}
-
-async fn job(net: &Devnet, codehash: H256, input: &[u8], deadline_ms: u64) -> CreatedJob {
-    create_job(
-        &net.anvil.http_url(),
-        net.author_key(),
-        net.deployment.jobs,
-        1,
-        codehash,
-        input,
-        deadline_ms,
-    )
-    .await
-    .expect("createJob")
-}
-
-async fn answer(net: &Devnet, created: &CreatedJob) -> JobResponse {
-    wait_for_response(
-        &net.anvil.http_url(),
-        net.deployment.jobs,
-        created.job_id,
-        WAIT,
-    )
-    .await
-    .expect("the job is answered")
-    .remove(0)
+    crate::common::devnet::devnet(dir, BUFFER_SECS, executors_to_select).await
 }
 
 fn now_secs() -> u64 {
@@ -177,8 +140,10 @@ async fn code_saved_in_either_form_is_run_and_bad_calldata_is_error_2() {
         (legacy, "legacy", 0),
         (truncated, "truncated", 2),
     ] {
-        let created = job(&net, codehash, input.as_bytes(), 5000).await;
-        let r = answer(&net, &created).await;
+        let created = job(&net, codehash, input.as_bytes(), 5000)
+            .await
+            .expect("createJob");
+        let r = answer(&net, &created, WAIT).await;
         assert_eq!(r.error_code, code, "{input}");
         let expected: &[u8] = if code == 0 { input.as_bytes() } else { b"" };
         assert_eq!(r.output, expected, "{input}");
@@ -203,7 +168,9 @@ async fn a_job_answered_by_three_is_deleted_and_late_calls_change_nothing() {
     )
     .await
     .unwrap();
-    let created = job(&net, codehash, b"all three", 1000).await;
+    let created = job(&net, codehash, b"all three", 1000)
+        .await
+        .expect("createJob");
     let outputs = wait_for_outputs(
         &net.anvil.http_url(),
         net.deployment.jobs,
@@ -333,7 +300,9 @@ async fn an_executor_whose_key_the_chain_refuses_takes_no_jobs_and_says_why() {
     revoke_dev_image(&net.anvil.http_url(), net.author_key(), &net.deployment)
         .await
         .unwrap();
-    let first = job(&net, codehash, b"first", 2000).await;
+    let first = job(&net, codehash, b"first", 2000)
+        .await
+        .expect("createJob");
     assert_eq!(first.selected_executors, vec![ex.enclave]);
 
     let journal = ex.running.executor.ports().store.clone();
@@ -367,7 +336,9 @@ async fn an_executor_whose_key_the_chain_refuses_takes_no_jobs_and_says_why() {
     assert!(metrics.contains("executor_enclave_refused 1"), "{metrics}");
 
     // The next job that selects it is not run, and its journal says why.
-    let second = job(&net, codehash, b"second", 2000).await;
+    let second = job(&net, codehash, b"second", 2000)
+        .await
+        .expect("createJob");
     let started = tokio::time::Instant::now();
     let record = loop {
         if let Some(record) = journal.job(second.job_id).unwrap() {
@@ -418,7 +389,9 @@ async fn the_client_pays_exactly_the_escrow_and_is_told_what_is_missing() {
     let params = net.options.deploy;
     let price = U256::from(deadline_ms)
         * U256::from(params.execution_fee_per_ms + params.staking_reward_per_ms);
-    let created = job(&net, codehash, b"paid", deadline_ms).await;
+    let created = job(&net, codehash, b"paid", deadline_ms)
+        .await
+        .expect("createJob");
     assert_eq!(
         usdc.balance_of(author).call().await.unwrap(),
         author_before - price,
@@ -432,7 +405,7 @@ async fn the_client_pays_exactly_the_escrow_and_is_told_what_is_missing() {
         U256::zero(),
         "exactly the escrow was approved"
     );
-    assert_eq!(answer(&net, &created).await.output, b"paid");
+    assert_eq!(answer(&net, &created, WAIT).await.output, b"paid");
     assert_eq!(
         usdc.balance_of(owner).call().await.unwrap(),
         owner_before + price,

@@ -4,9 +4,7 @@
 //! `CodeSource` and `ChainReader` contract suites (`domain::testing`) run here against the real
 //! adapters; the domain's unit tests run the same suites over the stubs it uses.
 //!
-//! Run with `cargo test --features mocks --test chain`. Each test starts its own anvil.
-
-mod common;
+//! Run with `cargo test --test it chain::`. Each test starts its own anvil.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,8 +36,10 @@ use serverless_executor::effects::signer::EnclaveKey;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use common::anvil::{random_enclave, sign_output, Devnet, FIRST_GAS_ACCOUNT, JOB_AUTHOR, OPERATOR};
-use common::proxy::Proxy;
+use crate::common::anvil::{
+    random_enclave, sign_output, Devnet, FIRST_GAS_ACCOUNT, JOB_AUTHOR, OPERATOR,
+};
+use crate::common::proxy::Proxy;
 
 const OK_CODE: &str = "export default { fetch() { return new Response(\"ok\"); } };";
 

@@ -416,7 +416,7 @@ async fn a_live_executor_exports_what_monitoring_reads_and_shows_its_status_page
     let rpc = net.anvil.http_url();
 
     // One job answered, so the page has a job and the output cost is measured.
-    let code = include_str!("../examples/factors.js");
+    let code = include_str!("../../examples/factors.js");
     let codehash = save_code(&rpc, net.author_key(), net.deployment.user_code, code)
         .await
         .unwrap();
