@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
-use ethers::signers::Signer;
 use ethers::types::{Address, BlockNumber, TransactionRequest, H256, U256};
 use serverless_executor::client;
 use serverless_executor::client::deploy::DeployParams;

@@ -10,11 +10,13 @@ use crate::domain::dal::{CodeFetchError, CodeSource, MockCodeSource};
 /// The code every domain test job runs (the stub sandbox does not read it).
 pub const JOB_CODE: &str = "export default {}";
 
+/// A transaction as `code_on_chain` sees it: its hash, and the code it saved or why it is not a
+/// UserCode call.
+pub type CodeTransaction = (H256, Result<String, CodeFetchError>);
+
 /// A code source over the transactions in `transactions` (by hash: the code they saved, or why
 /// they are not a UserCode call); any other hash is not a transaction.
-pub fn code_on_chain(
-    transactions: impl IntoIterator<Item = (H256, Result<String, CodeFetchError>)>,
-) -> MockCodeSource {
+pub fn code_on_chain(transactions: impl IntoIterator<Item = CodeTransaction>) -> MockCodeSource {
     let answers: HashMap<H256, Result<String, CodeFetchError>> = transactions.into_iter().collect();
     let mut code = MockCodeSource::new();
     code.expect_fetch_code().returning(move |hash| {
@@ -66,7 +68,7 @@ pub async fn code_source_contract(source: &dyn CodeSource, case: &CodeCase) {
 }
 
 /// A `CodeCase` and the transactions that make it true, for `code_on_chain`.
-pub fn code_on_chain_case() -> (CodeCase, Vec<(H256, Result<String, CodeFetchError>)>) {
+pub fn code_on_chain_case() -> (CodeCase, Vec<CodeTransaction>) {
     let case = CodeCase {
         saved: H256::repeat_byte(0x5a),
         source: super::sandbox::OK_JOB.into(),
