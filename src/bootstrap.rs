@@ -273,9 +273,16 @@ pub async fn run(config: Config) -> Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let running = start(config).await?;
     let mut fatal = running.fatal.clone();
+    let reported = async {
+        match fatal.wait_for(Option::is_some).await {
+            Ok(failure) => failure.clone(),
+            // No one left to report one (the chain is not followed): serve until a signal.
+            Err(_) => std::future::pending().await,
+        }
+    };
     let failure = tokio::select! {
         signal = wait_for_signal() => { signal?; None }
-        failure = fatal.wait_for(Option::is_some) => failure.ok().and_then(|f| f.clone()),
+        failure = reported => failure,
     };
     if let Some(reason) = failure {
         // Jobs in flight finish (they may not need the store); then exit non-zero.

@@ -222,6 +222,8 @@ impl Devnet {
             .options
             .work_dir
             .join(format!("attestation-{account}-{enclave:?}.json"));
+        std::fs::create_dir_all(&self.options.work_dir)
+            .with_context(|| format!("cannot create {}", self.options.work_dir.display()))?;
         std::fs::write(
             &attestation_file,
             register::dev_attestation_json(public_key).to_string(),

@@ -61,8 +61,9 @@ pub trait Store: Send + Sync {
     /// Removes a job and its index entries; durable at the next `flush` or `put_job`.
     fn remove_job(&self, id: U256) -> Result<(), StoreError>;
     /// One page of the journal: at most `query.limit` jobs past `query.after` in `query.order`,
-    /// only those in `query.state` if given. Touches about as many records as it returns.
-    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError>;
+    /// only those in `query.state` if given. Touches about as many records as it returns, or a
+    /// bounded number of them (then `JobSlice::resume_after` says where it stopped).
+    fn list_jobs(&self, query: &JobQuery) -> Result<JobSlice, StoreError>;
     /// Every job for which `JobRecord::is_open` holds, in id order: what recovery resumes.
     fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
     /// At most `limit` jobs whose execution time ended (`execStartTime*1000 + deadline`, the
@@ -86,6 +87,15 @@ pub trait Store: Send + Sync {
     fn put_take_back(&self, output: &SupersededOutput) -> Result<(), StoreError>;
     /// Removes one, durably; nothing happens if it is unknown.
     fn remove_take_back(&self, tx_hash: H256) -> Result<(), StoreError>;
+}
+
+/// What `Store::list_jobs` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobSlice {
+    pub records: Vec<JobRecord>,
+    /// Set when the store stopped looking before the page was full and before the end of the
+    /// journal (it reads a bounded number of records per page): the next page starts past it.
+    pub resume_after: Option<U256>,
 }
 
 /// The order of a page of jobs, by job id.

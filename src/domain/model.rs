@@ -60,9 +60,27 @@ pub struct Job {
     pub selected_executors: Vec<Address>,
     /// `execStartTime`: the timestamp (unix seconds) of the block that created the job.
     pub exec_start_time: u64,
-    /// The `JobCreated` log that announced it (None in records written before it was kept).
+    /// The `JobCreated` log that announced it (None in records written before it was kept, and
+    /// in compact records).
     #[serde(default)]
     pub origin: Option<JobOrigin>,
+    /// Set in a compact record (a job that does not select us, see `JobRecord::trimmed`): its
+    /// owner, codehash, inputs, selected addresses and origin are not kept (zero or empty
+    /// here); their digest and the number of selected executors stand in for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<JobDigest>,
+}
+
+/// What a compact record keeps of a job's terms: enough to settle it and to tell it from
+/// another job a reorg gave the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDigest {
+    /// `Job::identity` of the full job, over its origin when it had one.
+    pub identity: H256,
+    /// Whether `identity` covers an origin (records older than origins have none).
+    pub with_origin: bool,
+    /// How many executors the job selected (counted up to 255: past 3 more change nothing).
+    pub selected_count: u8,
 }
 
 /// Where a job was announced: its `JobCreated` log. A reorg can give a job id to another job,
@@ -85,22 +103,99 @@ impl Job {
             .saturating_add(execution_buffer_secs.saturating_mul(1000))
     }
 
+    /// Whether `enclave` is among the selected executors (never, for a compact record: only
+    /// jobs that do not select us are compacted).
     pub fn selects(&self, enclave: Address) -> bool {
         self.selected_executors.contains(&enclave)
+    }
+
+    /// How many executors the job selected.
+    pub fn selected_count(&self) -> usize {
+        match self.compact {
+            Some(digest) => usize::from(digest.selected_count),
+            None => self.selected_executors.len(),
+        }
     }
 
     /// Whether `output_count` outputs leave nothing to settle: every selected executor answered,
     /// or the published Jobs deleted the job (at its 3rd output, whatever it selected).
     pub fn fully_answered(&self, output_count: u8) -> bool {
         let count = usize::from(output_count);
-        count >= self.selected_executors.len() || count >= OUTPUTS_THAT_DELETE_A_JOB
+        count >= self.selected_count() || count >= OUTPUTS_THAT_DELETE_A_JOB
+    }
+
+    /// A digest of what makes this job this job: id, env, owner, codehash, deadline, selected
+    /// executors, `execStartTime` and, `with_origin` (and it has one), its creating log. Not the
+    /// inputs: the origin's block hash already commits to them, and a final record has dropped
+    /// them. For a full job only (a compact one keeps the digest it was given).
+    pub fn identity(&self, with_origin: bool) -> H256 {
+        let mut bytes = Vec::with_capacity(160 + 20 * self.selected_executors.len());
+        bytes.extend_from_slice(b"serverless-executor job identity v1");
+        let mut id = [0u8; 32];
+        self.id.to_big_endian(&mut id);
+        bytes.extend_from_slice(&id);
+        bytes.push(self.env);
+        bytes.extend_from_slice(self.owner.as_bytes());
+        bytes.extend_from_slice(self.codehash.as_bytes());
+        bytes.extend_from_slice(&self.deadline_ms.to_be_bytes());
+        bytes.extend_from_slice(&self.exec_start_time.to_be_bytes());
+        bytes.extend_from_slice(&(self.selected_executors.len() as u64).to_be_bytes());
+        for executor in &self.selected_executors {
+            bytes.extend_from_slice(executor.as_bytes());
+        }
+        match self.origin.filter(|_| with_origin) {
+            Some(origin) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&origin.block_number.to_be_bytes());
+                bytes.extend_from_slice(origin.block_hash.as_bytes());
+                bytes.extend_from_slice(origin.tx_hash.as_bytes());
+                bytes.extend_from_slice(&origin.log_index.to_be_bytes());
+            }
+            None => bytes.push(0),
+        }
+        H256(ethers::utils::keccak256(bytes))
+    }
+
+    /// This job as a compact record keeps it: id, env, deadline and `execStartTime` (the
+    /// window), and the digest of the rest in place of the rest. Compacting twice changes nothing.
+    pub fn compacted(self) -> Job {
+        if self.compact.is_some() {
+            return self;
+        }
+        let with_origin = self.origin.is_some();
+        let digest = JobDigest {
+            identity: self.identity(with_origin),
+            with_origin,
+            selected_count: u8::try_from(self.selected_executors.len()).unwrap_or(u8::MAX),
+        };
+        Job {
+            id: self.id,
+            env: self.env,
+            owner: Address::zero(),
+            codehash: H256::zero(),
+            code_inputs: Vec::new(),
+            deadline_ms: self.deadline_ms,
+            selected_executors: Vec::new(),
+            exec_start_time: self.exec_start_time,
+            origin: None,
+            compact: Some(digest),
+        }
     }
 
     /// Whether `other` is this very job, not another one that a reorg gave the same id: same
     /// id, code, inputs and terms, and the same creating log (the block time where a record
     /// predates origins). The journal drops the inputs of a job in a final state (`trimmed`), so
     /// empty inputs on one side compare as unknown; the creating log still tells jobs apart.
+    ///
+    /// A compact record is compared by its digest: the other job's must be the same (a full
+    /// job with no origin never matches a digest that covers one).
     pub fn same_job(&self, other: &Job) -> bool {
+        match (self.compact, other.compact) {
+            (None, None) => {}
+            (Some(a), Some(b)) => return self.id == other.id && a == b,
+            (Some(digest), None) => return other.matches(digest),
+            (None, Some(digest)) => return self.matches(digest),
+        }
         let same_origin = match (self.origin, other.origin) {
             (Some(a), Some(b)) => a == b,
             _ => self.exec_start_time == other.exec_start_time,
@@ -116,6 +211,12 @@ impl Job {
             && self.deadline_ms == other.deadline_ms
             && self.selected_executors == other.selected_executors
             && same_origin
+    }
+
+    /// Whether this full job is the one `digest` was taken of.
+    fn matches(&self, digest: JobDigest) -> bool {
+        (self.origin.is_some() || !digest.with_origin)
+            && self.identity(digest.with_origin) == digest.identity
     }
 }
 
@@ -433,7 +534,9 @@ impl JobRecord {
     }
 
     /// What the journal keeps of this record: a job that will never run here again (not ours,
-    /// answered, or given up) loses its inputs, which can be large and are needed only to run it.
+    /// answered, or given up) loses its inputs, which can be large and are needed only to run it;
+    /// a job that does not select us (observed) is kept compact (`Job::compacted`): what
+    /// settlement needs, and a digest of the rest to tell it from another job with its id.
     /// A confirmed job has nothing left to take back: its transactions go too.
     pub fn trimmed(mut self) -> Self {
         if self.state.is_final() {
@@ -441,6 +544,9 @@ impl JobRecord {
         }
         if matches!(self.state, JobState::Confirmed { .. }) {
             self.sent = Vec::new();
+        }
+        if self.state == JobState::Observed {
+            self.job = self.job.compacted();
         }
         self
     }
@@ -492,6 +598,7 @@ mod tests {
             selected_executors: vec![],
             exec_start_time: 100,
             origin: None,
+            compact: None,
         };
         assert_eq!(job.window_end_ms(20), 100_000 + 1500 + 20_000);
     }
@@ -508,6 +615,7 @@ mod tests {
             selected_executors: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
             exec_start_time: 0,
             origin: None,
+            compact: None,
         };
         assert!(!job.fully_answered(1));
         assert!(job.fully_answered(2));

@@ -17,8 +17,10 @@ use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
-use crate::domain::dal::{JobOrder, JobQuery, Store, StoreError};
-use crate::domain::model::{ChainStatus, Deployment, JobRecord, SupersededOutput, JOB_STATES};
+use crate::domain::dal::{JobOrder, JobQuery, JobSlice, Store, StoreError};
+use crate::domain::model::{
+    ChainStatus, Deployment, Job, JobDigest, JobRecord, JobState, SupersededOutput, JOB_STATES,
+};
 
 const OWNER: &str = "config/owner";
 /// Where earlier versions kept the gas key in clear, inside sled (migrated at open).
@@ -41,20 +43,27 @@ const OPEN_TREE: &str = "jobs_open";
 const BY_END_TREE: &str = "jobs_by_end";
 /// Output transactions of superseded jobs whose nonces are still to be taken back.
 const TAKE_BACKS_TREE: &str = "take_backs";
-/// The journal's layout version; absent in stores written before the indexes existed.
+/// The journal's layout version; absent in stores written before the indexes existed, 2 in
+/// those written before others' jobs were kept compact.
 const LAYOUT: &str = "journal/layout";
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
 /// sled's page cache: it keeps hot records in memory and bounds the executor's RSS.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// The value of index entries: the key says it all.
 const EMPTY: &[u8] = &[];
 /// Records written per batch when migrating or importing.
 const BATCH: usize = 10_000;
+/// Observed jobs (most of the journal) have no entry in `jobs_by_state`: a page of them is read
+/// from `jobs` by the first byte of each record, and reads at most this many records.
+const OBSERVED_SCAN: usize = 10_000;
+/// The code of `JobState::Observed` in `jobs_by_state` keys (`JOB_STATES`), never written.
+const OBSERVED: u8 = 0;
 
 pub struct SledStore {
     db: sled::Db,
     jobs: sled::Tree,
-    /// `state code (1 byte) ‖ job id` → empty: the jobs in each state.
+    /// `state code (1 byte) ‖ job id` → empty: the jobs in each state but observed (see
+    /// `OBSERVED_SCAN`).
     by_state: sled::Tree,
     /// `job id` → empty: the jobs recovery must look at (`JobRecord::is_open`).
     open: sled::Tree,
@@ -104,9 +113,91 @@ fn end_key(end_ms: u64, id: U256) -> [u8; 40] {
     key
 }
 
+/// The first byte of a compact record (a job that does not select us); a JSON record starts
+/// with `{`.
+const COMPACT_V1: u8 = 1;
+/// version ‖ execStartTime (8) ‖ deadline ms (8) ‖ env ‖ selected count ‖ outputs seen ‖
+/// flags ‖ identity digest (32) ‖ gas spent (8); the job id is the key.
+const COMPACT_LEN: usize = 1 + 8 + 8 + 1 + 1 + 1 + 1 + 32 + 8;
+const SETTLED: u8 = 1;
+const SLASH_SENT: u8 = 2;
+const SLASHED: u8 = 4;
+const WITH_ORIGIN: u8 = 8;
+
+/// A record as the `jobs` tree stores it: an observed job (`JobRecord::trimmed` made it
+/// compact) in `COMPACT_LEN` bytes, any other as JSON.
+fn encode(record: &JobRecord) -> Result<Vec<u8>, StoreError> {
+    let Some(digest) = record
+        .job
+        .compact
+        .filter(|_| record.state == JobState::Observed)
+    else {
+        return serde_json::to_vec(record).map_err(io);
+    };
+    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+    let mut out = Vec::with_capacity(COMPACT_LEN);
+    out.push(COMPACT_V1);
+    out.extend_from_slice(&record.job.exec_start_time.to_be_bytes());
+    out.extend_from_slice(&record.job.deadline_ms.to_be_bytes());
+    out.push(record.job.env);
+    out.push(digest.selected_count);
+    out.push(record.output_count);
+    out.push(
+        flag(record.settled, SETTLED)
+            | flag(record.slash_sent, SLASH_SENT)
+            | flag(record.slashed, SLASHED)
+            | flag(digest.with_origin, WITH_ORIGIN),
+    );
+    out.extend_from_slice(digest.identity.as_bytes());
+    out.extend_from_slice(&record.gas_spent.to_be_bytes());
+    Ok(out)
+}
+
 fn decode(key: &[u8], value: &[u8]) -> Result<JobRecord, StoreError> {
-    serde_json::from_slice(value)
-        .map_err(|e| corrupt(&format!("jobs/{}", U256::from_big_endian(key)), e))
+    let id = U256::from_big_endian(key);
+    let bad = |reason: &dyn std::fmt::Display| corrupt(&format!("jobs/{id}"), reason);
+    if value.first() != Some(&COMPACT_V1) {
+        return serde_json::from_slice(value).map_err(|e| bad(&e));
+    }
+    if value.len() != COMPACT_LEN {
+        return Err(bad(&format!(
+            "a compact record of {} bytes, not {COMPACT_LEN}",
+            value.len()
+        )));
+    }
+    let u64_at = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&value[at..at + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    let flags = value[20];
+    let job = Job {
+        id,
+        env: value[17],
+        owner: Address::zero(),
+        codehash: H256::zero(),
+        code_inputs: Vec::new(),
+        deadline_ms: u64_at(9),
+        selected_executors: Vec::new(),
+        exec_start_time: u64_at(1),
+        origin: None,
+        compact: Some(JobDigest {
+            identity: H256::from_slice(&value[21..53]),
+            with_origin: flags & WITH_ORIGIN != 0,
+            selected_count: value[18],
+        }),
+    };
+    Ok(JobRecord {
+        job,
+        state: JobState::Observed,
+        output_count: value[19],
+        settled: flags & SETTLED != 0,
+        slash_sent: flags & SLASH_SENT != 0,
+        slashed: flags & SLASHED != 0,
+        gas_spent: u64_at(53),
+        // Only our own outputs are sent; an observed job never has any.
+        sent: Vec::new(),
+    })
 }
 
 impl SledStore {
@@ -140,15 +231,20 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Brings a journal written before the indexes existed to the current layout, once: trims
-    /// every record and builds the indexes. Safe to interrupt; it starts over next time.
+    /// Brings a journal of an earlier layout (before the indexes, or before compact records) to
+    /// the current one, once, in batches: trims every record (others' jobs become compact) and
+    /// builds the indexes again. Safe to interrupt: records of either form are read, and it
+    /// starts over next time.
     fn migrate(&self) -> Result<(), StoreError> {
         if self.get_fixed::<8>(LAYOUT)?.map(u64::from_be_bytes) == Some(LAYOUT_VERSION) {
             return Ok(());
         }
         let mut migrated = 0usize;
         if !self.jobs.is_empty() {
-            tracing::info!("journal in the old layout: trimming records and building indexes");
+            tracing::info!(
+                "journal in an old layout: trimming records (others' jobs made compact) and \
+                 building indexes"
+            );
             for tree in [&self.by_state, &self.open, &self.by_end] {
                 tree.clear().map_err(io)?;
             }
@@ -170,7 +266,7 @@ impl SledStore {
             .map_err(io)?;
         self.db.flush().map_err(io)?;
         if migrated > 0 {
-            tracing::info!(jobs = migrated, "journal migrated to the indexed layout");
+            tracing::info!(jobs = migrated, "journal migrated to the current layout");
         }
         Ok(())
     }
@@ -188,9 +284,11 @@ impl SledStore {
         for record in records {
             let record = record.clone().trimmed();
             let id = record.job.id;
-            let value = serde_json::to_vec(&record).map_err(io)?;
+            let value = encode(&record)?;
             jobs.insert(&job_key(id), value);
-            by_state.insert(&state_key(record.state.code(), id)[..], EMPTY);
+            if record.state.code() != OBSERVED {
+                by_state.insert(&state_key(record.state.code(), id)[..], EMPTY);
+            }
             if record.is_open() {
                 open.insert(&job_key(id), EMPTY);
             }
@@ -454,7 +552,7 @@ impl Store for SledStore {
     fn put_job(&self, record: &JobRecord) -> Result<(), StoreError> {
         let record = record.clone().trimmed();
         let id = record.job.id;
-        let value = serde_json::to_vec(&record).map_err(io)?;
+        let value = encode(&record)?;
         let state = record.state.code();
         let is_open = record.is_open();
         let end = end_key(job_end_ms(&record), id);
@@ -467,7 +565,9 @@ impl Store for SledStore {
                         by_state.remove(&state_key(other, id)[..])?;
                     }
                 }
-                by_state.insert(&state_key(state, id)[..], EMPTY)?;
+                if state != OBSERVED {
+                    by_state.insert(&state_key(state, id)[..], EMPTY)?;
+                }
                 if is_open {
                     open.insert(&job_key(id), EMPTY)?;
                 } else {
@@ -506,9 +606,18 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError> {
+    fn list_jobs(&self, query: &JobQuery) -> Result<JobSlice, StoreError> {
         let descending = query.order == JobOrder::Descending;
-        let Some(state) = query.state else {
+        let code = match query.state {
+            None => None,
+            Some(state) => Some(
+                JOB_STATES
+                    .iter()
+                    .position(|s| *s == state)
+                    .ok_or_else(|| io(format!("unknown job state {state}")))? as u8,
+            ),
+        };
+        let Some(code) = code.filter(|code| *code != OBSERVED) else {
             let range = match (query.after, descending) {
                 (None, _) => self.jobs.range::<&[u8], _>(..),
                 (Some(after), false) => self
@@ -521,18 +630,36 @@ impl Store for SledStore {
             } else {
                 Box::new(range)
             };
-            return entries
-                .take(query.limit)
-                .map(|entry| {
-                    let (key, value) = entry.map_err(io)?;
-                    decode(&key, &value)
-                })
-                .collect();
+            if code.is_none() {
+                let records = entries
+                    .take(query.limit)
+                    .map(|entry| {
+                        let (key, value) = entry.map_err(io)?;
+                        decode(&key, &value)
+                    })
+                    .collect::<Result<_, _>>()?;
+                return Ok(JobSlice {
+                    records,
+                    resume_after: None,
+                });
+            }
+            // Observed: compact records, told apart by their first byte without decoding.
+            let mut slice = JobSlice::default();
+            for (read, entry) in entries.enumerate() {
+                let (key, value) = entry.map_err(io)?;
+                if value.first() == Some(&COMPACT_V1) {
+                    slice.records.push(decode(&key, &value)?);
+                }
+                if slice.records.len() == query.limit {
+                    break;
+                }
+                if read + 1 == OBSERVED_SCAN {
+                    slice.resume_after = Some(U256::from_big_endian(&key));
+                    break;
+                }
+            }
+            return Ok(slice);
         };
-        let code = JOB_STATES
-            .iter()
-            .position(|s| *s == state)
-            .ok_or_else(|| io(format!("unknown job state {state}")))? as u8;
         let first = state_key(code, U256::zero());
         let last = state_key(code, U256::MAX);
         let (low, high) = match (query.after, descending) {
@@ -553,7 +680,10 @@ impl Store for SledStore {
         } else {
             Box::new(ids)
         };
-        self.records_of(ids, query.limit, |record| query.admits(record))
+        Ok(JobSlice {
+            records: self.records_of(ids, query.limit, |record| query.admits(record))?,
+            resume_after: None,
+        })
     }
 
     fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {

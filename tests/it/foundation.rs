@@ -950,3 +950,66 @@ async fn the_executor_makes_itself_non_dumpable() {
     assert_eq!(dumpable, 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_binary_serves_without_contracts_until_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let port = free_port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_serverless-executor"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EXECUTOR_") {
+            command.env_remove(name);
+        }
+    }
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let mut child = command
+        .arg("serve")
+        .env("EXECUTOR_PORT", port.to_string())
+        .env("EXECUTOR_ADMIN_PORT", free_port().to_string())
+        .env("EXECUTOR_ENCLAVE_KEY_FILE", path("enclave.key"))
+        .env("EXECUTOR_DATA_DIR", path("data"))
+        .env("EXECUTOR_SANDBOX_DIR", path("sandbox"))
+        .env("EXECUTOR_SANDBOX_MODE", "process")
+        .env(
+            "EXECUTOR_CGROUP_PARENT",
+            format!("serverless-executor-no-chain-{}", std::process::id()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let mut answered = 0;
+    for _ in 0..600 {
+        if let Ok(Ok(status)) = child.try_wait().map(|s| s.ok_or(())) {
+            panic!("exited by itself ({status}) with no chain to follow");
+        }
+        if matches!(http.get(&health).send().await, Ok(r) if r.status().is_success()) {
+            answered += 1;
+            if answered == 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, 3, "the executor never served");
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(
+        child.wait().await.unwrap().success(),
+        "a signal stops it cleanly"
+    );
+}

@@ -247,6 +247,7 @@ async fn a_journalled_job_the_chain_never_had_is_given_up_once() {
         // The window closes in ~12 s: time to enrol the executor first.
         exec_start_time: now_secs() + 6,
         origin: None,
+        compact: None,
     };
     {
         let store = SledStore::open(&executor_dir.join("data"), [0; 32]).unwrap();

@@ -15,7 +15,7 @@ use serde_json::Value;
 use serverless_executor::bootstrap::Running;
 use serverless_executor::config::PublicConfig;
 use serverless_executor::domain::dal::{
-    ChainWriter, EnclaveSigner, JobOrder, JobQuery, Store, StoreError,
+    ChainWriter, EnclaveSigner, JobOrder, JobQuery, JobSlice, Store, StoreError,
 };
 use serverless_executor::domain::model::{
     ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SignedOutput,
@@ -123,7 +123,7 @@ impl Store for GatedListings {
     fn remove_job(&self, id: U256) -> Result<(), StoreError> {
         self.inner.remove_job(id)
     }
-    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StoreError> {
+    fn list_jobs(&self, query: &JobQuery) -> Result<JobSlice, StoreError> {
         self.gate.wait();
         self.inner.list_jobs(query)
     }
@@ -626,12 +626,26 @@ fn pages_stay_correct_across_inserts_and_pruning() {
 
 #[test]
 fn an_old_layout_journal_is_migrated_once_at_open() {
+    // Before the indexes (no layout version), and version 2: indexed, others' jobs in full.
+    for layout in [None, Some(2u64)] {
+        migrates_once(layout);
+    }
+}
+
+fn migrates_once(layout: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     // Stores of that age also kept the gas key in clear, in sled: it is sealed at the same open.
     let gas_key = [0x5a; 32];
     let now = now_secs();
+    let mut theirs = sample_job(1, vec![Address::repeat_byte(0xa1)], now);
+    theirs.origin = Some(serverless_executor::domain::model::JobOrigin {
+        block_number: 9,
+        block_hash: H256::repeat_byte(9),
+        tx_hash: H256::repeat_byte(0x99),
+        log_index: 2,
+    });
     let records: Vec<JobRecord> = vec![
-        JobRecord::new(sample_job(1, vec![], now), JobState::Observed),
+        JobRecord::new(theirs.clone(), JobState::Observed),
         JobRecord::new(sample_job(2, vec![], now), JobState::Queued),
         {
             let mut r = JobRecord::new(sample_job(3, vec![], now), confirmed(3));
@@ -639,14 +653,32 @@ fn an_old_layout_journal_is_migrated_once_at_open() {
             r
         },
     ];
+    let key = |id: u64| {
+        let mut key = [0u8; 32];
+        U256::from(id).to_big_endian(&mut key);
+        key
+    };
     {
-        // The layout before the indexes: one tree of JSON records, inputs and all.
+        // One tree of JSON records, inputs and all (version 2 had dropped others' inputs and
+        // kept index entries beside).
         let db = sled::open(dir.path().join("db")).unwrap();
         let jobs = db.open_tree("jobs").unwrap();
         for r in &records {
-            let mut key = [0u8; 32];
-            r.job.id.to_big_endian(&mut key);
-            jobs.insert(key, serde_json::to_vec(r).unwrap()).unwrap();
+            let mut r = r.clone();
+            if layout.is_some() && r.state.is_final() {
+                r.job.code_inputs.clear();
+            }
+            jobs.insert(key(r.job.id.low_u64()), serde_json::to_vec(&r).unwrap())
+                .unwrap();
+        }
+        if let Some(version) = layout {
+            db.insert("journal/layout", &version.to_be_bytes()).unwrap();
+            let mut entry = vec![0u8];
+            entry.extend_from_slice(&key(1));
+            db.open_tree("jobs_by_state")
+                .unwrap()
+                .insert(entry, &[])
+                .unwrap();
         }
         db.insert("config/gas_key", &gas_key[..]).unwrap();
         db.flush().unwrap();
@@ -660,15 +692,26 @@ fn an_old_layout_journal_is_migrated_once_at_open() {
             "the gas key is sealed, not copied"
         );
         let job = |id: u64| store.job(U256::from(id)).unwrap().unwrap();
+        let others = job(1);
         assert!(
-            job(1).job.code_inputs.is_empty(),
-            "others' inputs are dropped"
+            others.job.compact.is_some()
+                && others.job.code_inputs.is_empty()
+                && others.job.selected_executors.is_empty()
+                && others.job.origin.is_none(),
+            "others' jobs are made compact: {others:?}"
         );
+        assert!(
+            others.job.same_job(&theirs),
+            "and still known as the same job"
+        );
+        assert_eq!(others.job.selected_count(), 1);
+        assert_eq!(others.job.window_end_ms(0), theirs.window_end_ms(0));
         assert!(
             job(3).job.code_inputs.is_empty(),
             "confirmed inputs are dropped"
         );
         assert_eq!(job(2).job.code_inputs, records[1].job.code_inputs);
+        assert!(job(2).job.compact.is_none() && job(3).job.compact.is_none());
         let open: Vec<U256> = store
             .open_jobs()
             .unwrap()
@@ -677,18 +720,74 @@ fn an_old_layout_journal_is_migrated_once_at_open() {
             .collect();
         assert_eq!(open, vec![U256::from(1), U256::from(2)]);
         let executor = Executor::new(ports(Arc::new(store)), Settings::default());
-        let page = executor
-            .list_jobs_in(JobOrder::Ascending, Some("queued"), None, 10)
-            .unwrap();
-        assert_eq!(page.jobs.len(), 1);
-        assert_eq!(page.jobs[0].id, U256::from(2));
+        for (state, id) in [("queued", 2), ("observed", 1)] {
+            let page = executor
+                .list_jobs_in(JobOrder::Ascending, Some(state), None, 10)
+                .unwrap();
+            assert_eq!(page.jobs.len(), 1);
+            assert_eq!(page.jobs[0].id, U256::from(id));
+        }
         drop(executor);
-        // The clear copy is gone from sled (read with the store closed).
+        // Read with the store closed: the clear gas key is gone from sled, and the record of
+        // others' job is the compact one.
         std::thread::sleep(Duration::from_millis(200));
         let db = sled::open(dir.path().join("db")).unwrap();
         assert_eq!(db.get("config/gas_key").unwrap(), None);
-        drop(db);
+        let jobs = db.open_tree("jobs").unwrap();
+        let compact = jobs.get(key(1)).unwrap().unwrap();
+        assert!(compact.len() <= 64, "{} bytes", compact.len());
+        assert_eq!(jobs.get(key(2)).unwrap().unwrap().first(), Some(&b'{'));
+        let by_state = db.open_tree("jobs_by_state").unwrap();
+        assert!(
+            by_state.scan_prefix([0u8]).next().is_none(),
+            "observed jobs have no entry by state"
+        );
+        assert_eq!(by_state.len(), 2, "the queued and the confirmed job");
+        drop((jobs, by_state, db));
         // sled lets go of its lock from a background thread.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_page_of_observed_jobs_reads_a_bounded_part_of_the_journal_and_says_where_to_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+    let now = now_secs();
+    // Only our jobs for longer than a page reads, then one observed job.
+    let ours: Vec<JobRecord> = (1..=10_500)
+        .map(|id| JobRecord::new(sample_job(id, vec![], now), confirmed(id)))
+        .collect();
+    store.import_jobs(&ours).unwrap();
+    let theirs = JobRecord::new(sample_job(20_000, vec![], now), JobState::Observed);
+    store.put_job(&theirs).unwrap();
+    let executor = Executor::new(ports(Arc::new(store)), Settings::default());
+    let mut after = None;
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = executor
+            .list_jobs_in(JobOrder::Ascending, Some("observed"), after, 100)
+            .unwrap();
+        pages += 1;
+        found.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![U256::from(20_000)]);
+    assert_eq!(
+        pages, 2,
+        "the first page stops short, and says where to go on"
+    );
+    let newest = executor
+        .list_jobs_in(JobOrder::Descending, Some("observed"), None, 100)
+        .unwrap();
+    assert_eq!(newest.jobs.len(), 1);
+    // It read on through our jobs as far as a page reads: the rest is one more page.
+    let rest = executor
+        .list_jobs_in(JobOrder::Descending, Some("observed"), newest.next, 100)
+        .unwrap();
+    assert!(newest.next.is_some() && rest.jobs.is_empty() && rest.next.is_none());
 }

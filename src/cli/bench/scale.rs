@@ -78,6 +78,7 @@ fn journal_record(i: u64, n: u64, me: Address, now: u64) -> JobRecord {
             tx_hash: H256::from_low_u64_be(u64::MAX - i),
             log_index: 0,
         }),
+        compact: None,
     };
     let output = || SignedOutput {
         job_id: id,

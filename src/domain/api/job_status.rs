@@ -118,18 +118,19 @@ impl Executor {
         }
         let me = self.ports.signer.address();
         // One more than the page says whether another page follows.
-        let records = self.ports.store.list_jobs(&JobQuery {
+        let slice = self.ports.store.list_jobs(&JobQuery {
             state,
             after,
             order,
             limit: limit + 1,
         })?;
-        let mut jobs: Vec<JobStatus> = records.iter().map(|r| JobStatus::of(r, me)).collect();
+        let mut jobs: Vec<JobStatus> = slice.records.iter().map(|r| JobStatus::of(r, me)).collect();
         let next = if jobs.len() > limit {
             jobs.truncate(limit);
             jobs.last().map(|j| j.id)
         } else {
-            None
+            // The store read as far as it reads for one page: the rest may hold more.
+            slice.resume_after
         };
         Ok(JobPage { jobs, next })
     }

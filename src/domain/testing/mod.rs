@@ -42,5 +42,6 @@ pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job 
         selected_executors: selected,
         exec_start_time,
         origin: None,
+        compact: None,
     }
 }

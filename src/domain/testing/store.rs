@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use ethers::types::{Address, H256, U256};
 
-use crate::domain::dal::{JobOrder, JobQuery, MockStore, Store};
+use crate::domain::dal::{JobOrder, JobQuery, JobSlice, MockStore, Store};
 use crate::domain::model::{
     ChainStatus, Deployment, ErrorCode, JobRecord, JobState, SentTx, SignedOutput, SupersededOutput,
 };
@@ -89,9 +89,13 @@ pub fn memory_store() -> MockStore {
     });
     with!(expect_list_jobs, |s, query| {
         let page = s.jobs.values().filter(|r| query.admits(r)).cloned();
-        Ok(match query.order {
+        let records = match query.order {
             JobOrder::Ascending => page.take(query.limit).collect(),
             JobOrder::Descending => page.rev().take(query.limit).collect(),
+        };
+        Ok(JobSlice {
+            records,
+            resume_after: None,
         })
     });
     with!(expect_open_jobs, |s| Ok(s
@@ -188,13 +192,14 @@ pub fn store_contract(store: &dyn Store) {
         limit: 10,
     };
     let ids = |records: Vec<JobRecord>| records.iter().map(|r| r.job.id).collect::<Vec<_>>();
+    let listed = |query: &JobQuery| store.list_jobs(query).unwrap().records;
     assert_eq!(
-        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()),
+        ids(listed(&all(JobOrder::Ascending))),
         vec![U256::from(2), U256::from(300), big],
         "jobs come in id order"
     );
     assert_eq!(
-        ids(store.list_jobs(&all(JobOrder::Descending)).unwrap()),
+        ids(listed(&all(JobOrder::Descending))),
         vec![big, U256::from(300), U256::from(2)],
         "newest first on request"
     );
@@ -226,14 +231,12 @@ pub fn store_contract(store: &dyn Store) {
         "a record is replaced whole"
     );
     let page = |state, after, order, limit| {
-        ids(store
-            .list_jobs(&JobQuery {
-                state: Some(state),
-                after,
-                order,
-                limit,
-            })
-            .unwrap())
+        ids(listed(&JobQuery {
+            state: Some(state),
+            after,
+            order,
+            limit,
+        }))
     };
     assert_eq!(
         page("executed", None, JobOrder::Ascending, 10),
@@ -306,10 +309,7 @@ pub fn store_contract(store: &dyn Store) {
 
     store.remove_job(U256::from(300)).unwrap();
     assert_eq!(store.job(U256::from(300)).unwrap(), None);
-    assert_eq!(
-        ids(store.list_jobs(&all(JobOrder::Ascending)).unwrap()).len(),
-        3
-    );
+    assert_eq!(ids(listed(&all(JobOrder::Ascending))).len(), 3);
     assert!(page("queued", None, JobOrder::Ascending, 10) == vec![big]);
     assert_eq!(expired(end + 1, None, 10).len(), 3);
     assert_eq!(ids(store.open_jobs().unwrap()), vec![U256::from(7), big]);
@@ -326,6 +326,90 @@ pub fn store_contract(store: &dyn Store) {
         .put_job(&JobRecord::new(job.clone(), JobState::Queued))
         .unwrap();
     assert_eq!(store.job(U256::from(5)).unwrap().map(|r| r.job), Some(job));
+
+    // A job that does not select us is kept compact: what settlement needs (window, selected
+    // count, outputs seen, flags) and a digest of the rest; never its inputs, owner, code,
+    // addresses or origin.
+    let origin_in = |block: u8| {
+        Some(crate::domain::model::JobOrigin {
+            block_number: u64::from(block),
+            block_hash: H256::repeat_byte(block),
+            tx_hash: H256::repeat_byte(!block),
+            log_index: 1,
+        })
+    };
+    let theirs_in = |block: u8| {
+        let mut job = sample_job(8, (1..=2).map(Address::repeat_byte).collect(), 1);
+        job.origin = origin_in(block);
+        job
+    };
+    let theirs = theirs_in(20);
+    let mut record = JobRecord::new(theirs.clone(), JobState::Observed);
+    record.output_count = 1;
+    record.slash_sent = true;
+    record.gas_spent = 21_000;
+    store.put_job(&record).unwrap();
+    let stored = store.job(U256::from(8)).unwrap().unwrap();
+    let kept = &stored.job;
+    assert!(kept.compact.is_some(), "an observed job is compact");
+    assert!(
+        kept.code_inputs.is_empty()
+            && kept.selected_executors.is_empty()
+            && kept.owner.is_zero()
+            && kept.codehash.is_zero()
+            && kept.origin.is_none(),
+        "no inputs, addresses, code or origin: {stored:?}"
+    );
+    assert_eq!(
+        (kept.id, kept.env, kept.deadline_ms, kept.exec_start_time),
+        (
+            theirs.id,
+            theirs.env,
+            theirs.deadline_ms,
+            theirs.exec_start_time
+        )
+    );
+    assert_eq!(kept.window_end_ms(20), theirs.window_end_ms(20));
+    assert_eq!(kept.selected_count(), 2);
+    assert!(!kept.fully_answered(1) && kept.fully_answered(2));
+    assert_eq!(
+        (stored.output_count, stored.settled, stored.slash_sent),
+        (1, false, true)
+    );
+    assert_eq!((stored.slashed, stored.gas_spent), (false, 21_000));
+    assert!(stored.is_open(), "open until settled");
+    assert!(
+        kept.same_job(&theirs) && theirs.same_job(kept),
+        "the very job, delivered again, is recognised"
+    );
+    let reused = theirs_in(21);
+    assert!(
+        !kept.same_job(&reused) && !reused.same_job(kept),
+        "another job a reorg gave the id is not"
+    );
+    assert_eq!(
+        page("observed", Some(U256::from(7)), JobOrder::Ascending, 10),
+        vec![U256::from(8)]
+    );
+    let mut settled = stored.clone();
+    settled.output_count = 2;
+    settled.settled = true;
+    settled.slashed = true;
+    store.put_job(&settled).unwrap();
+    assert_eq!(
+        store.job(U256::from(8)).unwrap(),
+        Some(settled),
+        "a compact record changes whole"
+    );
+    assert!(!ids(store.open_jobs().unwrap()).contains(&U256::from(8)));
+    // The reorg's job replaces the compact record (the domain decides so by the digest).
+    store
+        .put_job(&JobRecord::new(reused.clone(), JobState::Observed))
+        .unwrap();
+    let replaced = store.job(U256::from(8)).unwrap().unwrap();
+    assert!(replaced.job.same_job(&reused) && !replaced.job.same_job(&theirs));
+    assert_eq!((replaced.output_count, replaced.settled), (0, false));
+    store.remove_job(U256::from(8)).unwrap();
 
     assert_eq!(
         store.deployment().unwrap(),
@@ -454,7 +538,7 @@ impl Store for FlakyStore {
     fn list_jobs(
         &self,
         query: &crate::domain::dal::JobQuery,
-    ) -> Result<Vec<JobRecord>, crate::domain::dal::StoreError> {
+    ) -> Result<JobSlice, crate::domain::dal::StoreError> {
         self.inner.list_jobs(query)
     }
     fn open_jobs(&self) -> Result<Vec<JobRecord>, crate::domain::dal::StoreError> {

@@ -36,6 +36,64 @@ async fn a_job_id_reused_by_a_reorg_supersedes_the_queued_job_and_only_the_new_o
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_others_job_is_journalled_compact_and_a_reorg_reusing_its_id_replaces_it() {
+    let h = harness();
+    registered(&h);
+    let others = vec![Address::repeat_byte(0x98), Address::repeat_byte(0x99)];
+    let old = created_in(job_now(5, others.clone(), b"old"), 7);
+    h.executor
+        .on_chain_event(log(7, ChainEvent::JobCreated(old.clone())))
+        .unwrap();
+    h.executor
+        .on_chain_event(log(
+            7,
+            ChainEvent::JobResponded {
+                job_id: old.id,
+                executor: others[0],
+                output_count: 1,
+            },
+        ))
+        .unwrap();
+    let record = h.store.job(old.id).unwrap().unwrap();
+    assert!(record.job.compact.is_some() && record.job.code_inputs.is_empty());
+    assert_eq!((record.output_count, record.settled), (1, false));
+    let status = h.executor.job_status(old.id).unwrap();
+    assert_eq!((status.state, status.selected), ("observed", false));
+    assert_eq!(status.deadline_ms, old.deadline_ms);
+
+    // Delivered again (a backfill): the compact record is the very job; nothing changes.
+    h.executor
+        .on_chain_event(log(7, ChainEvent::JobCreated(old.clone())))
+        .unwrap();
+    assert_eq!(h.store.job(old.id).unwrap(), Some(record));
+
+    // A reorg gives the id to another job of others': a new record, outputs not carried over.
+    let reused = created_in(job_now(5, others.clone(), b"old"), 8);
+    h.executor
+        .on_chain_event(log(8, ChainEvent::JobCreated(reused.clone())))
+        .unwrap();
+    let record = h.store.job(old.id).unwrap().unwrap();
+    assert!(record.job.same_job(&reused) && !record.job.same_job(&old));
+    assert_eq!(record.output_count, 0);
+    // A removed log of the superseded job leaves the new one alone.
+    h.executor
+        .on_chain_event(removed(7, ChainEvent::JobCreated(old.clone())))
+        .unwrap();
+    assert!(h.store.job(old.id).unwrap().is_some());
+
+    // And again, to a job that selects us: it runs, and settlement finds our output.
+    let ours = created_in(job_now(5, vec![enclave()], b"ours"), 9);
+    h.executor
+        .on_chain_event(log(9, ChainEvent::JobCreated(ours.clone())))
+        .unwrap();
+    let record = h.store.job(old.id).unwrap().unwrap();
+    assert_eq!(record.state, JobState::Queued);
+    assert_eq!(record.job, ours, "a job of ours is journalled whole");
+    settle_all(&h).await;
+    assert_eq!(sent_outputs(&h), vec![b"ours".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_output_is_signed_or_sent_for_a_job_superseded_while_running_or_executed() {
     let h = harness();
     registered(&h);

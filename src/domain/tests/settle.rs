@@ -207,6 +207,7 @@ fn journal_ids(store: &dyn Store) -> Vec<U256> {
     store
         .list_jobs(&all)
         .unwrap()
+        .records
         .iter()
         .map(|r| r.job.id)
         .collect()

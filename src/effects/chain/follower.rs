@@ -597,6 +597,7 @@ impl LogFollower {
                 selected_executors: e.selected_executors,
                 exec_start_time: 0,
                 origin: None,
+                compact: None,
             }))
         } else if topic0 == JobRespondedFilter::signature() {
             let e = <JobRespondedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
