@@ -24,7 +24,7 @@ use serverless_executor::domain::dal::{
 use serverless_executor::domain::model::{ChainEvent, ErrorCode};
 use serverless_executor::domain::testing::{
     chain_probe_contract, chain_reader_contract, chain_writer_contract, code_source_contract,
-    sample_job, CodeCase, ProbeCase, ReaderCase, WriterCase,
+    is_mined, revert_of, sample_job, CodeCase, ProbeCase, ReaderCase, WriterCase,
 };
 use serverless_executor::effects::chain::sender::RECEIPT_TIMEOUT;
 use serverless_executor::effects::chain::{FollowerItem, LogFollower, OriginChecker, TxSender};
@@ -63,17 +63,6 @@ fn plan() -> OutputPlan {
             .unwrap()
             .as_millis() as u64
             + 600_000,
-    }
-}
-
-fn is_mined(outcome: &Result<TxOutcome, ChainError>) -> bool {
-    matches!(outcome, Ok(TxOutcome::Mined { .. }))
-}
-
-fn revert_of(outcome: &Result<TxOutcome, ChainError>) -> Option<Revert> {
-    match outcome {
-        Ok(TxOutcome::Reverted { revert, .. }) => Some(revert.clone()),
-        _ => None,
     }
 }
 

@@ -373,11 +373,13 @@ pub async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) 
     assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
 }
 
-fn is_mined(outcome: &Result<TxOutcome, ChainError>) -> bool {
+/// Whether a transaction was mined.
+pub fn is_mined(outcome: &Result<TxOutcome, ChainError>) -> bool {
     matches!(outcome, Ok(TxOutcome::Mined { .. }))
 }
 
-fn revert_of(outcome: &Result<TxOutcome, ChainError>) -> Option<Revert> {
+/// Why a transaction was refused, if it was.
+pub fn revert_of(outcome: &Result<TxOutcome, ChainError>) -> Option<Revert> {
     match outcome {
         Ok(TxOutcome::Reverted { revert, .. }) => Some(revert.clone()),
         _ => None,
