@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use serverless_executor::client::deploy::DeployParams;
+use serverless_executor::client::dev_accounts::DevAccount;
 use serverless_executor::client::devnet::{Devnet, DevnetOptions, ExecutorOptions};
 use serverless_executor::client::jobs::{create_job, save_code, wait_for_response};
 use serverless_executor::config::LogFormat;
@@ -192,8 +193,16 @@ async fn an_operator_sees_status_metrics_and_logs_but_never_secrets() {
         text.contains("marker-after-change"),
         "debug was on after the change"
     );
-    let gas_key = net.anvil.key(6).trim_start_matches("0x").to_string();
-    let owner_key = net.anvil.key(1).trim_start_matches("0x").to_string();
+    let gas_key = net
+        .anvil
+        .key(DevAccount::ExecutorGas(1).index())
+        .trim_start_matches("0x")
+        .to_string();
+    let owner_key = net
+        .anvil
+        .key(DevAccount::ExecutorOwner(1).index())
+        .trim_start_matches("0x")
+        .to_string();
     for (what, secret) in [
         ("enclave key", hex::encode(&enclave_secret)),
         ("gas key", gas_key),

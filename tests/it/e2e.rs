@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ethers::middleware::Middleware;
 use ethers::types::{Address, Filter, TransactionRequest, H256, U256};
+use serverless_executor::client::dev_accounts::DevAccount;
 use serverless_executor::client::devnet::Devnet;
 use serverless_executor::client::jobs::{
     create_job, deregister_executor, drain_executor, register_executor, revive_executor, save_code,
@@ -30,7 +31,8 @@ async fn devnet(dir: &std::path::Path, executors_to_select: u8) -> Devnet {
 async fn register_silent_executor(net: &Devnet, dir: &std::path::Path, env: u8) -> Address {
     let key = EnclaveKey::generate(&dir.join(format!("silent-{env}.key"))).unwrap();
     let owner = ethers::signers::Signer::address(
-        &serverless_executor::client::wallet(net.anvil.key(4)).unwrap(),
+        &serverless_executor::client::wallet(net.anvil.key(DevAccount::ExecutorOwner(4).index()))
+            .unwrap(),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -48,7 +50,7 @@ async fn register_silent_executor(net: &Devnet, dir: &std::path::Path, env: u8) 
     };
     register_executor(
         &net.anvil.http_url(),
-        net.anvil.key(4),
+        net.anvil.key(DevAccount::ExecutorOwner(4).index()),
         net.deployment.executors,
         &registration,
         &AttestationProof::dev(key.public_key()),

@@ -16,6 +16,7 @@ use ethers::signers::Signer;
 use ethers::types::{Address, BlockNumber, H256, U256};
 use serde_json::Value;
 use serverless_executor::client::admin;
+use serverless_executor::client::dev_accounts::DevAccount;
 use serverless_executor::client::devnet::{wait_for_chain_status, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, save_code, wait_for_response, CreatedJob, JobResponse,
@@ -276,9 +277,11 @@ impl World {
     }
 
     fn gas_address(&self) -> Address {
-        serverless_executor::client::wallet(self.net.anvil.key(ACCOUNT + 5))
-            .unwrap()
-            .address()
+        serverless_executor::client::wallet(
+            self.net.anvil.key(DevAccount::ExecutorGas(ACCOUNT).index()),
+        )
+        .unwrap()
+        .address()
     }
 
     async fn set_automine(&self, on: bool) {
@@ -605,7 +608,10 @@ async fn reconfigure(world: &World, executor: &ExecutorProcess) {
     let body = admin::signed_mutable_config_body(
         &owner,
         world.enclave,
-        world.net.anvil.key(ACCOUNT + 5),
+        world
+            .net
+            .anvil
+            .key(DevAccount::ExecutorGas(ACCOUNT).index()),
         admin::now_secs(),
     )
     .await

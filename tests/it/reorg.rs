@@ -10,6 +10,7 @@ use ethers::middleware::Middleware;
 use ethers::types::{Address, H256, U256};
 use serde_json::{json, Value};
 use serverless_executor::bootstrap;
+use serverless_executor::client::dev_accounts::DevAccount;
 use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{
     create_job, save_code, wait_for_outputs, CreatedJob, JobResponse,
@@ -409,7 +410,10 @@ async fn a_data_directory_of_another_deployment_is_refused_at_start() {
 
 /// The account that pays the test executor's gas.
 fn gas_address(net: &Devnet) -> Address {
-    let gas = serverless_executor::client::wallet(net.anvil.key(ACCOUNT + 5)).unwrap();
+    let gas = serverless_executor::client::wallet(
+        net.anvil.key(DevAccount::ExecutorGas(ACCOUNT).index()),
+    )
+    .unwrap();
     ethers::signers::Signer::address(&gas)
 }
 
