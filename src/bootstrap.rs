@@ -1,5 +1,6 @@
-//! The composition root: configuration → adapters → domain → HTTP server and chain listener.
-//! The only place that knows which adapter implements which port; owns start-up and shutdown.
+//! The composition root: configuration → adapters → domain → driving adapters (the HTTP
+//! routes, the chain listener and timers in `listeners/`). The only place that knows which
+//! adapter implements which port; it builds, injects, starts and stops, and decides nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,20 +8,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::domain::api::FollowVerdict;
 use crate::domain::dal::{EnclaveSigner, Store, StoreError};
-use crate::domain::model::{ChainStatus, Deployment, Probe};
+use crate::domain::model::Deployment;
 use crate::domain::{Executor, Ports, Settings};
 use crate::effects::cgroup::CgroupSlots;
-use crate::effects::chain::follower::REORG_MEMORY_BLOCKS;
-use crate::effects::chain::{FollowerItem, LogFollower, OriginChecker, TxSender};
+use crate::effects::chain::{LogFollower, OriginChecker, TxSender};
 use crate::effects::clock::SystemClock;
 use crate::effects::code_fetch::UserCodeSource;
-use crate::effects::metrics::{ChainSample, PromMetrics};
+use crate::effects::metrics::PromMetrics;
 use crate::effects::signer::EnclaveKey;
 use crate::effects::store::SledStore;
 use crate::effects::workerd::WorkerdSandbox;
@@ -109,7 +108,8 @@ pub async fn start(config: Config) -> Result<Running> {
         slots,
         chain: chain.clone(),
         reader,
-        metrics: metrics.clone(),
+        probe: chain,
+        metrics,
     };
     let settings = Settings {
         execution_buffer_secs: config.chain.execution_buffer_secs,
@@ -154,12 +154,9 @@ pub async fn start(config: Config) -> Result<Running> {
     tasks.spawn(executor.clone().run_dispatcher());
     tasks.spawn(executor.clone().run_settler());
     tasks.spawn(executor.clone().run_pruner());
-    tasks.spawn(probe(
+    tasks.spawn(crate::listeners::timers::probe(
         executor.clone(),
-        chain,
-        metrics,
-        store.clone(),
-        config.clone(),
+        shutdown_rx.clone(),
     ));
 
     let listener = TcpListener::bind((config.listen_addr, config.port))
@@ -213,10 +210,11 @@ pub async fn start(config: Config) -> Result<Running> {
     }
 
     if config.chain.is_configured() {
-        tasks.spawn(follow_chain(
-            config.clone(),
+        let follower = LogFollower::new(config.chain.clone(), enclave.address());
+        tasks.spawn(crate::listeners::chain::follow(
             executor.clone(),
-            store.clone(),
+            follower,
+            config.chain.start_block,
             shutdown_rx,
             fatal_tx,
         ));
@@ -235,135 +233,6 @@ pub async fn start(config: Config) -> Result<Running> {
     })
 }
 
-/// Follows the chain once the operator asked for the registration message (or an earlier run
-/// did), feeding every log to the domain in order, until deregistration or shutdown.
-async fn follow_chain(
-    config: Config,
-    executor: Arc<Executor>,
-    store: Arc<SledStore>,
-    mut shutdown: watch::Receiver<bool>,
-    fatal: watch::Sender<Option<String>>,
-) {
-    let configured_before = matches!(store.owner(), Ok(Some(_)))
-        && matches!(store.gas_key(), Ok(Some(_)))
-        && !matches!(store.chain_status(), Ok(ChainStatus::Deregistered));
-    if !configured_before {
-        let mut requested = executor.follow_requested();
-        tokio::select! {
-            _ = requested.wait_for(|r| *r) => {}
-            _ = stopped(&mut shutdown) => return,
-        }
-    }
-    // The last blocks before the cursor are read again: a reorg while the executor was down
-    // may have given a journalled job's id to another job (the same job again changes nothing).
-    let from_block = match store.cursor() {
-        Ok(cursor) => cursor
-            .map(|cursor| cursor.saturating_sub(REORG_MEMORY_BLOCKS))
-            .or(config.chain.start_block),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the chain cursor; not following the chain");
-            return;
-        }
-    };
-    let follower = LogFollower::new(
-        config.chain.clone(),
-        executor
-            .details()
-            .map(|d| d.enclave_address)
-            .unwrap_or_default(),
-    );
-    let (tx, mut rx) = mpsc::channel(1024);
-    let follow = tokio::spawn(follower.run(from_block, tx));
-    loop {
-        let item = tokio::select! {
-            item = rx.recv() => item,
-            _ = stopped(&mut shutdown) => None,
-        };
-        let Some(item) = item else { break };
-        // A failing store is retried with backoff (not ready meanwhile), within a bound.
-        let handled = executor
-            .with_store_retry(|| match &item {
-                FollowerItem::Log(log) => executor.on_chain_event(log.clone()),
-                FollowerItem::Synced { next_block } => executor
-                    .on_chain_synced(*next_block)
-                    .map(|_| FollowVerdict::Continue),
-                FollowerItem::Rewound { next_block } => executor
-                    .on_chain_rewound(*next_block)
-                    .map(|_| FollowVerdict::Continue),
-            })
-            .await;
-        match handled {
-            Ok(FollowVerdict::Continue) => {}
-            Ok(FollowVerdict::Stop) => break,
-            Err(e) => {
-                // The log is not marked handled: it is read again after the restart.
-                tracing::error!(error = %e, "cannot handle a chain log; the executor stops so that it is restarted");
-                fatal.send_replace(Some(format!("cannot handle a chain log: {e}")));
-                break;
-            }
-        }
-    }
-    follow.abort();
-}
-
-/// How often the chain and sandbox are probed for readiness and metrics.
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Probes what the domain cannot see itself: the chain head (lag behind the cursor), pending
-/// transactions, the gas balance, price and nonces, and the workerd binary; feeds readiness,
-/// the status page and metrics.
-async fn probe(
-    executor: Arc<Executor>,
-    chain: Arc<TxSender>,
-    metrics: Arc<PromMetrics>,
-    store: Arc<SledStore>,
-    config: Config,
-) {
-    use std::os::unix::fs::PermissionsExt;
-    loop {
-        let head = if config.chain.is_configured() {
-            chain.head_block().await
-        } else {
-            None
-        };
-        let cursor = store.cursor().ok().flatten();
-        // The cursor is the first block not yet handled: head + 1 - cursor blocks are behind.
-        let lag = head
-            .zip(cursor)
-            .map(|(head, cursor)| (head + 1).saturating_sub(cursor));
-        let (balance, gas_price, nonces) = match head {
-            Some(_) => (
-                chain.gas_balance().await,
-                chain.gas_price().await,
-                chain.gas_nonces().await,
-            ),
-            None => (None, None, None),
-        };
-        metrics.set_chain(ChainSample {
-            chain_up: head.is_some(),
-            head_lag_blocks: lag,
-            pending_transactions: chain.pending_transactions(),
-            gas_balance_wei: balance,
-            output_cost_wei: gas_price.map(|price| price.saturating_mul(chain.output_gas().into())),
-            gas_nonce: nonces.map(|(mined, _)| mined),
-            gas_pending_nonce: nonces.map(|(_, pending)| pending),
-        });
-        let workerd_found = std::fs::metadata(&config.sandbox.workerd_path)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        executor.record_probe(Probe {
-            chain_head: head,
-            workerd_found,
-            gas_balance_wei: balance,
-            at_ms,
-        });
-        tokio::time::sleep(PROBE_INTERVAL).await;
-    }
-}
-
 /// Warm mode: how many slots' processes listen before the executor serves (the rest start in
 /// the background, one after the other).
 const READY_SLOTS_AT_START: usize = 2;
@@ -379,10 +248,6 @@ async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
     }
     warmed.context("starting the warm sandbox slots")?;
     Ok(())
-}
-
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 impl Running {

@@ -16,7 +16,7 @@ use super::model::{
 };
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait EnclaveSigner: Send + Sync {
     fn address(&self) -> Address;
     /// The 64-byte uncompressed public key without the `04` prefix.
@@ -30,7 +30,7 @@ pub trait EnclaveSigner: Send + Sync {
 pub struct SignerError(pub String);
 
 /// Wall-clock time and waiting. Unix milliseconds throughout.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
@@ -38,7 +38,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// Durable state: configuration, chain cursor and the job journal.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Store: Send + Sync {
     fn owner(&self) -> Result<Option<Address>, StoreError>;
     /// Sets the owner if none is set; returns false (and changes nothing) when one already is.
@@ -143,7 +143,7 @@ pub enum StoreError {
 }
 
 /// Where job code comes from: the calldata of a UserCode transaction.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CodeSource: Send + Sync {
     async fn fetch_code(&self, codehash: H256) -> Result<String, CodeFetchError>;
@@ -172,7 +172,7 @@ pub struct Slot {
 }
 
 /// The pool of job slots.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Slots: Send + Sync {
     fn capacity(&self) -> usize;
     /// Takes a free slot, or None when all are busy. Never blocks.
@@ -201,7 +201,7 @@ pub enum RunResult {
 }
 
 /// The sandbox: runs one job's code on one input inside one slot.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Sandbox: Send + Sync {
     async fn run(
@@ -211,6 +211,8 @@ pub trait Sandbox: Send + Sync {
         input: &[u8],
         deadline_ms: u64,
     ) -> Result<RunResult, SandboxError>;
+    /// Whether the runtime the sandbox starts (the workerd binary) is there and executable.
+    fn runtime_found(&self) -> bool;
 }
 
 /// The sandbox itself could not work (not the user's code): e.g. workerd missing.
@@ -353,7 +355,7 @@ pub enum TakeBack {
 }
 
 /// What the executor reads from the chain besides logs and code.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ChainReader: Send + Sync {
     /// Whether the `JobCreated` log that announced `job` (its origin) is on the canonical chain
@@ -362,8 +364,27 @@ pub trait ChainReader: Send + Sync {
     async fn job_is_canonical(&self, job: &Job) -> Result<bool, ChainError>;
 }
 
+/// What the readiness probe asks the chain node about, besides logs: the head and the gas
+/// account. None: the node did not answer (or there is no chain, or no gas key).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ChainProbe: Send + Sync {
+    /// The latest block number.
+    async fn head_block(&self) -> Option<u64>;
+    /// The gas account's balance in wei.
+    async fn gas_balance(&self) -> Option<U256>;
+    /// The node's gas price in wei.
+    async fn gas_price(&self) -> Option<U256>;
+    /// The gas account's nonce in the latest block, and counting the node's pool.
+    async fn gas_nonces(&self) -> Option<(u64, u64)>;
+    /// Our transactions being sent or waited for.
+    fn pending_transactions(&self) -> u64;
+    /// The gas one output transaction takes (the last one's, or an estimate before any).
+    fn output_gas(&self) -> u64;
+}
+
 /// Transactions the executor sends, paid with the gas key.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ChainWriter: Send + Sync {
     /// Replaces the key that pays gas; returns its address.
@@ -416,9 +437,24 @@ pub struct Load {
     pub job_capacity: usize,
 }
 
+/// What the periodic probe learned about the chain; None: not known this time (the gauge keeps
+/// its last value).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainSample {
+    pub chain_up: bool,
+    pub head_lag_blocks: Option<u64>,
+    pub pending_transactions: u64,
+    pub gas_balance_wei: Option<U256>,
+    /// What one output costs at the node's gas price now.
+    pub output_cost_wei: Option<U256>,
+    /// The gas account's nonce in the latest block, and counting the node's pool.
+    pub gas_nonce: Option<u64>,
+    pub gas_pending_nonce: Option<u64>,
+}
+
 /// Operational metrics: the domain reports events as they happen and its load when read;
 /// the adapter renders them in the Prometheus text format.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Metrics: Send + Sync {
     /// A job ran in the sandbox and produced `error_code` after `execution_ms`.
     fn job_executed(&self, error_code: ErrorCode, execution_ms: u64);
@@ -443,6 +479,8 @@ pub trait Metrics: Send + Sync {
     fn set_load(&self, load: Load);
     /// Whether the executor can do its work, and each reason, sampled when metrics are read.
     fn set_readiness(&self, readiness: Readiness);
+    /// What the periodic probe learned about the chain and the gas account.
+    fn set_chain(&self, sample: ChainSample);
     /// Every metric in the Prometheus text exposition format.
     fn render(&self) -> String;
 }

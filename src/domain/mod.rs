@@ -9,10 +9,13 @@ pub mod model;
 pub mod owner_auth;
 mod scheduler;
 pub mod stage;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(feature = "mocks")]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+// Test builds get `mocks` from the crate's dev-dependency on itself (see Cargo.toml).
+#[cfg(all(test, not(feature = "mocks")))]
+compile_error!("the domain's unit tests need the `mocks` feature (its stubs and contract suites)");
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +25,8 @@ use ethers::types::U256;
 use tokio::sync::watch;
 
 use dal::{
-    ChainReader, ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox, Slots, Store,
+    ChainProbe, ChainReader, ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox,
+    Slots, Store,
 };
 pub use error::{AuthRejection, DomainError};
 use scheduler::Scheduler;
@@ -38,6 +42,7 @@ pub struct Ports {
     pub slots: Arc<dyn Slots>,
     pub chain: Arc<dyn ChainWriter>,
     pub reader: Arc<dyn ChainReader>,
+    pub probe: Arc<dyn ChainProbe>,
     pub metrics: Arc<dyn Metrics>,
 }
 
@@ -146,6 +151,20 @@ impl Executor {
     /// Resolves to true once the chain should be followed.
     pub fn follow_requested(&self) -> watch::Receiver<bool> {
         self.follow.subscribe()
+    }
+
+    /// Whether the chain is followed from the start, without waiting for `follow_requested`:
+    /// an earlier run was configured (owner and gas key set) and is not deregistered.
+    pub fn should_follow_at_start(&self) -> bool {
+        let store = &self.ports.store;
+        matches!(store.owner(), Ok(Some(_)))
+            && matches!(store.gas_key(), Ok(Some(_)))
+            && !matches!(store.chain_status(), Ok(model::ChainStatus::Deregistered))
+    }
+
+    /// The first block whose logs are not yet known to be handled (None: none handled yet).
+    pub fn chain_cursor(&self) -> Result<Option<u64>, DomainError> {
+        Ok(self.ports.store.cursor()?)
     }
 
     pub(crate) fn request_follow(&self) {

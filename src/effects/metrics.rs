@@ -10,7 +10,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::domain::dal::{JobEnd, Load, Metrics, Revert};
+use crate::domain::dal::{ChainSample, JobEnd, Load, Metrics, Revert};
 use crate::domain::model::{ErrorCode, Readiness};
 
 /// How many job owners get a label of their own in `executor_gas_burner_outputs_total`: the first
@@ -57,21 +57,6 @@ pub struct PromMetrics {
     enclave_refused: IntGauge,
     store_errors: IntCounter,
     store_failing: IntGauge,
-}
-
-/// What the composition root's periodic probe learned about the chain; None: not known this
-/// time (the gauge keeps its last value).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ChainSample {
-    pub chain_up: bool,
-    pub head_lag_blocks: Option<u64>,
-    pub pending_transactions: u64,
-    pub gas_balance_wei: Option<U256>,
-    /// What one output costs at the node's gas price now.
-    pub output_cost_wei: Option<U256>,
-    /// The gas account's nonce in the latest block, and counting the node's pool.
-    pub gas_nonce: Option<u64>,
-    pub gas_pending_nonce: Option<u64>,
 }
 
 fn ether(wei: U256) -> f64 {
@@ -233,9 +218,11 @@ impl PromMetrics {
         }
         Ok(metrics)
     }
+}
 
+impl Metrics for PromMetrics {
     /// What the periodic probe learned about the chain.
-    pub fn set_chain(&self, sample: ChainSample) {
+    fn set_chain(&self, sample: ChainSample) {
         self.chain_up.set(i64::from(sample.chain_up));
         if let Some(lag) = sample.head_lag_blocks {
             self.chain_head_lag.set(int(lag));
@@ -255,9 +242,7 @@ impl PromMetrics {
             self.gas_pending_nonce.set(int(nonce));
         }
     }
-}
 
-impl Metrics for PromMetrics {
     fn job_executed(&self, error_code: ErrorCode, execution_ms: u64) {
         self.jobs_executed
             .with_label_values(&[code_label(Some(error_code)).as_str()])

@@ -1,17 +1,17 @@
 //! The chain adapters against a real anvil with the dev contracts: the transaction sender
-//! (`TxSender`), the code source (`UserCodeSource`) and the log follower (`LogFollower`), plus the
-//! behavioural suites of the `ChainWriter` and `CodeSource` ports, run against the mockall stubs
-//! the domain tests use and against the real adapters.
+//! (`TxSender`, also the `ChainProbe`), the code source (`UserCodeSource`), the origin checker
+//! (`OriginChecker`) and the log follower (`LogFollower`). The `ChainWriter`, `ChainProbe`,
+//! `CodeSource` and `ChainReader` contract suites (`domain::testing`) run here against the real
+//! adapters; the domain's unit tests run the same suites over the stubs it uses.
 //!
 //! Run with `cargo test --test it chain::`. Each test starts its own anvil.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ethers::middleware::Middleware;
-use ethers::signers::{LocalWallet, Signer};
 use ethers::types::{Address, BlockNumber, TransactionRequest, H256, U256};
 use serverless_executor::client;
 use serverless_executor::client::deploy::DeployParams;
@@ -19,13 +19,15 @@ use serverless_executor::client::jobs;
 use serverless_executor::client::jobs::CodeForm;
 use serverless_executor::config::Config;
 use serverless_executor::domain::dal::{
-    ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, MockChainWriter,
-    MockCodeSource, OnSent, OutputPlan, Revert, TakeBack, TxOutcome,
+    ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, OutputPlan, Revert, TxOutcome,
 };
-use serverless_executor::domain::eip712::{output_digest, recover};
-use serverless_executor::domain::model::{ChainEvent, ErrorCode, SentTx, SignedOutput};
+use serverless_executor::domain::model::{ChainEvent, ErrorCode};
+use serverless_executor::domain::testing::{
+    chain_probe_contract, chain_reader_contract, chain_writer_contract, code_source_contract,
+    is_mined, revert_of, sample_job, CodeCase, ProbeCase, ReaderCase, WriterCase,
+};
 use serverless_executor::effects::chain::sender::RECEIPT_TIMEOUT;
-use serverless_executor::effects::chain::{FollowerItem, LogFollower, TxSender};
+use serverless_executor::effects::chain::{FollowerItem, LogFollower, OriginChecker, TxSender};
 use serverless_executor::effects::code_fetch::{
     UserCodeSource, LEGACY_SAVE_CODE_SELECTOR, SAVE_CODE_SELECTOR,
 };
@@ -64,291 +66,6 @@ fn plan() -> OutputPlan {
     }
 }
 
-fn is_mined(outcome: &Result<TxOutcome, ChainError>) -> bool {
-    matches!(outcome, Ok(TxOutcome::Mined { .. }))
-}
-
-fn revert_of(outcome: &Result<TxOutcome, ChainError>) -> Option<Revert> {
-    match outcome {
-        Ok(TxOutcome::Reverted { revert, .. }) => Some(revert.clone()),
-        _ => None,
-    }
-}
-
-// ------------------------------------------------------------------ ChainWriter contract
-
-/// What the `ChainWriter` suite needs from its world: a gas key, one open job (window not over)
-/// with outputs of three kinds, and a job id that does not exist.
-struct WriterCase {
-    gas_secret: [u8; 32],
-    /// Signed by a selected executor, fresh, not yet submitted.
-    output: SignedOutput,
-    /// Signed by a selected executor that has not submitted, but too long ago.
-    stale_output: SignedOutput,
-    /// Fresh, signed by a registered enclave that is not selected for the job.
-    unselected_output: SignedOutput,
-    /// Fresh, signed by a key that was never registered (not a verified enclave key).
-    unverified_output: SignedOutput,
-    /// A job whose window is not over.
-    open_job: U256,
-    unknown_job: U256,
-}
-
-/// The behaviour every `ChainWriter` must have, on a fresh instance.
-async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) {
-    assert_eq!(writer.gas_address(), None, "no gas key at first");
-    assert_eq!(
-        writer
-            .submit_output(&case.output, plan(), ignore_sent())
-            .await,
-        Err(ChainError::NoGasKey)
-    );
-    assert_eq!(
-        writer.slash_on_execution_timeout(case.open_job).await,
-        Err(ChainError::NoGasKey)
-    );
-    let stranger = SentTx {
-        tx_hash: H256::repeat_byte(0x5e),
-        from: Address::repeat_byte(0x5e),
-        nonce: U256::zero(),
-        max_fee_per_gas: U256::from(1_000_000_000u64),
-        max_priority_fee_per_gas: None,
-    };
-    assert_eq!(writer.take_back(&stranger).await, Err(ChainError::NoGasKey));
-    for invalid in [[0u8; 32], [0xff; 32]] {
-        assert!(
-            matches!(writer.set_gas_key(invalid), Err(ChainError::InvalidKey(_))),
-            "{invalid:?} is not a secp256k1 secret"
-        );
-    }
-    assert_eq!(writer.gas_address(), None, "an invalid key changes nothing");
-
-    let expected = LocalWallet::from_bytes(&case.gas_secret)
-        .expect("a valid key")
-        .address();
-    assert_eq!(writer.set_gas_key(case.gas_secret), Ok(expected));
-    assert_eq!(writer.gas_address(), Some(expected));
-
-    let sent: Arc<Mutex<Vec<SentTx>>> = Arc::default();
-    let heard: Arc<dyn OnSent> = {
-        let sent = sent.clone();
-        Arc::new(move |tx: SentTx| sent.lock().unwrap().push(tx))
-    };
-    let first = writer.submit_output(&case.output, plan(), heard).await;
-    assert!(is_mined(&first), "a valid output is mined: {first:?}");
-    let sent = sent.lock().unwrap().clone();
-    let Ok(TxOutcome::Mined { tx_hash, .. }) = first else {
-        unreachable!()
-    };
-    assert_eq!(sent.len(), 1, "the broadcast is heard once: {sent:?}");
-    assert_eq!((sent[0].tx_hash, sent[0].from), (tx_hash, expected));
-    // A mined output cannot be taken back; one of another gas key is not ours to replace.
-    assert_eq!(
-        writer.take_back(&sent[0]).await,
-        Ok(TakeBack::OutputMined { tx_hash })
-    );
-    assert_eq!(writer.take_back(&stranger).await, Ok(TakeBack::OtherKey));
-    let again = writer
-        .submit_output(&case.output, plan(), ignore_sent())
-        .await;
-    assert_eq!(
-        revert_of(&again),
-        Some(Revert::AlreadySubmittedOutput),
-        "{again:?}"
-    );
-    let stale = writer
-        .submit_output(&case.stale_output, plan(), ignore_sent())
-        .await;
-    assert_eq!(
-        revert_of(&stale),
-        Some(Revert::SignatureTooOld),
-        "{stale:?}"
-    );
-    let unselected = writer
-        .submit_output(&case.unselected_output, plan(), ignore_sent())
-        .await;
-    assert_eq!(
-        revert_of(&unselected),
-        Some(Revert::NotSelectedExecutor),
-        "{unselected:?}"
-    );
-    let unverified = writer
-        .submit_output(&case.unverified_output, plan(), ignore_sent())
-        .await;
-    assert_eq!(
-        revert_of(&unverified),
-        Some(Revert::EnclaveNotVerified),
-        "{unverified:?}"
-    );
-    let early = writer.slash_on_execution_timeout(case.open_job).await;
-    assert_eq!(
-        revert_of(&early),
-        Some(Revert::DeadlineNotOver),
-        "{early:?}"
-    );
-    // A job id never created: Panic(0x32) on the published Jobs, for both calls.
-    let unknown = writer.slash_on_execution_timeout(case.unknown_job).await;
-    assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
-    let mut unknown_output = case.output.clone();
-    unknown_output.job_id = case.unknown_job;
-    let unknown = writer
-        .submit_output(&unknown_output, plan(), ignore_sent())
-        .await;
-    assert_eq!(revert_of(&unknown), Some(Revert::UnknownJob), "{unknown:?}");
-}
-
-/// A fixed world for the stub: job 1 is open and selects `selected` among `registered`; the
-/// chain's time is `now`; jobs 0 and 1 exist.
-struct StubWorld {
-    selected: Vec<Address>,
-    registered: Vec<Address>,
-    open_job: U256,
-    now: u64,
-    sign_max_age: u64,
-}
-
-fn writer_case_for_stub() -> (WriterCase, StubWorld) {
-    let (e1, e2, outsider) = (random_enclave(), random_enclave(), random_enclave());
-    let stranger = random_enclave();
-    let now = 1_700_000_000;
-    let job = U256::from(1);
-    let address = serverless_executor::domain::dal::EnclaveSigner::address;
-    let world = StubWorld {
-        selected: vec![address(&e1), address(&e2)],
-        registered: vec![address(&e1), address(&e2), address(&outsider)],
-        open_job: job,
-        now,
-        sign_max_age: 30,
-    };
-    let case = WriterCase {
-        gas_secret: [7u8; 32],
-        output: sign_output(&e1, job, b"out", 5, ErrorCode::Ok, now),
-        stale_output: sign_output(&e2, job, b"out", 5, ErrorCode::Ok, now - 100),
-        unselected_output: sign_output(&outsider, job, b"out", 5, ErrorCode::Ok, now),
-        unverified_output: sign_output(&stranger, job, b"out", 5, ErrorCode::Ok, now),
-        open_job: job,
-        unknown_job: U256::from(99),
-    };
-    (case, world)
-}
-
-/// The mockall stub configured to follow the contract's rules (the way the domain tests use it).
-fn contract_following_stub(world: StubWorld) -> MockChainWriter {
-    let key: Arc<Mutex<Option<Address>>> = Arc::default();
-    let submitted: Arc<Mutex<HashSet<(U256, Address)>>> = Arc::default();
-    let world = Arc::new(world);
-    let mut stub = MockChainWriter::new();
-    let k = key.clone();
-    stub.expect_set_gas_key().returning(move |secret| {
-        let wallet = LocalWallet::from_bytes(&secret)
-            .map_err(|_| ChainError::InvalidKey("not a secp256k1 secret".into()))?;
-        *k.lock().unwrap() = Some(wallet.address());
-        Ok(wallet.address())
-    });
-    let k = key.clone();
-    stub.expect_gas_address()
-        .returning(move || *k.lock().unwrap());
-    let mined: Arc<Mutex<HashSet<H256>>> = Arc::default();
-    let (k, m) = (key.clone(), mined.clone());
-    stub.expect_take_back().returning(move |tx| {
-        let Some(gas) = *k.lock().unwrap() else {
-            return Err(ChainError::NoGasKey);
-        };
-        Ok(if tx.from != gas {
-            TakeBack::OtherKey
-        } else if m.lock().unwrap().contains(&tx.tx_hash) {
-            TakeBack::OutputMined {
-                tx_hash: tx.tx_hash,
-            }
-        } else {
-            TakeBack::TakenBack {
-                transfer: H256::random(),
-                gas_used: 21_000,
-            }
-        })
-    });
-    let (k, w) = (key.clone(), world.clone());
-    stub.expect_submit_output()
-        .returning(move |output, _plan, sent| {
-            if k.lock().unwrap().is_none() {
-                return Err(ChainError::NoGasKey);
-            }
-            let reverted = |revert| {
-                Ok(TxOutcome::Reverted {
-                    tx_hash: None,
-                    revert,
-                    gas_used: 0,
-                })
-            };
-            if output.job_id > w.open_job {
-                return reverted(Revert::UnknownJob);
-            }
-            if output.job_id != w.open_job {
-                return reverted(Revert::ExecutionTimeOver);
-            }
-            if w.now > output.sign_timestamp + w.sign_max_age {
-                return reverted(Revert::SignatureTooOld);
-            }
-            let digest = output_digest(
-                output.job_id,
-                &output.output,
-                output.total_time_ms,
-                output.error_code.as_u8(),
-                output.sign_timestamp,
-            );
-            let signer = recover(digest, &output.signature).unwrap_or_default();
-            if !w.registered.contains(&signer) {
-                return reverted(Revert::EnclaveNotVerified);
-            }
-            if !w.selected.contains(&signer) {
-                return reverted(Revert::NotSelectedExecutor);
-            }
-            if !submitted.lock().unwrap().insert((output.job_id, signer)) {
-                return reverted(Revert::AlreadySubmittedOutput);
-            }
-            let tx_hash = H256::random();
-            let gas = k.lock().unwrap().unwrap_or_default();
-            sent.sent(SentTx {
-                tx_hash,
-                from: gas,
-                nonce: U256::from(mined.lock().unwrap().len()),
-                max_fee_per_gas: U256::from(2_000_000_000u64),
-                max_priority_fee_per_gas: Some(U256::from(1_000_000_000u64)),
-            });
-            mined.lock().unwrap().insert(tx_hash);
-            Ok(TxOutcome::Mined {
-                tx_hash,
-                gas_used: 60_000,
-            })
-        });
-    let (k, w) = (key, world);
-    stub.expect_slash_on_execution_timeout()
-        .returning(move |job_id| {
-            if k.lock().unwrap().is_none() {
-                return Err(ChainError::NoGasKey);
-            }
-            let revert = if job_id == w.open_job {
-                Revert::DeadlineNotOver
-            } else if job_id > w.open_job {
-                Revert::UnknownJob
-            } else {
-                Revert::InvalidJob
-            };
-            Ok(TxOutcome::Reverted {
-                tx_hash: None,
-                revert,
-                gas_used: 0,
-            })
-        });
-    stub
-}
-
-#[tokio::test]
-async fn chain_writer_contract_holds_for_the_stub() {
-    let (case, world) = writer_case_for_stub();
-    chain_writer_contract(&contract_following_stub(world), &case).await;
-}
-
 /// A devnet with two registered enclaves (capacity 4 each, both selected for every job).
 async fn two_executor_devnet() -> (Devnet, EnclaveKey, EnclaveKey, H256) {
     let devnet = Devnet::start(params(2)).await;
@@ -374,6 +91,7 @@ async fn chain_writer_contract_holds_for_the_tx_sender_and_windows_close() {
         stale_output: sign_output(&e2, job.job_id, b"late", 1, ErrorCode::Ok, now - 100),
         unselected_output: sign_output(&e3, job.job_id, b"x", 1, ErrorCode::Ok, now),
         unverified_output: sign_output(&random_enclave(), job.job_id, b"x", 1, ErrorCode::Ok, now),
+        plan: plan(),
         open_job: job.job_id,
         unknown_job: U256::from(1000),
     };
@@ -617,64 +335,98 @@ async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
     assert_eq!(nonce, U256::one(), "exactly one transaction was mined");
 }
 
-// ------------------------------------------------------------------ CodeSource contract
-
-struct CodeCase {
-    saved: H256,
-    source: String,
-    unknown: H256,
-    wrong_contract: H256,
-    bad_calldata: Vec<H256>,
-}
-
-/// The behaviour every `CodeSource` must have.
-async fn code_source_contract(source: &dyn CodeSource, case: &CodeCase) {
-    for _ in 0..2 {
-        assert_eq!(source.fetch_code(case.saved).await, Ok(case.source.clone()));
-        assert_eq!(
-            source.fetch_code(case.unknown).await,
-            Err(CodeFetchError::NotFound(case.unknown))
-        );
-        assert_eq!(
-            source.fetch_code(case.wrong_contract).await,
-            Err(CodeFetchError::WrongContract(case.wrong_contract))
-        );
-        for hash in &case.bad_calldata {
-            let answer = source.fetch_code(*hash).await;
-            assert!(
-                matches!(&answer, Err(CodeFetchError::BadCalldata(reason)) if !reason.is_empty()),
-                "{hash:?}: {answer:?}"
-            );
-        }
-    }
+#[tokio::test]
+async fn chain_probe_contract_holds_for_the_tx_sender() {
+    let devnet = Devnet::start(params(1)).await;
+    let sender = TxSender::new(devnet.chain_config()).expect("sender");
+    let without_key = ProbeCase {
+        chain_up: true,
+        gas_key: false,
+    };
+    chain_probe_contract(&sender, &without_key).await;
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("a valid gas key");
+    let with_key = ProbeCase {
+        chain_up: true,
+        gas_key: true,
+    };
+    chain_probe_contract(&sender, &with_key).await;
+    // Without contracts configured the chain is not probed.
+    let mut unconfigured = devnet.chain_config();
+    unconfigured.jobs_address = Address::zero();
+    let sender = TxSender::new(unconfigured).expect("sender");
+    let down = ProbeCase {
+        chain_up: false,
+        gas_key: false,
+    };
+    chain_probe_contract(&sender, &down).await;
 }
 
 #[tokio::test]
-async fn code_source_contract_holds_for_the_stub() {
-    let case = CodeCase {
-        saved: H256::random(),
-        source: OK_CODE.into(),
-        unknown: H256::random(),
-        wrong_contract: H256::random(),
-        bad_calldata: vec![H256::random(), H256::random()],
+async fn chain_reader_contract_holds_for_the_origin_checker() {
+    use serverless_executor::domain::model::JobOrigin;
+    let devnet = Devnet::start(params(1)).await;
+    let enclave = random_enclave();
+    devnet.register(&enclave, OPERATOR, 4).await;
+    let codehash = devnet.save_code(OK_CODE).await;
+    let created = devnet.create_job(codehash, b"input", 5_000).await;
+    let receipt = devnet
+        .provider()
+        .get_transaction_receipt(created.tx_hash)
+        .await
+        .expect("eth_getTransactionReceipt")
+        .expect("mined");
+    let log_index = receipt
+        .logs
+        .iter()
+        .find(|log| log.address == devnet.deployment.jobs)
+        .and_then(|log| log.log_index)
+        .expect("a JobCreated log")
+        .low_u64();
+    let origin = JobOrigin {
+        block_number: created.block_number,
+        block_hash: receipt.block_hash.expect("in a block"),
+        tx_hash: created.tx_hash,
+        log_index,
     };
-    let mut answers: HashMap<H256, Result<String, CodeFetchError>> = HashMap::new();
-    answers.insert(case.saved, Ok(case.source.clone()));
-    answers.insert(
-        case.wrong_contract,
-        Err(CodeFetchError::WrongContract(case.wrong_contract)),
-    );
-    for hash in &case.bad_calldata {
-        answers.insert(*hash, Err(CodeFetchError::BadCalldata("junk".into())));
-    }
-    let mut stub = MockCodeSource::new();
-    stub.expect_fetch_code().returning(move |hash| {
-        answers
-            .get(&hash)
-            .cloned()
-            .unwrap_or(Err(CodeFetchError::NotFound(hash)))
-    });
-    code_source_contract(&stub, &case).await;
+    let job = |id: U256, origin: JobOrigin| {
+        let mut job = sample_job(0, vec![], 1);
+        job.id = id;
+        job.origin = Some(origin);
+        job
+    };
+    let case = ReaderCase {
+        canonical: vec![job(created.job_id, origin)],
+        off_chain: vec![
+            // Another block at that height (as after a reorg), another transaction, another
+            // job's id in this log, another log of the transaction.
+            job(
+                created.job_id,
+                JobOrigin {
+                    block_hash: H256::repeat_byte(0xbb),
+                    ..origin
+                },
+            ),
+            job(
+                created.job_id,
+                JobOrigin {
+                    tx_hash: H256::repeat_byte(0x77),
+                    ..origin
+                },
+            ),
+            job(created.job_id + 1, origin),
+            job(
+                created.job_id,
+                JobOrigin {
+                    log_index: log_index + 100,
+                    ..origin
+                },
+            ),
+        ],
+    };
+    let reader = OriginChecker::new(&devnet.chain_config()).expect("origin checker");
+    chain_reader_contract(&reader, &case).await;
 }
 
 /// Sends a raw transaction (explicit gas: it may revert) and returns its hash.
@@ -740,7 +492,7 @@ async fn code_source_contract_holds_for_user_code_source() {
         saved,
         source: OK_CODE.into(),
         unknown: H256::random(),
-        wrong_contract: to_jobs,
+        wrong_contract: vec![to_jobs],
         bad_calldata: vec![junk, other_selector, not_utf8],
     };
     let source = UserCodeSource::new(&devnet.chain_config()).expect("code source");

@@ -1,6 +1,7 @@
 //! The sandbox against real workerd and, where this machine allows, real cgroups.
-//! Run with `cargo test --test it sandbox::`: the shared contracts
-//! also run against the mockall stubs (without it, only against the real adapters).
+//! Run with `cargo test --test it sandbox::`. The `Slots` and `Sandbox` contract suites
+//! (`domain::testing`) run here against the real adapters (`CgroupSlots`, `WorkerdSandbox`); the
+//! domain's unit tests run them over its stubs.
 //! Cgroup-specific assertions print "SKIP: cgroups not available: <why>" when they cannot run.
 //! Every sandbox test runs in both modes (`<test>::process` and `<test>::warm`); the `warm_*`
 //! tests check what only warm slots promise: no state from one job to the next, and a job that
@@ -12,11 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::contracts_sandbox::{sandbox_contract, slots_contract, ECHO_JOB};
 use serverless_executor::config::{default_workerd_path, EgressPolicy, SandboxConfig, SandboxMode};
-#[cfg(feature = "mocks")]
-use serverless_executor::domain::dal::{MockSandbox, MockSlots};
 use serverless_executor::domain::dal::{RunResult, Sandbox, SandboxError, Slot, Slots};
+use serverless_executor::domain::testing::{sandbox_contract, slots_contract, ECHO_JOB};
 use serverless_executor::effects::cgroup::{CgroupSlots, CgroupVersion};
 use serverless_executor::effects::workerd::{RunReport, WorkerdSandbox};
 
@@ -889,38 +888,6 @@ async fn cgroup_slots_are_made_limited_and_removed() {
     }
 }
 
-#[cfg(feature = "mocks")]
-/// A mockall stub that behaves like a pool of `capacity` unlimited slots.
-fn mock_pool(capacity: usize) -> MockSlots {
-    let free = Arc::new(std::sync::Mutex::new(
-        (0..capacity).rev().collect::<Vec<usize>>(),
-    ));
-    let mut mock = MockSlots::new();
-    mock.expect_capacity().return_const(capacity);
-    let f = free.clone();
-    mock.expect_try_acquire().returning(move || {
-        f.lock().unwrap().pop().map(|index| Slot {
-            index,
-            cgroup_procs: Vec::new(),
-        })
-    });
-    let f = free.clone();
-    mock.expect_release()
-        .returning(move |slot| f.lock().unwrap().push(slot.index));
-    let f = free.clone();
-    mock.expect_busy()
-        .returning(move || capacity - f.lock().unwrap().len());
-    mock.expect_enforced().return_const(false);
-    mock.expect_oom_kills().return_const(0u64);
-    mock
-}
-
-#[cfg(feature = "mocks")]
-#[tokio::test]
-async fn slots_contract_holds_for_the_mock() {
-    slots_contract(&mock_pool(2)).await;
-}
-
 #[tokio::test]
 async fn slots_contract_holds_for_cgroup_slots() {
     let work = tempfile::tempdir().unwrap();
@@ -929,21 +896,6 @@ async fn slots_contract_holds_for_cgroup_slots() {
         println!("{skip} (contract checked on unlimited slots)");
     }
     slots_contract(&slots).await;
-}
-
-#[cfg(feature = "mocks")]
-#[tokio::test]
-async fn sandbox_contract_holds_for_the_mock() {
-    let mut mock = MockSandbox::new();
-    mock.expect_run()
-        .returning(|_slot, code, input, _deadline| {
-            Ok(RunResult::Output(if code == ECHO_JOB {
-                input.to_vec()
-            } else {
-                b"ok".to_vec()
-            }))
-        });
-    sandbox_contract(&mock, &unlimited_slot()).await;
 }
 
 async fn sandbox_contract_holds_for_workerd(mode: SandboxMode) {

@@ -15,16 +15,16 @@ use serde_json::Value;
 use serverless_executor::bootstrap::Running;
 use serverless_executor::config::PublicConfig;
 use serverless_executor::domain::dal::{
-    EnclaveSigner, JobOrder, JobQuery, JobSlice, MockChainWriter, MockCodeSource, MockSandbox,
-    RunResult, Store, StoreError, TxOutcome,
+    ChainWriter, EnclaveSigner, JobOrder, JobQuery, JobSlice, Store, StoreError,
 };
 use serverless_executor::domain::model::{
-    ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SentTx,
-    SignedOutput, SupersededOutput,
+    ChainEvent, ChainLog, ChainStatus, ErrorCode, JobRecord, JobState, LogPosition, SignedOutput,
+    SupersededOutput,
 };
 use serverless_executor::domain::testing::memory_store as stub_store;
 use serverless_executor::domain::testing::{
-    counting_metrics, counting_slots, key_signer, memory_store, sample_job,
+    code_ok, counting_metrics, counting_slots, echo_sandbox, key_signer, memory_store,
+    probed_chain, sample_job, ChainScript,
 };
 use serverless_executor::domain::{Executor, Ports, Settings};
 use serverless_executor::effects::clock::SystemClock;
@@ -163,44 +163,21 @@ impl Store for GatedListings {
     }
 }
 
-/// Ports that do no I/O but the store given: code and sandbox answer at once, outputs mine.
+/// Ports that do no I/O but the store given: the domain tests' stubs (code and sandbox answer
+/// at once, outputs mine), with a gas key set.
 fn ports(store: Arc<dyn Store>) -> Ports {
-    let mut code = MockCodeSource::new();
-    code.expect_fetch_code()
-        .returning(|_| Ok("export default {}".into()));
-    let mut sandbox = MockSandbox::new();
-    sandbox
-        .expect_run()
-        .returning(|_, _, input, _| Ok(RunResult::Output(input.to_vec())));
-    let mut chain = MockChainWriter::new();
-    chain
-        .expect_gas_address()
-        .return_const(Some(Address::repeat_byte(0x6a)));
-    chain
-        .expect_submit_output()
-        .returning(|output, _plan, sent| {
-            let tx_hash = H256::from_low_u64_be(output.job_id.low_u64());
-            sent.sent(SentTx {
-                tx_hash,
-                from: Address::repeat_byte(0x6a),
-                nonce: output.job_id,
-                max_fee_per_gas: U256::one(),
-                max_priority_fee_per_gas: None,
-            });
-            Ok(TxOutcome::Mined {
-                tx_hash,
-                gas_used: 21_000,
-            })
-        });
+    let chain = ChainScript::default().writer(store.clone());
+    chain.set_gas_key([0x6a; 32]).expect("a valid gas key");
     Ports {
         signer: Arc::new(key_signer(ENCLAVE_SECRET)),
         clock: Arc::new(SystemClock),
         store,
-        code: Arc::new(code),
-        sandbox: Arc::new(sandbox),
+        code: Arc::new(code_ok()),
+        sandbox: Arc::new(echo_sandbox()),
         slots: Arc::new(counting_slots(2)),
         chain: Arc::new(chain),
         reader: Arc::new(serverless_executor::domain::testing::canonical_reader()),
+        probe: Arc::new(probed_chain(None, true)),
         metrics: Arc::new(counting_metrics()),
     }
 }

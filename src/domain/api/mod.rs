@@ -7,6 +7,7 @@ mod follow_health;
 mod job_status;
 mod observe;
 mod on_chain_event;
+mod probe;
 mod recover;
 mod register_enclave;
 mod settle;

@@ -1184,6 +1184,37 @@ impl ChainWriter for TxSender {
     }
 }
 
+/// The readiness probe's questions, answered by the gas account's node (none without a chain).
+#[async_trait]
+impl crate::domain::dal::ChainProbe for TxSender {
+    async fn head_block(&self) -> Option<u64> {
+        if !self.config.is_configured() {
+            return None;
+        }
+        TxSender::head_block(self).await
+    }
+
+    async fn gas_balance(&self) -> Option<U256> {
+        TxSender::gas_balance(self).await
+    }
+
+    async fn gas_price(&self) -> Option<U256> {
+        TxSender::gas_price(self).await
+    }
+
+    async fn gas_nonces(&self) -> Option<(u64, u64)> {
+        TxSender::gas_nonces(self).await
+    }
+
+    fn pending_transactions(&self) -> u64 {
+        TxSender::pending_transactions(self)
+    }
+
+    fn output_gas(&self) -> u64 {
+        TxSender::output_gas(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -391,6 +391,12 @@ impl Sandbox for WorkerdSandbox {
         };
         Ok(report.result)
     }
+
+    fn runtime_found(&self) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.workerd_path)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
 }
 
 /// workerd ended before answering. Killed by a signal (the OOM killer's SIGKILL, a V8 fatal

@@ -1,22 +1,45 @@
-//! The shared behavioural suites of the `Slots` and `Sandbox` ports. Each takes any
-//! implementation: `tests/it/sandbox.rs` runs them against the mockall stubs the domain tests use
-//! and against the real adapters (`CgroupSlots`, `WorkerdSandbox`), so a stub cannot drift
-//! from the adapter it stands in for.
+//! The `Slots` port: a pool of slots without cgroups (`counting_slots`), and the contract every
+//! pool keeps (the stub here, `CgroupSlots` in `tests/sandbox.rs`).
 
-#![allow(dead_code)]
+use crate::domain::dal::Slots;
 
-use serverless_executor::domain::dal::{RunResult, Sandbox, Slot, Slots};
+use std::sync::{Arc, Mutex};
 
-/// Answers with the request body, unchanged.
-pub const ECHO_JOB: &str =
-    "export default { async fetch(request) { return new Response(await request.arrayBuffer()); } };";
-
-/// Answers "ok" whatever the input.
-pub const OK_JOB: &str = "export default { fetch() { return new Response(\"ok\"); } };";
+/// A `MockSlots` pool of `capacity` slots without cgroups.
+pub fn counting_slots(capacity: usize) -> crate::domain::dal::MockSlots {
+    use crate::domain::dal::Slot;
+    let free = Arc::new(Mutex::new((0..capacity).rev().collect::<Vec<usize>>()));
+    let mut slots = crate::domain::dal::MockSlots::new();
+    slots.expect_capacity().return_const(capacity);
+    let f = free.clone();
+    slots.expect_try_acquire().returning(move || {
+        f.lock().unwrap().pop().map(|index| Slot {
+            index,
+            cgroup_procs: vec![],
+        })
+    });
+    let f = free.clone();
+    slots.expect_release().returning(move |slot| {
+        let mut free = f.lock().unwrap();
+        assert!(
+            !free.contains(&slot.index),
+            "slot {} released twice",
+            slot.index
+        );
+        free.push(slot.index);
+    });
+    let f = free.clone();
+    slots
+        .expect_busy()
+        .returning(move || capacity - f.lock().unwrap().len());
+    slots.expect_enforced().return_const(false);
+    slots.expect_oom_kills().returning(|_| 0);
+    slots
+}
 
 /// A fresh pool: every slot free. Takes all, checks they are distinct and that a full pool
 /// gives None, then that a released slot is counted, reusable, and the pool drains to zero.
-pub async fn slots_contract<S: Slots>(s: &S) {
+pub async fn slots_contract(s: &dyn Slots) {
     let capacity = s.capacity();
     assert!(capacity >= 1, "a pool has at least one slot");
     assert_eq!(s.busy(), 0, "a fresh pool has no busy slot");
@@ -57,21 +80,4 @@ pub async fn slots_contract<S: Slots>(s: &S) {
         s.release(slot);
     }
     assert_eq!(s.busy(), 0, "all released");
-}
-
-/// The sandbox runs code on input inside `slot`: an echo job returns its input byte for byte
-/// (binary, UTF-8, empty), a trivial job returns its output.
-pub async fn sandbox_contract<S: Sandbox>(s: &S, slot: &Slot) {
-    let utf8 = "contract: héllo — 日本語 🎉".as_bytes().to_vec();
-    let binary: Vec<u8> = vec![0, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
-    for input in [utf8, binary, Vec::new()] {
-        let result = s.run(slot, ECHO_JOB, &input, 30_000).await;
-        assert_eq!(
-            result,
-            Ok(RunResult::Output(input.clone())),
-            "echo of {input:?}"
-        );
-    }
-    let result = s.run(slot, OK_JOB, b"{\"num\":1}", 30_000).await;
-    assert_eq!(result, Ok(RunResult::Output(b"ok".to_vec())));
 }

@@ -1,6 +1,5 @@
-//! Test support for the ports: mockall stubs configured to behave like working adapters, and
-//! the behavioural contract suites every implementation of a port must pass (the stubs here,
-//! the real adapters in `tests/`). Compiled for unit tests and with the `mocks` feature.
+//! The `Store` port: an in-memory stub (`memory_store`), a store whose writes fail on request
+//! (`FlakyStore`), and the contract every store keeps.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,15 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use ethers::types::{Address, H256, U256};
 
-use super::dal::{
-    Clock, EnclaveSigner, JobOrder, JobQuery, JobSlice, MockClock, MockEnclaveSigner, MockStore,
-    Store,
+use crate::domain::dal::{JobOrder, JobQuery, JobSlice, MockStore, Store};
+use crate::domain::model::{
+    ChainStatus, Deployment, ErrorCode, JobRecord, JobState, SentTx, SignedOutput, SupersededOutput,
 };
-use super::eip712::recover;
-use super::model::{
-    ChainStatus, Deployment, ErrorCode, Job, JobRecord, JobState, SentTx, SignedOutput,
-    SupersededOutput,
-};
+
+use super::sample_job;
 
 #[derive(Default)]
 struct MemoryState {
@@ -136,284 +132,6 @@ pub fn memory_store() -> MockStore {
     store.expect_flush().returning(|| Ok(()));
     store
 }
-
-/// A `MockClock` whose time moves only when someone sleeps (tests run instantly).
-pub fn manual_clock(start_ms: u64) -> (MockClock, Arc<AtomicU64>) {
-    let now = Arc::new(AtomicU64::new(start_ms));
-    let mut clock = MockClock::new();
-    let read = now.clone();
-    clock
-        .expect_now_ms()
-        .returning(move || read.load(Ordering::SeqCst));
-    let advance = now.clone();
-    clock.expect_sleep_ms().returning(move |ms| {
-        advance.fetch_add(ms, Ordering::SeqCst);
-    });
-    (clock, now)
-}
-
-/// A clock on tokio's timer: with `#[tokio::test(start_paused = true)]` time jumps ahead
-/// whenever every task waits, so window and backoff logic runs instantly and in order.
-pub struct TokioClock {
-    base_ms: u64,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn starting_at(base_ms: u64) -> Self {
-        Self {
-            base_ms,
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Clock for TokioClock {
-    fn now_ms(&self) -> u64 {
-        self.base_ms + self.start.elapsed().as_millis() as u64
-    }
-
-    async fn sleep_ms(&self, ms: u64) {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-}
-
-/// A `MockMetrics` that counts what it is told and renders the counts as `name value` lines.
-pub fn counting_metrics() -> super::dal::MockMetrics {
-    let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let mut metrics = super::dal::MockMetrics::new();
-    let bump = |counts: &Arc<Mutex<BTreeMap<String, u64>>>, name: String| {
-        *counts.lock().unwrap().entry(name).or_default() += 1;
-    };
-    let c = counts.clone();
-    metrics
-        .expect_job_executed()
-        .returning(move |code, _| bump(&c, format!("executed_{}", code.as_u8())));
-    let c = counts.clone();
-    metrics
-        .expect_job_finished()
-        .returning(move |end, _, _| bump(&c, format!("finished_{end:?}")));
-    let c = counts.clone();
-    metrics
-        .expect_sandbox_oom_kill()
-        .returning(move || bump(&c, "oom_kills".into()));
-    let c = counts.clone();
-    metrics
-        .expect_output_reverted()
-        .returning(move |revert| bump(&c, format!("reverted_{}", revert.name())));
-    let c = counts.clone();
-    metrics
-        .expect_enclave_slashed()
-        .returning(move || bump(&c, "slashed".into()));
-    let c = counts.clone();
-    metrics.expect_set_readiness().returning(move |readiness| {
-        c.lock()
-            .unwrap()
-            .insert("ready".into(), u64::from(readiness.ready));
-    });
-    let c = counts.clone();
-    metrics.expect_enclave_refused().returning(move |refused| {
-        let mut counts = c.lock().unwrap();
-        if refused {
-            counts.insert("enclave_refused".into(), 1);
-        } else {
-            counts.remove("enclave_refused");
-        }
-    });
-    let c = counts.clone();
-    metrics.expect_gas_spent().returning(move |gas| {
-        *c.lock().unwrap().entry("gas_spent".into()).or_default() += gas;
-    });
-    let c = counts.clone();
-    metrics
-        .expect_gas_burner()
-        .returning(move |owner| bump(&c, format!("gas_burner_{owner:?}")));
-    let c = counts.clone();
-    metrics
-        .expect_store_error()
-        .returning(move || bump(&c, "store_errors".into()));
-    let c = counts.clone();
-    metrics
-        .expect_set_store_failing()
-        .returning(move |failing| {
-            c.lock()
-                .unwrap()
-                .insert("store_failing".into(), u64::from(failing));
-        });
-    let c = counts.clone();
-    metrics.expect_set_load().returning(move |load| {
-        c.lock()
-            .unwrap()
-            .insert("slots_busy".into(), load.slots_busy as u64);
-    });
-    metrics.expect_render().returning(move || {
-        counts
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| format!("{k} {v}\n"))
-            .collect()
-    });
-    metrics
-}
-
-/// What every `Metrics` must do: take every event without failing, and render text that
-/// changes when something is recorded.
-pub fn metrics_contract(metrics: &dyn super::dal::Metrics) {
-    use super::dal::{JobEnd, Load};
-    let before = metrics.render();
-    metrics.job_executed(ErrorCode::Ok, 12);
-    let after = metrics.render();
-    assert_ne!(before, after, "a recorded execution shows in the rendering");
-    metrics.job_executed(ErrorCode::DeadlineExceeded, 5_000);
-    metrics.job_finished(JobEnd::Confirmed, Some(ErrorCode::Ok), 2_500);
-    metrics.job_finished(JobEnd::Abandoned, None, 90_000);
-    metrics.sandbox_oom_kill();
-    let unrefused = metrics.render();
-    metrics.enclave_refused(true);
-    assert_ne!(unrefused, metrics.render(), "a refused enclave shows");
-    metrics.enclave_refused(false);
-    assert_eq!(
-        unrefused,
-        metrics.render(),
-        "and stops showing once cleared"
-    );
-    let before_gas = metrics.render();
-    metrics.gas_spent(21_000);
-    assert_ne!(
-        before_gas,
-        metrics.render(),
-        "gas spent shows in the rendering"
-    );
-    let before_burner = metrics.render();
-    metrics.gas_burner(Address::repeat_byte(0xb0));
-    let with_burner = metrics.render();
-    assert_ne!(
-        before_burner, with_burner,
-        "a gas burner shows in the rendering"
-    );
-    assert!(
-        with_burner.contains("0xb0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"),
-        "the gas burner is named: {with_burner}"
-    );
-    metrics.store_error();
-    metrics.set_store_failing(true);
-    metrics.set_load(Load {
-        slots_busy: 1,
-        slots_total: 4,
-        jobs_queued: 2,
-        jobs_in_flight: 1,
-        job_capacity: 4,
-    });
-    let last = metrics.render();
-    assert_ne!(after, last, "every event shows in the rendering");
-    assert!(!last.is_empty());
-
-    // What alerts fire on: each shows on its own.
-    let shows = |what: &str, event: &dyn Fn()| {
-        let before = metrics.render();
-        event();
-        assert_ne!(before, metrics.render(), "{what} shows in the rendering");
-    };
-    shows("a reverted output", &|| {
-        metrics.output_reverted(&super::dal::Revert::ExecutionTimeOver)
-    });
-    shows("a slash of this enclave", &|| metrics.enclave_slashed());
-    let readiness = |ready| super::model::Readiness {
-        registered: ready,
-        chain_connected: ready,
-        cgroups_enforced: ready,
-        unlimited_slots_allowed: false,
-        workerd_found: ready,
-        enclave_verified: ready,
-        follower_ok: ready,
-        head_lag: None,
-        follower_problem: None,
-        ready,
-    };
-    metrics.set_readiness(readiness(false));
-    shows("readiness", &|| metrics.set_readiness(readiness(true)));
-}
-
-/// A `MockSlots` pool of `capacity` slots without cgroups.
-pub fn counting_slots(capacity: usize) -> super::dal::MockSlots {
-    use super::dal::Slot;
-    let free = Arc::new(Mutex::new((0..capacity).rev().collect::<Vec<usize>>()));
-    let mut slots = super::dal::MockSlots::new();
-    slots.expect_capacity().return_const(capacity);
-    let f = free.clone();
-    slots.expect_try_acquire().returning(move || {
-        f.lock().unwrap().pop().map(|index| Slot {
-            index,
-            cgroup_procs: vec![],
-        })
-    });
-    let f = free.clone();
-    slots.expect_release().returning(move |slot| {
-        let mut free = f.lock().unwrap();
-        assert!(
-            !free.contains(&slot.index),
-            "slot {} released twice",
-            slot.index
-        );
-        free.push(slot.index);
-    });
-    let f = free.clone();
-    slots
-        .expect_busy()
-        .returning(move || capacity - f.lock().unwrap().len());
-    slots.expect_enforced().return_const(false);
-    slots.expect_oom_kills().returning(|_| 0);
-    slots
-}
-
-/// A `MockEnclaveSigner` backed by a real secp256k1 key, so its signatures recover.
-pub fn key_signer(secret: [u8; 32]) -> MockEnclaveSigner {
-    let key = k256::ecdsa::SigningKey::from_slice(&secret).expect("test key is valid");
-    let point = key.verifying_key().to_encoded_point(false);
-    let mut public_key = [0u8; 64];
-    public_key.copy_from_slice(&point.as_bytes()[1..]);
-    let address = Address::from_slice(&ethers::utils::keccak256(public_key)[12..]);
-    let mut signer = MockEnclaveSigner::new();
-    signer.expect_address().return_const(address);
-    signer.expect_public_key().return_const(public_key);
-    signer.expect_sign_digest().returning(move |digest| {
-        let (sig, rid) = key
-            .sign_prehash_recoverable(&digest)
-            .map_err(|e| super::dal::SignerError(e.to_string()))?;
-        let mut out = [0u8; 65];
-        out[..64].copy_from_slice(&sig.to_bytes());
-        out[64] = 27 + rid.to_byte();
-        Ok(out)
-    });
-    signer
-}
-
-/// A `MockChainReader` for a chain without reorgs: every job's creating log is canonical.
-pub fn canonical_reader() -> super::dal::MockChainReader {
-    let mut reader = super::dal::MockChainReader::new();
-    reader.expect_job_is_canonical().returning(|_| Ok(true));
-    reader
-}
-
-/// A job for tests: id, selected executors, window from `exec_start_time`.
-pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job {
-    Job {
-        id: U256::from(id),
-        env: 1,
-        owner: Address::repeat_byte(0x0b),
-        codehash: H256::repeat_byte(0xc0),
-        code_inputs: br#"{"num":10}"#.to_vec(),
-        deadline_ms: 1000,
-        selected_executors: selected,
-        exec_start_time,
-        origin: None,
-        compact: None,
-    }
-}
-
-// ---- contract suites ------------------------------------------------------------------------
 
 /// What every `Store` must do. Run on an empty store.
 pub fn store_contract(store: &dyn Store) {
@@ -598,7 +316,7 @@ pub fn store_contract(store: &dyn Store) {
 
     // A job's origin (its creating log) is kept, so a reorg that reuses its id is noticed.
     let mut job = sample_job(5, vec![], 1);
-    job.origin = Some(super::model::JobOrigin {
+    job.origin = Some(crate::domain::model::JobOrigin {
         block_number: 9,
         block_hash: H256::repeat_byte(0xb9),
         tx_hash: H256::repeat_byte(0x79),
@@ -613,7 +331,7 @@ pub fn store_contract(store: &dyn Store) {
     // count, outputs seen, flags) and a digest of the rest; never its inputs, owner, code,
     // addresses or origin.
     let origin_in = |block: u8| {
-        Some(super::model::JobOrigin {
+        Some(crate::domain::model::JobOrigin {
             block_number: u64::from(block),
             block_hash: H256::repeat_byte(block),
             tx_hash: H256::repeat_byte(!block),
@@ -732,34 +450,6 @@ pub fn store_contract(store: &dyn Store) {
     store.flush().unwrap();
 }
 
-/// What every `EnclaveSigner` must do.
-pub fn signer_contract(signer: &dyn EnclaveSigner) {
-    let public_key = signer.public_key();
-    let derived = Address::from_slice(&ethers::utils::keccak256(public_key)[12..]);
-    assert_eq!(
-        signer.address(),
-        derived,
-        "the address derives from the public key"
-    );
-    for digest in [[0u8; 32], [0xab; 32], ethers::utils::keccak256(b"job")] {
-        let sig = signer.sign_digest(digest).unwrap();
-        assert!(sig[64] == 27 || sig[64] == 28, "v is 27 or 28");
-        assert_eq!(
-            recover(digest, &sig),
-            Some(signer.address()),
-            "signature recovers"
-        );
-    }
-}
-
-/// What every `Clock` must do: time is unix ms and sleeping lets time pass.
-pub async fn clock_contract(clock: &dyn Clock) {
-    let before = clock.now_ms();
-    assert!(before > 1_600_000_000_000, "now is unix milliseconds");
-    clock.sleep_ms(20).await;
-    assert!(clock.now_ms() >= before + 20, "sleeping lets time pass");
-}
-
 /// The in-memory store whose next `n` writes fail (`fail_next_writes`), like a full or
 /// read-only disk that comes back; reads keep working.
 pub struct FlakyStore {
@@ -781,69 +471,77 @@ impl FlakyStore {
         self.failures_left.store(n, Ordering::SeqCst);
     }
 
-    fn write(&self) -> Result<(), super::dal::StoreError> {
+    fn write(&self) -> Result<(), crate::domain::dal::StoreError> {
         let failing = self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Err(super::dal::StoreError::Io("No space left on device".into()));
+            return Err(crate::domain::dal::StoreError::Io(
+                "No space left on device".into(),
+            ));
         }
         Ok(())
     }
 }
 
 impl Store for FlakyStore {
-    fn owner(&self) -> Result<Option<Address>, super::dal::StoreError> {
+    fn owner(&self) -> Result<Option<Address>, crate::domain::dal::StoreError> {
         self.inner.owner()
     }
-    fn set_owner_once(&self, owner: Address) -> Result<bool, super::dal::StoreError> {
+    fn set_owner_once(&self, owner: Address) -> Result<bool, crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.set_owner_once(owner)
     }
-    fn gas_key(&self) -> Result<Option<[u8; 32]>, super::dal::StoreError> {
+    fn gas_key(&self) -> Result<Option<[u8; 32]>, crate::domain::dal::StoreError> {
         self.inner.gas_key()
     }
-    fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), super::dal::StoreError> {
+    fn set_gas_key(&self, secret: [u8; 32]) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.set_gas_key(secret)
     }
-    fn config_timestamp(&self) -> Result<Option<u64>, super::dal::StoreError> {
+    fn config_timestamp(&self) -> Result<Option<u64>, crate::domain::dal::StoreError> {
         self.inner.config_timestamp()
     }
-    fn advance_config_timestamp(&self, timestamp: u64) -> Result<bool, super::dal::StoreError> {
+    fn advance_config_timestamp(
+        &self,
+        timestamp: u64,
+    ) -> Result<bool, crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.advance_config_timestamp(timestamp)
     }
-    fn cursor(&self) -> Result<Option<u64>, super::dal::StoreError> {
+    fn cursor(&self) -> Result<Option<u64>, crate::domain::dal::StoreError> {
         self.inner.cursor()
     }
-    fn set_cursor(&self, next_block: u64) -> Result<(), super::dal::StoreError> {
+    fn set_cursor(&self, next_block: u64) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.set_cursor(next_block)
     }
-    fn chain_status(&self) -> Result<ChainStatus, super::dal::StoreError> {
+    fn chain_status(&self) -> Result<ChainStatus, crate::domain::dal::StoreError> {
         self.inner.chain_status()
     }
-    fn set_chain_status(&self, status: ChainStatus) -> Result<(), super::dal::StoreError> {
+    fn set_chain_status(&self, status: ChainStatus) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.set_chain_status(status)
     }
-    fn job(&self, id: U256) -> Result<Option<JobRecord>, super::dal::StoreError> {
+    fn job(&self, id: U256) -> Result<Option<JobRecord>, crate::domain::dal::StoreError> {
         self.inner.job(id)
     }
-    fn put_job(&self, record: &JobRecord) -> Result<(), super::dal::StoreError> {
+    fn put_job(&self, record: &JobRecord) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.put_job(record)
     }
-    fn remove_job(&self, id: U256) -> Result<(), super::dal::StoreError> {
+    fn remove_job(&self, id: U256) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.remove_job(id)
     }
-    fn list_jobs(&self, query: &super::dal::JobQuery) -> Result<JobSlice, super::dal::StoreError> {
+    fn list_jobs(
+        &self,
+        query: &crate::domain::dal::JobQuery,
+    ) -> Result<JobSlice, crate::domain::dal::StoreError> {
         self.inner.list_jobs(query)
     }
-    fn open_jobs(&self) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+    fn open_jobs(&self) -> Result<Vec<JobRecord>, crate::domain::dal::StoreError> {
         self.inner.open_jobs()
     }
     fn expired_jobs(
@@ -851,28 +549,34 @@ impl Store for FlakyStore {
         ended_before_ms: u64,
         after: Option<(u64, U256)>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, super::dal::StoreError> {
+    ) -> Result<Vec<JobRecord>, crate::domain::dal::StoreError> {
         self.inner.expired_jobs(ended_before_ms, after, limit)
     }
-    fn flush(&self) -> Result<(), super::dal::StoreError> {
+    fn flush(&self) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.flush()
     }
-    fn deployment(&self) -> Result<Option<Deployment>, super::dal::StoreError> {
+    fn deployment(&self) -> Result<Option<Deployment>, crate::domain::dal::StoreError> {
         self.inner.deployment()
     }
-    fn set_deployment(&self, deployment: &Deployment) -> Result<(), super::dal::StoreError> {
+    fn set_deployment(
+        &self,
+        deployment: &Deployment,
+    ) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.set_deployment(deployment)
     }
-    fn take_backs(&self) -> Result<Vec<SupersededOutput>, super::dal::StoreError> {
+    fn take_backs(&self) -> Result<Vec<SupersededOutput>, crate::domain::dal::StoreError> {
         self.inner.take_backs()
     }
-    fn put_take_back(&self, output: &SupersededOutput) -> Result<(), super::dal::StoreError> {
+    fn put_take_back(
+        &self,
+        output: &SupersededOutput,
+    ) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.put_take_back(output)
     }
-    fn remove_take_back(&self, tx_hash: H256) -> Result<(), super::dal::StoreError> {
+    fn remove_take_back(&self, tx_hash: H256) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
         self.inner.remove_take_back(tx_hash)
     }
