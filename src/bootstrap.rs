@@ -87,6 +87,10 @@ pub async fn start(config: Config) -> Result<Running> {
         }
     }
     let sandbox = Arc::new(WorkerdSandbox::new(&config.sandbox)?);
+    // Jobs go to slots whose warm process listens, while the others start. Weak: the slots
+    // must not keep the sandbox (its processes in the slots' cgroups) alive past their cleanup.
+    let warm = Arc::downgrade(&sandbox);
+    slots.prefer(move |index| warm.upgrade().is_some_and(|s| s.ready(index)));
     prewarm(&sandbox, slots.as_ref()).await?;
     let chain = Arc::new(
         TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),
@@ -229,11 +233,16 @@ pub async fn start(config: Config) -> Result<Running> {
     })
 }
 
-/// Warm mode: starts every slot's workerd now, so the first jobs find them warm.
+/// Warm mode: how many slots' processes listen before the executor serves (the rest start in
+/// the background, one after the other).
+const READY_SLOTS_AT_START: usize = 2;
+
+/// Warm mode: starts the slots' workerd processes one after the other, and returns once the
+/// first few listen, so the first jobs (and the jobs recovered at a restart) find them warm.
 async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
     use crate::domain::dal::Slots;
     let all: Vec<_> = std::iter::from_fn(|| slots.try_acquire()).collect();
-    let warmed = sandbox.prewarm(&all).await;
+    let warmed = sandbox.prewarm(&all, READY_SLOTS_AT_START).await;
     for slot in all {
         slots.release(slot);
     }

@@ -322,3 +322,72 @@ async fn drain_revive_and_deregister_are_obeyed() {
     ex.wait_for_status("deregistered", WAIT).await.unwrap();
     ex.stop().await.unwrap();
 }
+
+/// Warm mode: the last slot's workerd never starts listening (a wrapper sleeps in its place,
+/// recognised by its slot cgroup). The job is sent to a slot whose process is ready rather than
+/// waiting on that one until its deadline (before, the most recently released slot was taken
+/// first, which after start-up was the last one started). At shutdown the slots' cgroups go,
+/// processes and all.
+#[tokio::test]
+async fn a_job_goes_to_a_ready_slot_while_another_slot_still_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("workerd-slot-3-never-listens");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$(cat /proc/self/cgroup)\" in *'/slot-3'*) exec sleep 600;; esac\nexec '{}' \"$@\"\n",
+            serverless_executor::config::default_workerd_path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let net = devnet(dir.path(), 1).await;
+    let parent = format!("executor-ready-slot-test-{}", std::process::id());
+    let ex = net
+        .start_executor(serverless_executor::client::devnet::ExecutorOptions {
+            account: 1,
+            job_capacity: 4,
+            extra: vec![
+                ("CGROUP_PARENT".into(), parent.clone()),
+                ("SANDBOX_MODE".into(), "warm".into()),
+                ("WORKERD_PATH".into(), wrapper.display().to_string()),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("executor starts and registers");
+    let state: serde_json::Value = reqwest::get(format!("{}/", ex.api_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if state["cgroups_enforced"] != serde_json::Value::Bool(true) {
+        println!("SKIP: without slot cgroups the wrapper cannot tell the slots apart");
+        return;
+    }
+    let factors = save(&net, FACTORS).await;
+    let created = job(&net, factors, br#"{"num":600}"#, 5000).await.unwrap();
+    let r = answer(&net, &created, WAIT).await;
+    assert_eq!(
+        r.error_code, 0,
+        "the job waited on the slot that never listens"
+    );
+    assert_eq!(String::from_utf8_lossy(&r.output), "2,2,2,3,5,5");
+    ex.running
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("the executor stops");
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+    ] {
+        let dir = std::path::Path::new(root).join(&parent);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}

@@ -855,12 +855,12 @@ async fn cgroup_slots_are_made_limited_and_removed() {
     match version {
         CgroupVersion::V2 => {
             assert_eq!(read("memory.max").as_deref(), Some("67108864"));
-            assert_eq!(read("cpu.max").as_deref(), Some("25000 100000"));
+            assert_eq!(read("cpu.max").as_deref(), Some("5000 20000"));
         }
         CgroupVersion::V1 => {
             assert_eq!(read("memory.limit_in_bytes").as_deref(), Some("67108864"));
-            assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("25000"));
-            assert_eq!(read("cpu.cfs_period_us").as_deref(), Some("100000"));
+            assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("5000"));
+            assert_eq!(read("cpu.cfs_period_us").as_deref(), Some("20000"));
             let oom = read("memory.oom_control").unwrap();
             assert!(oom.contains("oom_kill_disable 0"), "{oom}");
             if let Some(memsw) = read("memory.memsw.limit_in_bytes") {
@@ -966,7 +966,7 @@ async fn warm_deadline_restarts_only_its_own_slot() {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();
     let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
-    sandbox.prewarm(&[slot(0), slot(1)]).await.unwrap();
+    sandbox.prewarm(&[slot(0), slot(1)], 2).await.unwrap();
     let (Some(pid0), Some(pid1)) = (sandbox.warm_pid(0).await, sandbox.warm_pid(1).await) else {
         panic!("prewarm started no process");
     };
@@ -1004,7 +1004,7 @@ async fn warm_out_of_memory_restarts_only_its_own_slot() {
         return;
     }
     let (a, b) = (slots.try_acquire().unwrap(), slots.try_acquire().unwrap());
-    sandbox.prewarm(&[a.clone(), b.clone()]).await.unwrap();
+    sandbox.prewarm(&[a.clone(), b.clone()], 2).await.unwrap();
     let (pid_a, pid_b) = (
         sandbox.warm_pid(a.index).await.unwrap(),
         sandbox.warm_pid(b.index).await.unwrap(),

@@ -16,16 +16,35 @@ use serverless_executor::client::jobs::save_code;
 use serverless_executor::config::SandboxMode;
 use serverless_executor::effects::chain::bindings::{JobCreatedFilter, Jobs};
 
-use super::child::{start_executor, stop_executor};
+use super::child::{restart_executor, start_executor, stop_executor};
 use super::procfs::{child_named, children_rss, cpu_time, machine_busy, rss_bytes};
-use super::stages::{wait_mined, StageLog};
+use super::stages::{internal_ms, wait_mined, StageLog};
 use super::{BenchArgs, ECHO_JOB, STAGES};
 
 pub struct DevnetPart {
     /// Per stage (then the total), the milliseconds of each job.
     pub stage_ms: Vec<Vec<f64>>,
+    /// Per job, event seen → output mined (the executor's own part).
+    pub internal_ms: Vec<f64>,
+    /// The executor's own part of the first job after start (its slots just started).
+    pub first_job_ms: f64,
     pub throughput: Throughput,
+    pub restart: Restart,
 }
+
+/// Jobs created while the executor was stopped, run when it starts again.
+pub struct Restart {
+    pub jobs: usize,
+    /// From starting the executor again to its serving (following the chain).
+    pub start: Duration,
+    /// From starting the executor again to the last of the jobs' outputs mined.
+    pub all_mined: Duration,
+    /// Per job, event seen → output mined.
+    pub internal_ms: Vec<f64>,
+}
+
+/// How many jobs wait for the executor's restart (as after a crash with jobs in flight).
+const RECOVERED_JOBS: usize = 10;
 
 pub struct Throughput {
     pub jobs: usize,
@@ -72,16 +91,22 @@ pub async fn devnet_part(
     let part = async {
         let creator = Creator::new(&http, devnet.author_key(), jobs).await?;
 
-        // Warm-up (not counted): the code fetch fills the cache, the first slots start.
+        // Warm-up (not counted): the code fetch fills the cache, the first slots start. The
+        // first one is the first job after start.
+        let mut first_job_ms = f64::NAN;
         for i in 0..3 {
             let (id, _) = creator
                 .create(codehash, format!("{{\"warmup\":{i}}}").as_bytes())
                 .await?;
             wait_mined(&log, &id, Duration::from_secs(60)).await?;
+            if i == 0 {
+                first_job_ms = internal_ms(&log, &id)?;
+            }
         }
 
         eprintln!("[bench] {mode:?}: {} jobs one at a time", args.e2e_jobs);
         let mut stage_ms = vec![Vec::new(); STAGES.len() + 1];
+        let mut internal = Vec::new();
         for i in 0..args.e2e_jobs {
             let input = format!("{{\"job\":{i}}}");
             let (id, sent_us) = creator.create(codehash, input.as_bytes()).await?;
@@ -98,6 +123,7 @@ pub async fn devnet_part(
                 previous = at.max(previous);
             }
             stage_ms[STAGES.len()].push(previous.saturating_sub(sent_us) as f64 / 1000.0);
+            internal.push(internal_ms(&log, &id)?);
         }
 
         eprintln!(
@@ -160,8 +186,33 @@ pub async fn devnet_part(
         sampling.store(false, std::sync::atomic::Ordering::Relaxed);
         let (peak_rss, peak_workerd_rss) = sampler.await?;
 
+        eprintln!("[bench] {mode:?}: restart with {RECOVERED_JOBS} jobs waiting");
+        stop_executor(&mut executor).await;
+        let mut waiting = Vec::new();
+        for i in 0..RECOVERED_JOBS {
+            let input = format!("{{\"recovered\":{i}}}");
+            waiting.push(creator.create(codehash, input.as_bytes()).await?.0);
+        }
+        let restarted = Instant::now();
+        restart_executor(&mut executor, &log).await?;
+        let start = restarted.elapsed();
+        let mut recovered_ms = Vec::new();
+        for id in &waiting {
+            wait_mined(&log, id, Duration::from_secs(60)).await?;
+            recovered_ms.push(internal_ms(&log, id)?);
+        }
+        let all_mined = restarted.elapsed();
+
         Ok::<_, anyhow::Error>(DevnetPart {
             stage_ms,
+            internal_ms: internal,
+            first_job_ms,
+            restart: Restart {
+                jobs: RECOVERED_JOBS,
+                start,
+                all_mined,
+                internal_ms: recovered_ms,
+            },
             throughput: Throughput {
                 jobs: args.throughput_jobs,
                 wall,

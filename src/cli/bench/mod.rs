@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Jobs run one at a time for the scale benchmark's latency, idle and under the flood each.
     #[arg(long, default_value_t = 20)]
     scale_e2e_jobs: usize,
+    /// The executor binary the devnet parts start (default: this one), e.g. an older build to
+    /// compare with in the same conditions.
+    #[arg(long)]
+    executor: Option<std::path::PathBuf>,
 }
 
 pub async fn run_bench(args: BenchArgs) -> Result<()> {
@@ -90,6 +94,9 @@ pub async fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if !(1..=1000).contains(&args.capacity) {
         bail!("--capacity must be 1..=1000");
+    }
+    if let Some(path) = &args.executor {
+        child::use_executor(path.clone());
     }
     let started = Instant::now();
     let work_dir = std::env::temp_dir().join(format!("executor-bench-{}", std::process::id()));
@@ -184,17 +191,46 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
         }
         println!();
     }
+    print!("| executor's own part (event seen → output mined) |");
+    for (_, part) in &e2e {
+        let mut ms = part.internal_ms.clone();
+        print!(
+            " {:.1} ms | {:.1} ms |",
+            pct(&mut ms, 0.5),
+            pct(&mut ms, 0.99)
+        );
+    }
+    println!();
+    println!(
+        "\n### First jobs after a start (the executor's own part: event seen → output mined)\n"
+    );
+    println!("| mode | first job after start | restart to serving | recovered jobs | recovered: first | recovered: p50 | recovered: max | restart to all mined |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (mode, part) in &e2e {
+        let r = &part.restart;
+        let mut ms = r.internal_ms.clone();
+        let first = ms.first().copied().unwrap_or(f64::NAN);
+        println!(
+            "| {mode:?} | {:.1} ms | {:.0} ms | {} | {first:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms |",
+            part.first_job_ms,
+            r.start.as_secs_f64() * 1000.0,
+            r.jobs,
+            pct(&mut ms, 0.5),
+            pct(&mut ms, 1.0),
+            r.all_mined.as_secs_f64() * 1000.0
+        );
+    }
     println!(
         "\n## 3. Throughput (capacity {}, {} echo jobs created as fast as the chain takes them)\n",
         args.capacity, args.throughput_jobs
     );
-    println!("| mode | jobs/s | wall | executor peak RSS | executor CPU | workerd peak RSS (all) | anvil CPU | machine CPU busy | createJob retries |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| mode | jobs/s | wall | executor peak RSS | executor CPU | workerd peak RSS (all) | anvil CPU | machine CPU busy | createJob retries | executor CPU per job |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let share = |cpu: Duration, wall: Duration| 100.0 * cpu.as_secs_f64() / wall.as_secs_f64();
     for (mode, part) in &e2e {
         let t = &part.throughput;
         println!(
-            "| {mode:?} | {:.1} | {:.1} s | {:.1} MiB | {:.2} s ({:.0}% of a core) | {:.0} MiB | {:.2} s ({:.0}%) | {:.1} s ({:.0}% of {} cores) | {} |",
+            "| {mode:?} | {:.1} | {:.1} s | {:.1} MiB | {:.2} s ({:.0}% of a core) | {:.0} MiB | {:.2} s ({:.0}%) | {:.1} s ({:.0}% of {} cores) | {} | {:.2} ms |",
             t.jobs as f64 / t.wall.as_secs_f64(),
             t.wall.as_secs_f64(),
             t.peak_rss as f64 / 1048576.0,
@@ -206,7 +242,8 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
             t.machine_cpu.as_secs_f64(),
             share(t.machine_cpu, t.wall) / cores() as f64,
             cores(),
-            t.retries
+            t.retries,
+            t.cpu.as_secs_f64() * 1000.0 / t.jobs as f64
         );
     }
     Ok(())

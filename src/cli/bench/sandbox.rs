@@ -42,7 +42,7 @@ pub async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) ->
     let sandbox = WorkerdSandbox::new(&config)?;
     let slots = CgroupSlots::new(1, &config);
     let slot = slots.try_acquire().ok_or_else(|| anyhow!("no slot"))?;
-    sandbox.prewarm(std::slice::from_ref(&slot)).await?;
+    sandbox.prewarm(std::slice::from_ref(&slot), 1).await?;
     let cases: [(&str, &str, &[u8], &[u8]); 2] = [
         ("echo (64 B)", ECHO_JOB, &[b'x'; 64], &[b'x'; 64]),
         (

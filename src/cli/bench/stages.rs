@@ -65,6 +65,15 @@ pub async fn read_log(stderr: tokio::process::ChildStderr, log: Arc<StageLog>) {
     }
 }
 
+/// A job's time in the executor: from its event seen to its output mined, in ms.
+pub fn internal_ms(log: &StageLog, job: &str) -> Result<f64> {
+    let marks = log.get(job).unwrap_or_default();
+    match (marks.get(&Stage::Seen), marks.get(&Stage::Mined)) {
+        (Some(seen), Some(mined)) => Ok(mined.saturating_sub(*seen) as f64 / 1000.0),
+        _ => bail!("job {job}: no seen and mined marks in the executor's log"),
+    }
+}
+
 pub async fn wait_mined(log: &StageLog, job: &str, timeout: Duration) -> Result<()> {
     let limit = Instant::now() + timeout;
     loop {

@@ -3,11 +3,13 @@
 //! and removes the cgroups again.
 //!
 //! The free list is a mutex-protected stack: a slot is held by exactly one run at a time.
+//! `try_acquire` takes the topmost free slot that `prefer` says is ready (the composition root
+//! passes the sandbox's answer: whether the slot's warm process listens), else the topmost one.
 //! `cleanup` (also on drop) removes the slot cgroups and any parent it created.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use super::layout::{
@@ -45,6 +47,16 @@ pub struct CgroupSlots {
     free: Mutex<Vec<usize>>,
     limits: Limits,
     cleaned: AtomicBool,
+    prefer: OnceLock<Preference>,
+}
+
+/// Which slots `try_acquire` takes first.
+struct Preference(Box<dyn Fn(usize) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Preference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Preference")
+    }
 }
 
 impl CgroupSlots {
@@ -79,7 +91,14 @@ impl CgroupSlots {
             free: Mutex::new((0..capacity).rev().collect()),
             limits,
             cleaned: AtomicBool::new(false),
+            prefer: OnceLock::new(),
         }
+    }
+
+    /// From now on `try_acquire` takes a free slot for which `ready` holds when there is one
+    /// (set once; later calls are ignored). `ready` must not block.
+    pub fn prefer(&self, ready: impl Fn(usize) -> bool + Send + Sync + 'static) {
+        let _ = self.prefer.set(Preference(Box::new(ready)));
     }
 
     /// The cgroup version in use, None when not enforced.
@@ -204,7 +223,17 @@ impl Slots for CgroupSlots {
     }
 
     fn try_acquire(&self) -> Option<Slot> {
-        let index = self.free.lock().ok()?.pop()?;
+        let index = {
+            let mut free = self.free.lock().ok()?;
+            let preferred = self
+                .prefer
+                .get()
+                .and_then(|p| free.iter().rposition(|&i| (p.0)(i)));
+            match preferred {
+                Some(at) => free.remove(at),
+                None => free.pop()?,
+            }
+        };
         let cgroup_procs = self
             .slot_dirs(index)
             .into_iter()
@@ -546,7 +575,7 @@ mod tests {
             fs.read("slots/slot-1/memory.max"),
             (100u64 << 20).to_string()
         );
-        assert_eq!(fs.read("slots/slot-1/cpu.max"), "50000 100000");
+        assert_eq!(fs.read("slots/slot-1/cpu.max"), "10000 20000");
         assert_eq!(
             made[0].created,
             vec![fs.path("slots")],
@@ -608,5 +637,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("delegated cgroup v2 subtree"), "{err}");
+    }
+
+    #[test]
+    fn ready_slots_are_taken_first() {
+        let slots = CgroupSlots {
+            capacity: 3,
+            free: Mutex::new(vec![2, 1, 0]),
+            limits: Limits::Unenforced { why: "test".into() },
+            cleaned: AtomicBool::new(false),
+            prefer: OnceLock::new(),
+        };
+        // Without a preference: the top of the stack.
+        let first = slots.try_acquire().unwrap();
+        assert_eq!(first.index, 0);
+        slots.release(first);
+        // Slot 0 (on top) still starts; 2 listens.
+        slots.prefer(|index| index == 2);
+        assert_eq!(slots.try_acquire().unwrap().index, 2);
+        // None of the free ones is ready: the top one.
+        assert_eq!(slots.try_acquire().unwrap().index, 0);
+        assert_eq!(slots.try_acquire().unwrap().index, 1);
+        assert!(slots.try_acquire().is_none());
     }
 }

@@ -198,6 +198,19 @@ impl Workerd {
         ok
     }
 
+    /// The wait for workerd's "listening" line, detached from the process (warm mode watches
+    /// it in a task of its own); None if it was taken or awaited already.
+    pub(super) fn take_listening(
+        &mut self,
+    ) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
+        let mut pipe = self.control.take()?;
+        Some(async move {
+            let mut reader = BufReader::new(&mut pipe);
+            let mut line = Vec::new();
+            matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0)
+        })
+    }
+
     /// How workerd ended, if it has (without waiting).
     pub(super) fn try_exited(&mut self) -> Option<ExitStatus> {
         if self.reaped.is_none() {

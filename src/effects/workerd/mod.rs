@@ -21,6 +21,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -60,7 +61,7 @@ pub struct WorkerdSandbox {
     /// What confines every workerd besides its slot's cgroups.
     confinement: Confinement,
     /// The slots' warm processes (warm mode only).
-    warm: Option<WarmPool>,
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// Everything known about one run; [`Sandbox::run`] keeps only `result`.
@@ -171,7 +172,11 @@ impl WorkerdSandbox {
         }
         let warm = match config.mode {
             SandboxMode::Process => None,
-            SandboxMode::Warm => Some(WarmPool::new(config, work_dir.clone(), confinement.clone())),
+            SandboxMode::Warm => Some(Arc::new(WarmPool::new(
+                config,
+                work_dir.clone(),
+                confinement.clone(),
+            ))),
         };
         Ok(WorkerdSandbox {
             workerd_path: config.workerd_path.clone(),
@@ -200,12 +205,22 @@ impl WorkerdSandbox {
         }
     }
 
-    /// Warm mode: starts each slot's workerd now rather than at its first job. (No-op in
-    /// per-job mode.)
-    pub async fn prewarm(&self, slots: &[Slot]) -> Result<(), SandboxError> {
+    /// Warm mode: starts the slots' workerd processes one after the other rather than at their
+    /// first jobs; returns once `first_ready` of them listen, the rest start in the background.
+    /// (No-op in per-job mode.)
+    pub async fn prewarm(&self, slots: &[Slot], first_ready: usize) -> Result<(), SandboxError> {
         match &self.warm {
-            Some(pool) => pool.prewarm(slots).await,
+            Some(pool) => pool.prewarm(slots, first_ready).await,
             None => Ok(()),
+        }
+    }
+
+    /// Whether a job in this slot would start at once: warm mode, whether the slot's process
+    /// listens now (not while it starts); per-job mode, always.
+    pub fn ready(&self, slot_index: usize) -> bool {
+        match &self.warm {
+            Some(pool) => pool.ready(slot_index),
+            None => true,
         }
     }
 

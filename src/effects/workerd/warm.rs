@@ -3,15 +3,22 @@
 //! One job at a time per slot. A job that misses its deadline, overflows the output limit,
 //! kills workerd (out of memory) or is cancelled gets its slot's process killed and a new one
 //! started in its place; the other slots' processes are never touched.
+//!
+//! Each process's readiness (workerd said on its control pipe that its socket listens) is
+//! watched, so that jobs go to slots whose process is ready (`ready`), and start-up brings the
+//! slots up one after the other (`prewarm`) instead of all at once: twenty processes starting
+//! together on a small machine, each in a slot with a fraction of a core, made the first job
+//! wait over a second for its slot's process.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::capnp::{
     render_host_js, render_warm_config, CODE_BYTES_HEADER, CONFIG_FILE, HOST_MODULE, OUTCOME_HEADER,
@@ -27,6 +34,13 @@ use crate::domain::stage::{Stage, STAGE_TARGET};
 /// How long a run waits for the job's last log lines when the caller wants them.
 const LOG_WAIT: Duration = Duration::from_millis(200);
 
+/// How long start-up waits for one slot's process to listen before it starts the next anyway
+/// (the late one keeps starting, and jobs go to ready slots meanwhile).
+const STAGGER_WAIT: Duration = Duration::from_secs(2);
+
+/// A slot's current process: its generation (one per process started) and whether it listens.
+type Readiness = watch::Sender<(u64, bool)>;
+
 /// The warm processes, one per slot index, each behind its own lock (one job at a time).
 #[derive(Debug)]
 pub(super) struct WarmPool {
@@ -40,6 +54,8 @@ pub(super) struct WarmPool {
     host_js: String,
     confinement: Confinement,
     slots: Mutex<HashMap<usize, Arc<AsyncMutex<Option<WarmProcess>>>>>,
+    readiness: Mutex<HashMap<usize, Readiness>>,
+    generation: AtomicU64,
 }
 
 /// One slot's workerd and its directory. Fields drop in order: workerd is killed first.
@@ -86,7 +102,23 @@ impl WarmPool {
             host_js: render_host_js(),
             confinement,
             slots: Mutex::new(HashMap::new()),
+            readiness: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    fn readiness(&self, index: usize) -> Readiness {
+        let mut all = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(index)
+            .or_insert_with(|| watch::channel((0, false)).0)
+            .clone()
+    }
+
+    /// Whether the slot's process listens now (false while it starts, or if it has none).
+    /// Never blocks: the slot pool asks it to prefer ready slots.
+    pub(super) fn ready(&self, index: usize) -> bool {
+        let all = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(&index).is_some_and(|r| r.borrow().1)
     }
 
     fn cell(&self, index: usize) -> Arc<AsyncMutex<Option<WarmProcess>>> {
@@ -94,22 +126,74 @@ impl WarmPool {
         slots.entry(index).or_default().clone()
     }
 
-    /// Starts the process of each slot now, so the first job finds it warm.
-    pub(super) async fn prewarm(&self, slots: &[Slot]) -> Result<(), SandboxError> {
-        for slot in slots {
-            let cell = self.cell(slot.index);
-            let mut guard = cell.lock().await;
-            if guard.is_none() {
-                *guard = Some(self.spawn(slot)?);
+    /// Starts the slots' processes one after the other, each once the one before listens (or
+    /// after `STAGGER_WAIT`). Returns once `first_ready` of them listen; the rest start in the
+    /// background, where a job that comes first is sent to a ready slot (`ready`).
+    pub(super) async fn prewarm(
+        self: &Arc<Self>,
+        slots: &[Slot],
+        first_ready: usize,
+    ) -> Result<(), SandboxError> {
+        let mut rest = slots.iter().cloned();
+        let mut ready = 0;
+        while ready < first_ready {
+            let Some(slot) = rest.next() else { break };
+            if self.start_and_wait(&slot).await? {
+                ready += 1;
             }
         }
+        let rest: Vec<Slot> = rest.collect();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        // Weak: a pool dropped meanwhile (shutdown) stops the starting, and kills its processes.
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            for slot in rest {
+                let Some(pool) = Weak::upgrade(&pool) else {
+                    return;
+                };
+                let waiting = pool.start(&slot).await;
+                drop(pool);
+                match waiting {
+                    Ok(mut ready) => {
+                        let _ = tokio::time::timeout(STAGGER_WAIT, ready.wait_for(|r| r.1)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(slot = slot.index, error = %e, "cannot start warm workerd")
+                    }
+                }
+            }
+        });
         Ok(())
+    }
+
+    /// Starts the slot's process unless it has one; the watch of its readiness.
+    async fn start(&self, slot: &Slot) -> Result<watch::Receiver<(u64, bool)>, SandboxError> {
+        let cell = self.cell(slot.index);
+        let mut guard = cell.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.spawn(slot)?);
+        }
+        Ok(self.readiness(slot.index).subscribe())
+    }
+
+    /// Starts the slot's process unless it has one, and waits (up to `STAGGER_WAIT`) until it
+    /// listens: whether it does.
+    async fn start_and_wait(&self, slot: &Slot) -> Result<bool, SandboxError> {
+        let mut ready = self.start(slot).await?;
+        let listening = tokio::time::timeout(STAGGER_WAIT, ready.wait_for(|r| r.1)).await;
+        Ok(matches!(listening, Ok(Ok(_))))
     }
 
     /// Stops a slot's process (e.g. the self-check's, which no job uses again).
     pub(super) async fn stop(&self, index: usize) {
         let cell = self
             .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&index);
+        self.readiness
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&index);
@@ -134,7 +218,7 @@ impl WarmPool {
         let socket = dir.path().join("http.sock");
         let listener = UnixListener::bind(&socket)
             .map_err(|e| SandboxError(format!("cannot listen on {}: {e}", socket.display())))?;
-        let workerd = Workerd::spawn(
+        let mut workerd = Workerd::spawn(
             &self.workerd_path,
             dir.path(),
             &listener,
@@ -142,6 +226,21 @@ impl WarmPool {
             true,
             &self.confinement,
         )?;
+        // Ready once workerd says it listens; a late word of a replaced process is ignored.
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let readiness = self.readiness(slot.index);
+        readiness.send_replace((generation, false));
+        if let Some(listening) = workerd.take_listening() {
+            tokio::spawn(async move {
+                if listening.await {
+                    readiness.send_if_modified(|state| {
+                        let current = state.0 == generation;
+                        state.1 |= current;
+                        current
+                    });
+                }
+            });
+        }
         tracing::debug!(
             slot = slot.index,
             pid = workerd.pid(),
