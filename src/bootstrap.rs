@@ -28,6 +28,8 @@ use crate::routes::{Services, Surface};
 /// How long shutdown waits for the HTTP listeners to close their connections (they give
 /// requests in progress 5 s).
 const LISTENER_CLOSE: Duration = Duration::from_secs(6);
+/// How long shutdown waits for the warm sandbox processes to be killed and reaped.
+const SANDBOX_STOP: Duration = Duration::from_secs(5);
 
 /// A started executor: its API address and the handles to stop it.
 pub struct Running {
@@ -36,6 +38,10 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub executor: Arc<Executor>,
     store: Arc<SledStore>,
+    /// Stopped and removed at the end of shutdown, not whenever their last holder lets go: a
+    /// later start in this process (a test, an in-process restart) makes the same slot cgroups.
+    sandbox: Arc<WorkerdSandbox>,
+    slots: Arc<CgroupSlots>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     /// The two HTTP listeners: on shutdown they close their connections themselves.
@@ -104,8 +110,8 @@ pub async fn start(config: Config) -> Result<Running> {
         clock: Arc::new(SystemClock),
         store: store.clone(),
         code,
-        sandbox,
-        slots,
+        sandbox: sandbox.clone(),
+        slots: slots.clone(),
         chain: chain.clone(),
         reader,
         probe: chain,
@@ -226,6 +232,8 @@ pub async fn start(config: Config) -> Result<Running> {
         admin_addr,
         executor,
         store,
+        sandbox,
+        slots,
         shutdown,
         tasks,
         listeners,
@@ -251,6 +259,14 @@ async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
 }
 
 impl Running {
+    /// The slot cgroup directories this executor runs jobs in (empty without enforced limits).
+    pub fn slot_cgroups(&self) -> Vec<std::path::PathBuf> {
+        use crate::domain::dal::Slots;
+        (0..self.slots.capacity())
+            .flat_map(|index| self.slots.slot_dirs(index))
+            .collect()
+    }
+
     /// Stops taking jobs, lets running ones finish and submit (up to `grace`), flushes the
     /// journal and stops the server.
     pub async fn shutdown(mut self, grace: Duration) -> Result<()> {
@@ -272,6 +288,14 @@ impl Running {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        if tokio::time::timeout(SANDBOX_STOP, self.sandbox.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("warm sandbox processes did not stop in time");
+        }
+        let slots = self.slots.clone();
+        let _ = tokio::task::spawn_blocking(move || slots.cleanup()).await;
         tracing::info!("stopped");
         Ok(())
     }

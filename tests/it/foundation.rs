@@ -364,6 +364,42 @@ async fn the_owner_and_gas_key_survive_a_restart() {
     );
 }
 
+/// An executor let go late (a task still holding it after shutdown) must not remove the slot
+/// cgroups that a later start in the same process made again under the same parent: its jobs
+/// could no longer join them (workerd fails to start, "No such file or directory").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_same_process_keeps_its_slot_cgroups_when_the_old_executor_goes_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::server::config(dir.path(), &[("SANDBOX_MODE", "process")]);
+    EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
+    let first = bootstrap::start(config.clone()).await.expect("first start");
+    if first.slot_cgroups().is_empty() {
+        println!("SKIP: cgroups not available: slot limits are not enforced here");
+        first.shutdown(Duration::from_secs(1)).await.unwrap();
+        return;
+    }
+    let lingering = first.executor.clone();
+    first.shutdown(Duration::from_secs(1)).await.unwrap();
+
+    // Its own data directory: the old executor still holds the store's lock.
+    let mut config = config;
+    config.data_dir = dir.path().join("data-2");
+    let second = bootstrap::start(config).await.expect("second start");
+    let slots = second.slot_cgroups();
+    assert!(slots.iter().all(|dir| dir.is_dir()), "{slots:?}");
+    drop(lingering);
+    let gone: Vec<_> = slots.iter().filter(|dir| !dir.is_dir()).collect();
+    assert!(
+        gone.is_empty(),
+        "the old executor removed the new one's slots: {gone:?}"
+    );
+    second.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert!(
+        slots.iter().all(|dir| !dir.exists()),
+        "shutdown removes the slot cgroups"
+    );
+}
+
 #[tokio::test]
 async fn operator_routes_live_only_on_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();

@@ -215,6 +215,13 @@ impl WorkerdSandbox {
         }
     }
 
+    /// Stops the warm processes (warm mode; per-job processes end with their runs).
+    pub async fn stop(&self) {
+        if let Some(pool) = &self.warm {
+            pool.stop_all().await;
+        }
+    }
+
     /// Whether a job in this slot would start at once: warm mode, whether the slot's process
     /// listens now (not while it starts); per-job mode, always.
     pub fn ready(&self, slot_index: usize) -> bool {

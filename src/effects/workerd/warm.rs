@@ -204,6 +204,20 @@ impl WarmPool {
         }
     }
 
+    /// Stops every slot's process (at shutdown), so that the slots' cgroups can go at once.
+    pub(super) async fn stop_all(&self) {
+        let indexes: Vec<usize> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for index in indexes {
+            self.stop(index).await;
+        }
+    }
+
     /// The pid of a slot's process, if it has one (for tests and the bench).
     pub(super) async fn pid(&self, index: usize) -> Option<u32> {
         let cell = self.cell(index);
