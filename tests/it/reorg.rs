@@ -45,6 +45,16 @@ async fn executor(net: &Devnet, extra: &[(&str, &str)]) -> DevExecutor {
     .expect("executor starts and registers")
 }
 
+/// A devnet in a fresh directory (kept while the first value lives), our executor on it with
+/// `extra` settings, and the test job's code saved.
+async fn set_up(extra: &[(&str, &str)]) -> (tempfile::TempDir, Devnet, DevExecutor, H256) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = devnet(dir.path()).await;
+    let ex = executor(&net, extra).await;
+    let code = save(&net).await;
+    (dir, net, ex, code)
+}
+
 async fn rpc(net: &Devnet, method: &str, params: Value) -> Value {
     serverless_executor::client::provider(&net.anvil.http_url())
         .expect("provider")
@@ -153,10 +163,7 @@ async fn assert_only_the_new_job_is_answered(net: &Devnet, ex: &DevExecutor, id:
 
 #[tokio::test]
 async fn a_queued_job_replaced_by_a_reorg_runs_the_new_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[("SLOTS", "1")]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[("SLOTS", "1")]).await;
     // Holds the only slot so that the next job waits in the queue.
     let long = job(&net, code, "5000:long").await;
     wait_for_state(&ex, long.job_id, "running").await;
@@ -172,10 +179,7 @@ async fn a_queued_job_replaced_by_a_reorg_runs_the_new_job() {
 
 #[tokio::test]
 async fn a_running_job_replaced_by_a_reorg_is_not_answered_with_its_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[]).await;
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
     let old = job(&net, code, "4000:old").await;
     wait_for_state(&ex, old.job_id, "running").await;
@@ -187,10 +191,7 @@ async fn a_running_job_replaced_by_a_reorg_is_not_answered_with_its_output() {
 
 #[tokio::test]
 async fn an_executed_job_replaced_by_a_reorg_is_not_answered_with_its_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[]).await;
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
     // Without gas money the signed output cannot be sent: it stays `executed` (the revert
     // below restores the balance).
@@ -205,10 +206,7 @@ async fn an_executed_job_replaced_by_a_reorg_is_not_answered_with_its_output() {
 
 #[tokio::test]
 async fn a_submitted_output_is_not_sent_again_for_the_job_that_replaced_its_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[]).await;
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
     let old = job(&net, code, "300:old").await;
     // The output transaction is broadcast and waits in the pool: `submitted`.
@@ -233,10 +231,7 @@ async fn a_submitted_output_is_not_sent_again_for_the_job_that_replaced_its_job(
 
 #[tokio::test]
 async fn an_output_left_in_the_pool_by_a_reorg_is_taken_back_and_never_answers_the_new_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[]).await;
     let gas = gas_address(&net);
     let fork_block = head(&net).await;
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
@@ -322,10 +317,7 @@ async fn an_output_left_in_the_pool_by_a_reorg_is_taken_back_and_never_answers_t
 
 #[tokio::test]
 async fn a_confirmed_job_replaced_by_a_reorg_does_not_swallow_the_new_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[]).await;
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
     let old = job(&net, code, "0:old").await;
     assert_eq!(answered(&net, old.job_id).await, vec!["old".to_string()]);
@@ -338,10 +330,7 @@ async fn a_confirmed_job_replaced_by_a_reorg_does_not_swallow_the_new_job() {
 
 #[tokio::test]
 async fn a_reorg_while_the_executor_is_down_is_found_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = devnet(dir.path()).await;
-    let ex = executor(&net, &[]).await;
-    let code = save(&net).await;
+    let (_dir, net, ex, code) = set_up(&[]).await;
     let snapshot = rpc(&net, "evm_snapshot", json!([])).await;
     let old = job(&net, code, "0:old").await;
     assert_eq!(answered(&net, old.job_id).await, vec!["old".to_string()]);
