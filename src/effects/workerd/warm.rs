@@ -204,17 +204,25 @@ impl WarmPool {
         }
     }
 
-    /// Stops every slot's process (at shutdown), so that the slots' cgroups can go at once.
+    /// Stops the processes of idle slots (at shutdown), so that their cgroups can go at once.
+    /// A slot still running a job past the shutdown grace is not waited for: its job must not
+    /// finish now (it runs again after the restart), and its process ends with the executor.
     pub(super) async fn stop_all(&self) {
-        let indexes: Vec<usize> = self
+        let cells: Vec<_> = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
+            .values()
+            .cloned()
             .collect();
-        for index in indexes {
-            self.stop(index).await;
+        for cell in cells {
+            let process = match cell.try_lock() {
+                Ok(mut idle) => idle.take(),
+                Err(_) => None,
+            };
+            if let Some(mut process) = process {
+                process.workerd.kill_and_reap().await;
+            }
         }
     }
 
