@@ -44,30 +44,25 @@ fn the_gas_key_is_validated_and_replaceable() {
 }
 
 /// The owner's EIP-191 signature of a gas key change, as the client builds it.
-fn owner_signs(
-    owner: &ethers::signers::LocalWallet,
-    gas: [u8; 32],
-    timestamp: u64,
-) -> OwnerSignature {
+fn owner_signs(owner: &dyn EnclaveSigner, gas: [u8; 32], timestamp: u64) -> OwnerSignature {
     let gas_key = k256::ecdsa::SigningKey::from_slice(&gas).unwrap();
     let gas = ethers::utils::secret_key_to_address(&gas_key);
     let message = mutable_config_message(enclave(), gas, timestamp);
     let signature = owner
-        .sign_hash(ethers::utils::hash_message(message))
-        .unwrap()
-        .to_vec();
+        .sign_digest(ethers::utils::hash_message(message).0)
+        .unwrap();
     OwnerSignature {
         timestamp,
-        signature: signature.try_into().unwrap(),
+        signature,
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn once_the_owner_is_set_the_gas_key_needs_its_fresh_unreplayed_signature() {
-    use ethers::signers::Signer;
     let h = harness();
-    let owner = ethers::signers::LocalWallet::from_bytes(&[7; 32]).unwrap();
-    let stranger = ethers::signers::LocalWallet::from_bytes(&[8; 32]).unwrap();
+    // The owner and a stranger sign through the signer port's stub, as any key would.
+    let owner = key_signer([7; 32]);
+    let stranger = key_signer([8; 32]);
     h.executor.configure_immutable(owner.address()).unwrap();
     let now = T0_MS / 1000;
     let rejection =
