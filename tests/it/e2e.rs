@@ -16,7 +16,7 @@ use serverless_executor::domain::dal::EnclaveSigner;
 use serverless_executor::domain::eip712::registration_digest;
 use serverless_executor::effects::signer::EnclaveKey;
 
-use crate::common::devnet::{answer, executor, job};
+use crate::common::devnet::{answer, executor, executors, job};
 
 const FACTORS: &str = include_str!("../../examples/factors.js");
 const WAIT: Duration = Duration::from_secs(60);
@@ -259,11 +259,7 @@ async fn jobs_for_others_are_left_alone_but_settled_after_their_window() {
 async fn three_selected_executors_all_submit() {
     let dir = tempfile::tempdir().unwrap();
     let net = devnet(dir.path(), 3).await;
-    let executors = vec![
-        executor(&net, 1).await,
-        executor(&net, 2).await,
-        executor(&net, 3).await,
-    ];
+    let executors = executors(&net, 3).await;
     let factors = save(&net, FACTORS).await;
     let created = job(&net, factors, br#"{"num":600}"#, 5000).await.unwrap();
     assert_eq!(created.selected_executors.len(), 3);

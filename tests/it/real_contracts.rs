@@ -23,7 +23,7 @@ use serverless_executor::effects::chain::TxSender;
 use serverless_executor::effects::code_fetch::SAVE_CODE_SELECTOR;
 use serverless_executor::effects::signer::EnclaveKey;
 
-use crate::common::devnet::{answer, executor, job};
+use crate::common::devnet::{answer, executor, executors, job};
 use serverless_executor::effects::store::SledStore;
 
 const ECHO: &str =
@@ -155,11 +155,7 @@ async fn code_saved_in_either_form_is_run_and_bad_calldata_is_error_2() {
 async fn a_job_answered_by_three_is_deleted_and_late_calls_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let net = devnet(dir.path(), 3).await;
-    let executors = vec![
-        executor(&net, 1).await,
-        executor(&net, 2).await,
-        executor(&net, 3).await,
-    ];
+    let executors = executors(&net, 3).await;
     let codehash = save_code(
         &net.anvil.http_url(),
         net.author_key(),

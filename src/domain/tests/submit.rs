@@ -77,10 +77,7 @@ async fn an_output_out_of_gas_is_resent_with_more_gas_and_its_gas_is_counted() {
         }
     });
     registered(&h);
-    // Journalled as running, as the dispatcher leaves it before the output is signed.
-    h.store
-        .put_job(&JobRecord::new(job.clone(), JobState::Running))
-        .unwrap();
+    journal_running(&h, &job);
     h.executor
         .submit_output(&job, outcome_of(b"x"))
         .await
@@ -103,10 +100,7 @@ async fn an_output_out_of_gas_at_the_maximum_is_abandoned_saying_why() {
     let h = harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
-    // Journalled as running, as the dispatcher leaves it before the output is signed.
-    h.store
-        .put_job(&JobRecord::new(job.clone(), JobState::Running))
-        .unwrap();
+    journal_running(&h, &job);
     let outcome = outcome_of(b"x");
     let max = Settings::default().max_output_gas;
     *h.chain.submit_answers.lock().unwrap() = vec![out_of_gas(max / 2 + 1), out_of_gas(max)];
@@ -176,10 +170,7 @@ async fn every_refused_output_is_counted_by_reason() {
     let h = harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
-    // Journalled as running, as the dispatcher leaves it before the output is signed.
-    h.store
-        .put_job(&JobRecord::new(job.clone(), JobState::Running))
-        .unwrap();
+    journal_running(&h, &job);
     let outcome = outcome_of(b"x");
     *h.chain.submit_answers.lock().unwrap() = vec![
         reverted(Revert::SignatureTooOld),
@@ -281,10 +272,7 @@ async fn refusals_of_the_published_jobs_end_the_job_and_keep_a_landed_output_con
     let outcome = outcome_of(b"x");
     // Panic(0x32): no such job; one attempt, abandoned with the reason.
     let unknown = job_now(1, vec![me], b"x");
-    // Journalled as running, as the dispatcher leaves it before the output is signed.
-    h.store
-        .put_job(&JobRecord::new(unknown.clone(), JobState::Running))
-        .unwrap();
+    journal_running(&h, &unknown);
     *h.chain.submit_answers.lock().unwrap() = vec![reverted(Revert::UnknownJob)];
     h.executor
         .submit_output(&unknown, outcome.clone())
@@ -416,4 +404,11 @@ async fn an_enclave_key_the_chain_refuses_stops_job_taking_until_registered_agai
         h.store.job(U256::from(3)).unwrap().unwrap().state.name(),
         "confirmed"
     );
+}
+
+/// Journals `job` as running, as the dispatcher leaves it before the output is signed.
+fn journal_running(h: &Harness, job: &Job) {
+    h.store
+        .put_job(&JobRecord::new(job.clone(), JobState::Running))
+        .unwrap();
 }

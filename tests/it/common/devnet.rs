@@ -44,6 +44,15 @@ pub async fn executor(net: &Devnet, account: usize) -> DevExecutor {
     .expect("executor starts and registers")
 }
 
+/// Starts devnet executors 1 to `count`, as `executor` does each.
+pub async fn executors(net: &Devnet, count: usize) -> Vec<DevExecutor> {
+    let mut started = Vec::with_capacity(count);
+    for account in 1..=count {
+        started.push(executor(net, account).await);
+    }
+    started
+}
+
 /// Creates an env-1 job as the job author (paying its escrow).
 pub async fn job(
     net: &Devnet,
