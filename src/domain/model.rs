@@ -69,6 +69,10 @@ pub struct Job {
     /// here); their digest and the number of selected executors stand in for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compact: Option<JobDigest>,
+    /// The TEE generation's `secretId`: the secret the job reads as `env.secret` (0: none, and
+    /// always 0 in the v2 generation).
+    #[serde(default, skip_serializing_if = "U256::is_zero")]
+    pub secret_id: U256,
 }
 
 /// What a compact record keeps of a job's terms: enough to settle it and to tell it from
@@ -143,6 +147,13 @@ impl Job {
         for executor in &self.selected_executors {
             bytes.extend_from_slice(executor.as_bytes());
         }
+        // Only a TEE job with a secret adds its id, so v2 digests already journalled stay valid.
+        if !self.secret_id.is_zero() {
+            let mut secret = [0u8; 32];
+            self.secret_id.to_big_endian(&mut secret);
+            bytes.extend_from_slice(b"secret");
+            bytes.extend_from_slice(&secret);
+        }
         match self.origin.filter(|_| with_origin) {
             Some(origin) => {
                 bytes.push(1);
@@ -179,6 +190,7 @@ impl Job {
             exec_start_time: self.exec_start_time,
             origin: None,
             compact: Some(digest),
+            secret_id: U256::zero(),
         }
     }
 
@@ -210,6 +222,7 @@ impl Job {
             && self.env == other.env
             && self.deadline_ms == other.deadline_ms
             && self.selected_executors == other.selected_executors
+            && self.secret_id == other.secret_id
             && same_origin
     }
 
@@ -365,6 +378,72 @@ pub struct ChainLog {
     pub event: ChainEvent,
 }
 
+/// The protocol generation an executor speaks: Marlin's serverless-v2 contracts (Executors,
+/// Jobs, UserCode) or the TEE generation (TeeManager, Executors, SecretStore, SecretManager,
+/// Jobs with `secretId`), where one enclave is both an executor and a secret store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    V2,
+    Tee,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V2 => "v2",
+            Self::Tee => "tee",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v2" => Ok(Self::V2),
+            "tee" => Ok(Self::Tee),
+            other => Err(format!("unknown protocol {other:?}: expected v2 or tee")),
+        }
+    }
+}
+
+/// What SecretManager tells about user secrets (TEE generation), already decoded. Times are
+/// unix seconds, as on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretEvent {
+    /// `SecretCreated`: `selected` are the stores that must acknowledge it.
+    Created {
+        secret_id: U256,
+        owner: Address,
+        size_limit: U256,
+        end_timestamp: U256,
+        selected: Vec<Address>,
+    },
+    /// `SecretStoreAcknowledgementSuccess`: `enclave` acknowledged storing it.
+    Acknowledged { secret_id: U256, enclave: Address },
+    /// `SecretStoreAcknowledgementFailed`: not every store acknowledged in time; the secret is void.
+    AcknowledgementFailed { secret_id: U256 },
+    /// `SecretStoreReplaced`: `replacement` stores it in place of `previous` (dead or draining).
+    StoreReplaced {
+        secret_id: U256,
+        previous: Address,
+        replacement: Address,
+        marked_dead: bool,
+    },
+    /// `SecretEndTimestampUpdated`.
+    EndTimestampUpdated {
+        secret_id: U256,
+        end_timestamp: U256,
+    },
+    /// `SecretTerminated`: the owner ended it early, at `at`.
+    Terminated { secret_id: U256, at: U256 },
+    /// `SecretRemoved`: gone from the chain.
+    Removed { secret_id: U256 },
+}
+
 /// The protocol events the executor follows, already decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainEvent {
@@ -394,6 +473,8 @@ pub enum ChainEvent {
         job_id: U256,
         enclave: Address,
     },
+    /// A SecretManager event (TEE generation only).
+    Secret(SecretEvent),
 }
 
 /// A job's place in the journal. Written before the state is acted on.
@@ -599,8 +680,43 @@ mod tests {
             exec_start_time: 100,
             origin: None,
             compact: None,
+            secret_id: U256::zero(),
         };
         assert_eq!(job.window_end_ms(20), 100_000 + 1500 + 20_000);
+    }
+
+    #[test]
+    fn protocol_names_parse_back() {
+        for protocol in [Protocol::V2, Protocol::Tee] {
+            assert_eq!(protocol.name().parse::<Protocol>(), Ok(protocol));
+        }
+        assert_eq!(" TEE ".parse::<Protocol>(), Ok(Protocol::Tee));
+        assert!("v3".parse::<Protocol>().unwrap_err().contains("v2 or tee"));
+    }
+
+    #[test]
+    fn a_secret_id_is_part_of_a_jobs_identity() {
+        let job = Job {
+            id: U256::from(7),
+            env: 1,
+            owner: Address::repeat_byte(3),
+            codehash: H256::repeat_byte(4),
+            code_inputs: vec![1],
+            deadline_ms: 1000,
+            selected_executors: vec![Address::repeat_byte(1)],
+            exec_start_time: 100,
+            origin: None,
+            compact: None,
+            secret_id: U256::zero(),
+        };
+        let with_secret = Job {
+            secret_id: U256::from(5),
+            ..job.clone()
+        };
+        assert_ne!(job.identity(false), with_secret.identity(false));
+        assert!(!job.same_job(&with_secret));
+        assert!(with_secret.same_job(&with_secret.clone().compacted()));
+        assert!(!job.same_job(&with_secret.compacted()));
     }
 
     #[test]
@@ -616,6 +732,7 @@ mod tests {
             exec_start_time: 0,
             origin: None,
             compact: None,
+            secret_id: U256::zero(),
         };
         assert!(!job.fully_answered(1));
         assert!(job.fully_answered(2));

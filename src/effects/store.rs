@@ -186,6 +186,7 @@ fn decode(key: &[u8], value: &[u8]) -> Result<JobRecord, StoreError> {
             with_origin: flags & WITH_ORIGIN != 0,
             selected_count: value[18],
         }),
+        secret_id: U256::zero(),
     };
     Ok(JobRecord {
         job,

@@ -244,6 +244,7 @@ async fn a_journalled_job_the_chain_never_had_is_given_up_once() {
         exec_start_time: now_secs() + 6,
         origin: None,
         compact: None,
+        secret_id: U256::zero(),
     };
     {
         let store = SledStore::open(&executor_dir.join("data"), [0; 32]).unwrap();

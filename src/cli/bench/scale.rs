@@ -79,6 +79,7 @@ fn journal_record(i: u64, n: u64, me: Address, now: u64) -> JobRecord {
             log_index: 0,
         }),
         compact: None,
+        secret_id: U256::zero(),
     };
     let output = || SignedOutput {
         job_id: id,

@@ -43,5 +43,6 @@ pub fn sample_job(id: u64, selected: Vec<Address>, exec_start_time: u64) -> Job 
         exec_start_time,
         origin: None,
         compact: None,
+        secret_id: U256::zero(),
     }
 }

@@ -598,6 +598,7 @@ impl LogFollower {
                 exec_start_time: 0,
                 origin: None,
                 compact: None,
+                secret_id: U256::zero(),
             }))
         } else if topic0 == JobRespondedFilter::signature() {
             let e = <JobRespondedFilter as EthEvent>::decode_log(&raw).map_err(malformed)?;
