@@ -946,8 +946,15 @@ mod tests {
         let err = with(&both).unwrap_err().to_string();
         assert!(err.starts_with("EXECUTOR_EXECUTORS_ADDRESS:"), "{err}");
         let err = with(&tee[1..]).unwrap_err().to_string();
-        assert!(err.starts_with("EXECUTOR_TEE_MANAGER_ADDRESS:"), "v2 refuses: {err}");
-        for (var, value) in [("PROTOCOL", "v3"), ("STORAGE_CAPACITY", "0"), ("STORAGE_CAPACITY", "lots")] {
+        assert!(
+            err.starts_with("EXECUTOR_TEE_MANAGER_ADDRESS:"),
+            "v2 refuses: {err}"
+        );
+        for (var, value) in [
+            ("PROTOCOL", "v3"),
+            ("STORAGE_CAPACITY", "0"),
+            ("STORAGE_CAPACITY", "lots"),
+        ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(err.starts_with(&format!("EXECUTOR_{var}:")), "{err}");
         }

@@ -312,8 +312,7 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
                 allowed,
             };
             let secret =
-                create_secret(&chain.rpc_url, &chain.key, secret_manager_address, &request)
-                    .await?;
+                create_secret(&chain.rpc_url, &chain.key, secret_manager_address, &request).await?;
             println!("secret id:  {}", secret.secret_id);
             for enclave in &secret.selected_enclaves {
                 println!("store:      {enclave:?}");

@@ -119,7 +119,9 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     println!("demo code    examples/factors.js saved, codehash {codehash:?}");
     let input = br#"{"num":600}"#;
     let job = match args.protocol {
-        Protocol::V2 => create_job(&http, devnet.author_key(), d.jobs, 1, codehash, input, 5000).await?,
+        Protocol::V2 => {
+            create_job(&http, devnet.author_key(), d.jobs, 1, codehash, input, 5000).await?
+        }
         // A plain job: no secret (id 0).
         Protocol::Tee => {
             let author = devnet.author_key();

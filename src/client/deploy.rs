@@ -451,15 +451,69 @@ pub async fn deploy_tee_contracts(
     send_wiring(
         &client,
         vec![
-            ("TeeManager.setExecutors", tee_manager, &tee_manager_artifact.abi, "setExecutors", address(executors)),
-            ("TeeManager.setSecretStore", tee_manager, &tee_manager_artifact.abi, "setSecretStore", address(secret_store)),
-            ("Executors.setJobs", executors, &executors_artifact.abi, "setJobs", address(jobs)),
-            ("SecretStore.setJobs", secret_store, &store_artifact.abi, "setJobs", address(jobs)),
-            ("SecretStore.setSecretManager", secret_store, &store_artifact.abi, "setSecretManager", address(secret_manager)),
-            ("Jobs.setTeeManager", jobs, &jobs_artifact.abi, "setTeeManager", address(tee_manager)),
-            ("Jobs.setExecutors", jobs, &jobs_artifact.abi, "setExecutors", address(executors)),
-            ("Jobs.setSecretStore", jobs, &jobs_artifact.abi, "setSecretStore", address(secret_store)),
-            ("Jobs.setSecretManager", jobs, &jobs_artifact.abi, "setSecretManager", address(secret_manager)),
+            (
+                "TeeManager.setExecutors",
+                tee_manager,
+                &tee_manager_artifact.abi,
+                "setExecutors",
+                address(executors),
+            ),
+            (
+                "TeeManager.setSecretStore",
+                tee_manager,
+                &tee_manager_artifact.abi,
+                "setSecretStore",
+                address(secret_store),
+            ),
+            (
+                "Executors.setJobs",
+                executors,
+                &executors_artifact.abi,
+                "setJobs",
+                address(jobs),
+            ),
+            (
+                "SecretStore.setJobs",
+                secret_store,
+                &store_artifact.abi,
+                "setJobs",
+                address(jobs),
+            ),
+            (
+                "SecretStore.setSecretManager",
+                secret_store,
+                &store_artifact.abi,
+                "setSecretManager",
+                address(secret_manager),
+            ),
+            (
+                "Jobs.setTeeManager",
+                jobs,
+                &jobs_artifact.abi,
+                "setTeeManager",
+                address(tee_manager),
+            ),
+            (
+                "Jobs.setExecutors",
+                jobs,
+                &jobs_artifact.abi,
+                "setExecutors",
+                address(executors),
+            ),
+            (
+                "Jobs.setSecretStore",
+                jobs,
+                &jobs_artifact.abi,
+                "setSecretStore",
+                address(secret_store),
+            ),
+            (
+                "Jobs.setSecretManager",
+                jobs,
+                &jobs_artifact.abi,
+                "setSecretManager",
+                address(secret_manager),
+            ),
             (
                 "Jobs.addGlobalEnv",
                 jobs,
@@ -481,7 +535,13 @@ pub async fn deploy_tee_contracts(
         ],
     )
     .await?;
-    tracing::info!(?tee_manager, ?jobs, ?secret_manager, ?user_code, "TEE dev contracts deployed");
+    tracing::info!(
+        ?tee_manager,
+        ?jobs,
+        ?secret_manager,
+        ?user_code,
+        "TEE dev contracts deployed"
+    );
     Ok(TeeDeployment {
         tee_manager,
         executors,

@@ -108,7 +108,10 @@ pub async fn tee_node_call(
     let contract = TeeManager::new(tee_manager, client(http_url, owner_key).await?);
     let (name, call): (&str, ContractCall<Client, ()>) = match which {
         NodeCall::Drain => ("TeeManager.drainTeeNode", contract.drain_tee_node(enclave)),
-        NodeCall::Revive => ("TeeManager.reviveTeeNode", contract.revive_tee_node(enclave)),
+        NodeCall::Revive => (
+            "TeeManager.reviveTeeNode",
+            contract.revive_tee_node(enclave),
+        ),
         NodeCall::Deregister => (
             "TeeManager.deregisterTeeNode",
             contract.deregister_tee_node(enclave),
@@ -209,7 +212,14 @@ pub async fn create_secret(
             .call()
             .await
             .context("reading SecretManager.USDC_TOKEN")?;
-        approve_exactly(&client, token, secret_manager, deposit, "the secret's deposit").await?;
+        approve_exactly(
+            &client,
+            token,
+            secret_manager,
+            deposit,
+            "the secret's deposit",
+        )
+        .await?;
     }
     let receipt = send(
         "SecretManager.createSecret",

@@ -242,7 +242,9 @@ mod tests {
             format!("0x{}", hex::encode(&signature)),
             "0x92be837eb1a8bd819bdfce5ce5a145ce05ec917582a435505032de4ceab3397d7871058c4c26a7db4cc95720843cdef6805217cc27cbcb97d5b116f766ea60b01b"
         );
-        let enclave: Address = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A".parse().unwrap();
+        let enclave: Address = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"
+            .parse()
+            .unwrap();
         assert_eq!(recover(digest, &signature), Some(enclave));
     }
 

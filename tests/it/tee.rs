@@ -79,12 +79,13 @@ async fn a_tee_node_registers_runs_a_plain_job_and_follows_drain_revive_deregist
     assert_eq!((env, draining), (1, false));
     assert!(!stake.is_zero());
     // The signed message of a TEE node carries its storage capacity.
-    let message: serde_json::Value = reqwest::get(format!("{}/signed-registration-message", ex.api_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let message: serde_json::Value =
+        reqwest::get(format!("{}/signed-registration-message", ex.api_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(message["storage_capacity"], 100_000_000u64);
 
     // A plain job (secret id 0) runs and its output is accepted by the TEE Jobs.
@@ -155,9 +156,10 @@ async fn a_storage_capacity_below_the_largest_secret_stops_start_up() {
         extra: vec![("STORAGE_CAPACITY".into(), max.to_string())],
         ..ExecutorOptions::default()
     };
-    let running = serverless_executor::bootstrap::start(net.executor_config(&exec_dir, &enough).unwrap())
-        .await
-        .expect("starts with storage capacity = GLOBAL_MAX_SECRET_SIZE");
+    let running =
+        serverless_executor::bootstrap::start(net.executor_config(&exec_dir, &enough).unwrap())
+            .await
+            .expect("starts with storage capacity = GLOBAL_MAX_SECRET_SIZE");
     running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 

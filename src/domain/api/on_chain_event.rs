@@ -115,7 +115,11 @@ impl Executor {
             }
             // TEE generation: the secret store's business (not built yet); the cursor still moves.
             ChainEvent::Secret(event) => {
-                tracing::debug!(?event, removed = log.removed, "secret event (not handled yet)");
+                tracing::debug!(
+                    ?event,
+                    removed = log.removed,
+                    "secret event (not handled yet)"
+                );
                 FollowVerdict::Continue
             }
             other => {

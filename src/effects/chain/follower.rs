@@ -892,6 +892,66 @@ mod tests {
         assert!(state.recent_hashes.contains_key(&10));
     }
 
+    /// Tee mode: the filter names TeeManager, Jobs and SecretManager with the TEE topics, and the
+    /// same delivery path (duplicates, removals) carries TEE logs as the v2 events.
+    #[tokio::test]
+    async fn tee_mode_follows_the_tee_contracts_through_the_same_path() {
+        use crate::effects::chain::tee::{self, TeeNodeRegisteredFilter};
+        const SECRET_MANAGER: Address = Address::repeat_byte(0x04);
+        let mut config = follower().config;
+        config.protocol = Protocol::Tee;
+        let f = LogFollower::new(config, ENCLAVE).with_secret_manager(Some(SECRET_MANAGER));
+        let filter = f.filter();
+        let addresses = format!("{:?}", filter.address);
+        for contract in [EXECUTORS, JOBS, SECRET_MANAGER] {
+            assert!(addresses.contains(&format!("{contract:?}")), "{addresses}");
+        }
+        let topics = format!("{:?}", filter.topics[0]);
+        for topic in tee::topics() {
+            assert!(topics.contains(&format!("{topic:?}")), "{topics}");
+        }
+        assert!(!topics.contains(&format!("{:?}", ExecutorRegisteredFilter::signature())));
+
+        let mut state = State::new(Some(0));
+        let log = Log {
+            topics: vec![
+                TeeNodeRegisteredFilter::signature(),
+                H256::from(ENCLAVE),
+                H256::from(Address::repeat_byte(0x0a)),
+            ],
+            data: Bytes::from(encode(&[
+                Token::Uint(5.into()),
+                Token::Uint(100_000_000u64.into()),
+                Token::Uint(1.into()),
+            ])),
+            ..registered(ENCLAVE, EXECUTORS, 4, 0)
+        };
+        let first = delivered(&f, &mut state, log.clone()).await;
+        assert!(
+            matches!(
+                first.as_slice(),
+                [FollowerItem::Log(ChainLog {
+                    removed: false,
+                    event: ChainEvent::ExecutorRegistered { enclave, env: 1, .. },
+                    ..
+                })] if *enclave == ENCLAVE
+            ),
+            "{first:?}"
+        );
+        assert!(delivered(&f, &mut state, log.clone()).await.is_empty());
+        // v2's registration event is not the TEE registry's.
+        let v2 = registered(ENCLAVE, EXECUTORS, 4, 1);
+        assert!(delivered(&f, &mut state, v2).await.is_empty());
+        let removed = Log {
+            removed: Some(true),
+            ..log
+        };
+        assert!(matches!(
+            delivered(&f, &mut state, removed).await.as_slice(),
+            [FollowerItem::Log(ChainLog { removed: true, .. })]
+        ));
+    }
+
     #[test]
     fn the_seen_window_is_pruned_below_the_cursor() {
         let mut state = State::new(Some(1000));

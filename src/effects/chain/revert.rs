@@ -250,7 +250,9 @@ mod tests {
         assert_eq!(decode_revert(&data), Revert::Other("nope".into()));
         let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
         data.extend(ethers::types::U256::from(0x11).encode());
-        assert!(matches!(decode_revert(&data), Revert::Other(m) if m.starts_with("panic 0x11") && m.contains("GLOBAL_MAX_SECRET_SIZE")));
+        assert!(
+            matches!(decode_revert(&data), Revert::Other(m) if m.starts_with("panic 0x11") && m.contains("GLOBAL_MAX_SECRET_SIZE"))
+        );
         let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
         data.extend(ethers::types::U256::from(0x12).encode());
         assert_eq!(decode_revert(&data), Revert::Other("panic 0x12".into()));
@@ -288,14 +290,20 @@ mod tests {
             ("f38f8382", "SecretManagerCantAckWhileDraining"),
         ] {
             let data = hex::decode(selector).unwrap();
-            assert_eq!(decode_revert(&data), Revert::Other(name.into()), "{selector}");
+            assert_eq!(
+                decode_revert(&data),
+                Revert::Other(name.into()),
+                "{selector}"
+            );
         }
         let mut data = hex::decode("15307fd5").unwrap();
         let store = ethers::types::Address::repeat_byte(0x42);
         data.extend(ethers::abi::encode(&[Token::Address(store)]));
         assert_eq!(
             decode_revert(&data),
-            Revert::Other(format!("SecretManagerAcknowledgementTimeoutPending({store:?})"))
+            Revert::Other(format!(
+                "SecretManagerAcknowledgementTimeoutPending({store:?})"
+            ))
         );
     }
 

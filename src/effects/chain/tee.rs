@@ -343,7 +343,10 @@ fn saturating_u64(value: U256) -> u64 {
 }
 
 /// Reads `SecretManager.GLOBAL_MAX_SECRET_SIZE` (the start-up check of the storage capacity).
-pub async fn global_max_secret_size(rpc_http_url: &str, secret_manager: Address) -> anyhow::Result<U256> {
+pub async fn global_max_secret_size(
+    rpc_http_url: &str,
+    secret_manager: Address,
+) -> anyhow::Result<U256> {
     use anyhow::Context;
     let provider = Provider::<Http>::try_from(rpc_http_url)
         .with_context(|| format!("bad RPC URL {rpc_http_url} (EXECUTOR_RPC_HTTP_URL)"))?;
@@ -398,18 +401,54 @@ mod tests {
     #[test]
     fn topics_and_selectors_are_the_protocols() {
         let expected = [
-            ("TeeNodeRegistered(address,address,uint256,uint256,uint8)", "0xc73089f7e27facac9ebdfad254feb88086ca9910691d1097c04a5bdf6a5a9e88"),
-            ("TeeNodeDrained(address)", "0xbf5bb05c53874380c84b8702a87b2a77e4fc66ed212ce728d67cb5f8c12d35d3"),
-            ("TeeNodeRevived(address)", "0x249b1c111b5b2513c053727226b91de6987b163e34aceeecf6f52410b6cd5c12"),
-            ("TeeNodeDeregistered(address)", "0x20060fd0615e1f06ea24fb3d734b0059ee36382b5b37ab9283f5e5da1c5ebb0b"),
-            ("JobCreated(uint256,uint8,address,uint256,bytes32,bytes,uint256,address[])", "0xa42cdb4bcc2307f56c450d6fabb23ff13c3b8feed04146b263e284cf2a6a77da"),
-            ("SecretCreated(uint256,address,uint256,uint256,uint256,address[])", "0x1e80e4463811abfeb72ce5248f4f3ea586394f1eb90a66751e6dc7636683772c"),
-            ("SecretStoreAcknowledgementSuccess(uint256,address)", "0x3b2ddadbabc026d8d411df7497755837eceda0118a4962c20f4bf085d621976c"),
-            ("SecretStoreAcknowledgementFailed(uint256)", "0xd8909f3ca91e2c2749ba87ec3a205b325b9fd35f598358050001583a48f98b4b"),
-            ("SecretStoreReplaced(uint256,address,address,bool)", "0x4c532d5a37b7f50b687f4ac71fe7396280a1b60c6e6894b50eaeb2686c88bf82"),
-            ("SecretEndTimestampUpdated(uint256,uint256)", "0x8ae4c71b2231f92450d095a7871abddb3d8290c44afa6f4912cb8ca0bb6b1253"),
-            ("SecretTerminated(uint256,uint256)", "0xe838add4d48312777505369bfe4c7eb0df2871648703fe53cb43cddc7a8ae8f3"),
-            ("SecretRemoved(uint256)", "0x6b3b77613c262c77bf1c19d29afe642c7140c290a627b470247cd8d116599932"),
+            (
+                "TeeNodeRegistered(address,address,uint256,uint256,uint8)",
+                "0xc73089f7e27facac9ebdfad254feb88086ca9910691d1097c04a5bdf6a5a9e88",
+            ),
+            (
+                "TeeNodeDrained(address)",
+                "0xbf5bb05c53874380c84b8702a87b2a77e4fc66ed212ce728d67cb5f8c12d35d3",
+            ),
+            (
+                "TeeNodeRevived(address)",
+                "0x249b1c111b5b2513c053727226b91de6987b163e34aceeecf6f52410b6cd5c12",
+            ),
+            (
+                "TeeNodeDeregistered(address)",
+                "0x20060fd0615e1f06ea24fb3d734b0059ee36382b5b37ab9283f5e5da1c5ebb0b",
+            ),
+            (
+                "JobCreated(uint256,uint8,address,uint256,bytes32,bytes,uint256,address[])",
+                "0xa42cdb4bcc2307f56c450d6fabb23ff13c3b8feed04146b263e284cf2a6a77da",
+            ),
+            (
+                "SecretCreated(uint256,address,uint256,uint256,uint256,address[])",
+                "0x1e80e4463811abfeb72ce5248f4f3ea586394f1eb90a66751e6dc7636683772c",
+            ),
+            (
+                "SecretStoreAcknowledgementSuccess(uint256,address)",
+                "0x3b2ddadbabc026d8d411df7497755837eceda0118a4962c20f4bf085d621976c",
+            ),
+            (
+                "SecretStoreAcknowledgementFailed(uint256)",
+                "0xd8909f3ca91e2c2749ba87ec3a205b325b9fd35f598358050001583a48f98b4b",
+            ),
+            (
+                "SecretStoreReplaced(uint256,address,address,bool)",
+                "0x4c532d5a37b7f50b687f4ac71fe7396280a1b60c6e6894b50eaeb2686c88bf82",
+            ),
+            (
+                "SecretEndTimestampUpdated(uint256,uint256)",
+                "0x8ae4c71b2231f92450d095a7871abddb3d8290c44afa6f4912cb8ca0bb6b1253",
+            ),
+            (
+                "SecretTerminated(uint256,uint256)",
+                "0xe838add4d48312777505369bfe4c7eb0df2871648703fe53cb43cddc7a8ae8f3",
+            ),
+            (
+                "SecretRemoved(uint256)",
+                "0x6b3b77613c262c77bf1c19d29afe642c7140c290a627b470247cd8d116599932",
+            ),
         ];
         for (signature, topic) in expected {
             assert_eq!(format!("{:?}", hash(signature)), topic, "{signature}");
@@ -460,7 +499,11 @@ mod tests {
             })
         );
         let theirs = Log {
-            topics: vec![registered.topics[0], H256::from(OTHER), registered.topics[2]],
+            topics: vec![
+                registered.topics[0],
+                H256::from(OTHER),
+                registered.topics[2],
+            ],
             ..registered.clone()
         };
         assert_eq!(decoded(&mut interest, &theirs), None);
@@ -470,8 +513,14 @@ mod tests {
         };
         assert_eq!(decoded(&mut interest, &elsewhere), None);
         for (topic, event) in [
-            (TeeNodeDrainedFilter::signature(), ChainEvent::ExecutorDrained { enclave: ME }),
-            (TeeNodeRevivedFilter::signature(), ChainEvent::ExecutorRevived { enclave: ME }),
+            (
+                TeeNodeDrainedFilter::signature(),
+                ChainEvent::ExecutorDrained { enclave: ME },
+            ),
+            (
+                TeeNodeRevivedFilter::signature(),
+                ChainEvent::ExecutorRevived { enclave: ME },
+            ),
             (
                 TeeNodeDeregisteredFilter::signature(),
                 ChainEvent::ExecutorDeregistered { enclave: ME },
@@ -545,7 +594,13 @@ mod tests {
     fn only_secrets_that_concern_this_enclave_are_delivered() {
         let sm = CONTRACTS.secret_manager.unwrap();
         let mut interest = SecretInterest::default();
-        let removed = |secret: u64| log(sm, vec![SecretRemovedFilter::signature(), id(secret)], vec![]);
+        let removed = |secret: u64| {
+            log(
+                sm,
+                vec![SecretRemovedFilter::signature(), id(secret)],
+                vec![],
+            )
+        };
         // Before any creation: an id-only event of an unknown secret is not ours.
         assert_eq!(decoded(&mut interest, &removed(1)), None);
         assert_eq!(decoded(&mut interest, &created(1, vec![OTHER])), None);
@@ -583,7 +638,11 @@ mod tests {
                 },
             ),
             (
-                log(sm, vec![SecretStoreAcknowledgementFailedFilter::signature(), id(2)], vec![]),
+                log(
+                    sm,
+                    vec![SecretStoreAcknowledgementFailedFilter::signature(), id(2)],
+                    vec![],
+                ),
                 SecretEvent::AcknowledgementFailed {
                     secret_id: 2.into(),
                 },
@@ -612,7 +671,10 @@ mod tests {
             ),
         ];
         for (l, event) in id_only {
-            assert_eq!(decoded(&mut interest, &l), Some(ChainEvent::Secret(event.clone())));
+            assert_eq!(
+                decoded(&mut interest, &l),
+                Some(ChainEvent::Secret(event.clone()))
+            );
             let other_secret = Log {
                 topics: [vec![l.topics[0], id(1)], l.topics[2..].to_vec()].concat(),
                 ..l
@@ -632,7 +694,13 @@ mod tests {
                 vec![Token::Bool(true)],
             )
         };
-        assert_eq!(decoded(&mut interest, &replaced(3, OTHER, Address::repeat_byte(0x98))), None);
+        assert_eq!(
+            decoded(
+                &mut interest,
+                &replaced(3, OTHER, Address::repeat_byte(0x98))
+            ),
+            None
+        );
         assert_eq!(
             decoded(&mut interest, &replaced(3, OTHER, ME)),
             Some(ChainEvent::Secret(SecretEvent::StoreReplaced {
