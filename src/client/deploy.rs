@@ -333,12 +333,17 @@ async fn send_wiring(
     client: &Arc<Client>,
     calls: Vec<(&str, Address, &Abi, &str, Vec<ethers::abi::Token>)>,
 ) -> Result<()> {
+    use ethers::providers::Middleware;
     for (what, address, abi, method, args) in calls {
-        let contract = ethers::contract::Contract::new(address, abi.clone(), client.clone());
-        let receipt = contract
-            .method::<_, ()>(method, args)
-            .with_context(|| format!("encoding {what}"))?
-            .send()
+        let data = abi
+            .function(method)
+            .and_then(|f| f.encode_input(&args))
+            .with_context(|| format!("encoding {what}"))?;
+        let request = ethers::types::TransactionRequest::new()
+            .to(address)
+            .data(data);
+        let receipt = client
+            .send_transaction(request, None)
             .await
             .with_context(|| what.to_string())?
             .await
