@@ -272,3 +272,99 @@ async fn secret_events_of_our_secrets_reach_the_follower() {
     task.abort();
     ex.stop().await.unwrap();
 }
+
+/// §3.11 kept by the dev contracts: a node registered with less storage than
+/// GLOBAL_MAX_SECRET_SIZE (registration does not check it) has every output revert with
+/// Panic(0x11), which the adapter names with its TEE meaning.
+#[tokio::test]
+async fn outputs_of_a_node_with_too_little_storage_revert_with_panic_0x11() {
+    use serverless_executor::client::register::{dev_attestation_json, RegisterRequest};
+    use serverless_executor::domain::eip712::{output_digest, tee_registration_digest};
+    use serverless_executor::effects::chain::bindings::Jobs;
+    use serverless_executor::effects::chain::revert::decode_revert;
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = tee_devnet(dir.path()).await;
+    let http = net.anvil.http_url();
+    let key = EnclaveKey::generate(&dir.path().join("small.key")).unwrap();
+    let owner_key = DevAccount::ExecutorOwner(2).key();
+    let owner =
+        ethers::signers::Signer::address(&serverless_executor::client::wallet(owner_key).unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let capacity = net.tee.unwrap().params.global_max_secret_size - 1;
+    let signature = key
+        .sign_digest(tee_registration_digest(owner, 4, capacity, 1, now))
+        .unwrap();
+    let message = serde_json::json!({
+        "job_capacity": 4, "storage_capacity": capacity, "sign_timestamp": now, "env": 1,
+        "owner": format!("{owner:?}"), "signature": format!("0x{}", hex::encode(signature)),
+    });
+    let message_file = dir.path().join("message.json");
+    std::fs::write(&message_file, message.to_string()).unwrap();
+    let attestation_file = dir.path().join("attestation.json");
+    std::fs::write(
+        &attestation_file,
+        dev_attestation_json(key.public_key()).to_string(),
+    )
+    .unwrap();
+    let (enclave, _) = serverless_executor::client::tee::register_tee_node(
+        &http,
+        owner_key,
+        tee_manager(&net),
+        &RegisterRequest {
+            registration: message_file.display().to_string(),
+            attestation: attestation_file.display().to_string(),
+            attestation_signature: vec![],
+            stake: None,
+        },
+    )
+    .await
+    .expect("registration does not check the storage capacity");
+    assert_eq!(enclave, key.address());
+
+    let codehash = save_code(&http, net.author_key(), net.deployment.user_code, FACTORS)
+        .await
+        .unwrap();
+    let job = create_tee_job(
+        &http,
+        net.author_key(),
+        net.deployment.jobs,
+        1,
+        U256::zero(),
+        codehash,
+        b"{}",
+        5000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(job.selected_executors, vec![enclave]);
+    let output = b"2,5".to_vec();
+    let signature = key
+        .sign_digest(output_digest(job.job_id, &output, 10, 0, now))
+        .unwrap();
+    let client = serverless_executor::client::client(&http, DevAccount::ExecutorGas(2).key())
+        .await
+        .unwrap();
+    let jobs = Jobs::new(net.deployment.jobs, client);
+    let error = jobs
+        .submit_output(
+            signature.to_vec().into(),
+            job.job_id,
+            output.into(),
+            10.into(),
+            0,
+            now.into(),
+        )
+        .send()
+        .await
+        .expect_err("the slot release underflows");
+    let revert = decode_revert(error.as_revert().expect("a revert, not an RPC failure"));
+    assert!(
+        format!("{revert:?}").contains("panic 0x11")
+            && format!("{revert:?}").contains("GLOBAL_MAX_SECRET_SIZE"),
+        "{revert:?}"
+    );
+}
