@@ -278,52 +278,17 @@ async fn secret_events_of_our_secrets_reach_the_follower() {
 /// Panic(0x11), which the adapter names with its TEE meaning.
 #[tokio::test]
 async fn outputs_of_a_node_with_too_little_storage_revert_with_panic_0x11() {
-    use serverless_executor::client::register::{dev_attestation_json, RegisterRequest};
-    use serverless_executor::domain::eip712::{output_digest, tee_registration_digest};
+    use serverless_executor::domain::eip712::output_digest;
     use serverless_executor::effects::chain::bindings::Jobs;
     use serverless_executor::effects::chain::revert::decode_revert;
 
     let dir = tempfile::tempdir().unwrap();
     let net = tee_devnet(dir.path()).await;
     let http = net.anvil.http_url();
-    let key = EnclaveKey::generate(&dir.path().join("small.key")).unwrap();
-    let owner_key = DevAccount::ExecutorOwner(2).key();
-    let owner =
-        ethers::signers::Signer::address(&serverless_executor::client::wallet(owner_key).unwrap());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now_secs();
     let capacity = net.tee.unwrap().params.global_max_secret_size - 1;
-    let signature = key
-        .sign_digest(tee_registration_digest(owner, 4, capacity, 1, now))
-        .unwrap();
-    let message = serde_json::json!({
-        "job_capacity": 4, "storage_capacity": capacity, "sign_timestamp": now, "env": 1,
-        "owner": format!("{owner:?}"), "signature": format!("0x{}", hex::encode(signature)),
-    });
-    let message_file = dir.path().join("message.json");
-    std::fs::write(&message_file, message.to_string()).unwrap();
-    let attestation_file = dir.path().join("attestation.json");
-    std::fs::write(
-        &attestation_file,
-        dev_attestation_json(key.public_key()).to_string(),
-    )
-    .unwrap();
-    let (enclave, _) = serverless_executor::client::tee::register_tee_node(
-        &http,
-        owner_key,
-        tee_manager(&net),
-        &RegisterRequest {
-            registration: message_file.display().to_string(),
-            attestation: attestation_file.display().to_string(),
-            attestation_signature: vec![],
-            stake: None,
-        },
-    )
-    .await
-    .expect("registration does not check the storage capacity");
-    assert_eq!(enclave, key.address());
+    let key = silent_node(&net, dir.path(), 2, capacity).await;
+    let enclave = key.address();
 
     let codehash = save_code(&http, net.author_key(), net.deployment.user_code, FACTORS)
         .await
@@ -367,4 +332,132 @@ async fn outputs_of_a_node_with_too_little_storage_revert_with_panic_0x11() {
             && format!("{revert:?}").contains("GLOBAL_MAX_SECRET_SIZE"),
         "{revert:?}"
     );
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Registers on TeeManager, from devnet owner `account`, an enclave no process serves, with
+/// `storage_capacity`; returns its key.
+async fn silent_node(
+    net: &Devnet,
+    dir: &std::path::Path,
+    account: usize,
+    storage_capacity: u64,
+) -> EnclaveKey {
+    use serverless_executor::client::register::{dev_attestation_json, RegisterRequest};
+    use serverless_executor::domain::eip712::tee_registration_digest;
+    let key = EnclaveKey::generate(&dir.join(format!("silent-{account}.key"))).unwrap();
+    let owner_key = DevAccount::ExecutorOwner(account).key();
+    let owner =
+        ethers::signers::Signer::address(&serverless_executor::client::wallet(owner_key).unwrap());
+    let now = now_secs();
+    let signature = key
+        .sign_digest(tee_registration_digest(owner, 4, storage_capacity, 1, now))
+        .unwrap();
+    let message = serde_json::json!({
+        "job_capacity": 4, "storage_capacity": storage_capacity, "sign_timestamp": now, "env": 1,
+        "owner": format!("{owner:?}"), "signature": format!("0x{}", hex::encode(signature)),
+    });
+    let message_file = dir.join(format!("message-{account}.json"));
+    std::fs::write(&message_file, message.to_string()).unwrap();
+    let attestation_file = dir.join(format!("attestation-{account}.json"));
+    std::fs::write(
+        &attestation_file,
+        dev_attestation_json(key.public_key()).to_string(),
+    )
+    .unwrap();
+    let (enclave, _) = serverless_executor::client::tee::register_tee_node(
+        &net.anvil.http_url(),
+        owner_key,
+        tee_manager(net),
+        &RegisterRequest {
+            registration: message_file.display().to_string(),
+            attestation: attestation_file.display().to_string(),
+            attestation_signature: vec![],
+            stake: None,
+        },
+    )
+    .await
+    .expect("registration does not check the storage capacity");
+    assert_eq!(enclave, key.address());
+    key
+}
+
+/// A job with an acknowledged secret selects the store holding it; only the secret's owner (or
+/// an allowed address) may create one, and not before every store acknowledged.
+#[tokio::test]
+async fn a_job_with_a_secret_goes_to_the_store_that_holds_it() {
+    use serverless_executor::effects::chain::tee::SecretManager;
+    let dir = tempfile::tempdir().unwrap();
+    let net = tee_devnet(dir.path()).await;
+    let http = net.anvil.http_url();
+    let tee = net.tee.unwrap();
+    let keys = [
+        silent_node(&net, dir.path(), 2, 100_000_000).await,
+        silent_node(&net, dir.path(), 3, 100_000_000).await,
+    ];
+    let end = now_secs() + 3600;
+    let secret = create_secret(
+        &http,
+        net.author_key(),
+        tee.deployment.secret_manager,
+        &SecretRequest {
+            env: 1,
+            size_limit: 1000.into(),
+            end_timestamp: end.into(),
+            usdc_deposit: None,
+            allowed: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let [holder] = secret.selected_enclaves[..] else {
+        panic!("one store selected: {:?}", secret.selected_enclaves);
+    };
+    let holder_key = keys.iter().find(|k| k.address() == holder).unwrap();
+    let codehash = save_code(&http, net.author_key(), net.deployment.user_code, FACTORS)
+        .await
+        .unwrap();
+    let job = |author: &'static str| {
+        create_tee_job(
+            &http,
+            author,
+            net.deployment.jobs,
+            1,
+            secret.secret_id,
+            codehash,
+            b"{}",
+            1000,
+        )
+    };
+    let early = job(net.author_key()).await.unwrap_err().to_string();
+    assert!(early.contains("SecretManagerUnacknowledged"), "{early}");
+
+    let client = serverless_executor::client::client(&http, DevAccount::ExecutorGas(2).key())
+        .await
+        .unwrap();
+    let manager = SecretManager::new(tee.deployment.secret_manager, client);
+    let now = now_secs();
+    let ack = holder_key
+        .sign_digest(acknowledge_digest(secret.secret_id, now))
+        .unwrap();
+    manager
+        .acknowledge_store(secret.secret_id, now.into(), ack.to_vec().into())
+        .send()
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let created = job(net.author_key()).await.unwrap();
+        assert_eq!(created.selected_executors, vec![holder]);
+    }
+    let stranger = DevAccount::ExecutorOwner(4).key();
+    let refused = job(stranger).await.unwrap_err().to_string();
+    assert!(refused.contains("SecretManagerUserNotAllowed"), "{refused}");
 }
