@@ -6,6 +6,7 @@ pub mod follower;
 pub mod origin;
 pub mod revert;
 pub mod sender;
+pub mod tee;
 
 pub use follower::{FollowerItem, LogFollower};
 pub use origin::OriginChecker;
