@@ -112,10 +112,24 @@ pub struct Config {
     /// Not ready while the follower is more than this many blocks behind the chain head.
     pub max_head_lag_blocks: u64,
     pub chain: ChainConfig,
+    /// TEE generation: the SecretManager contract (None in v2 mode).
+    pub secret_manager_address: Option<Address>,
+    pub secrets: SecretsConfig,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
     pub gas: GasConfig,
     pub public: PublicConfig,
+}
+
+/// The built-in secret store: where owners inject secrets, and SecretManager's timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsConfig {
+    /// Where `POST /inject-secret` listens (None: not served).
+    pub listen_addr: Option<std::net::SocketAddr>,
+    /// Overrides of SecretManager's `ACKNOWLEDGEMENT_TIMEOUT` and `MARK_ALIVE_TIMEOUT`, seconds
+    /// (None: read from the chain).
+    pub ack_timeout_secs: Option<u64>,
+    pub mark_alive_timeout_secs: Option<u64>,
 }
 
 /// Limits of the public listener, per client address (an IPv6 client is its /64).
@@ -353,6 +367,27 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "",
         "comma-separated job owner addresses whose jobs are refused (not run; the chain slashes for them)",
     ),
+    // The built-in secret store (TEE generation).
+    (
+        "SECRET_MANAGER_ADDRESS",
+        "",
+        "SecretManager contract (TEE generation); set, the executor is a secret store too",
+    ),
+    (
+        "SECRET_LISTEN_ADDR",
+        "127.0.0.1:6003",
+        "address:port of the secret listener (POST /inject-secret), for owners to reach (empty: off)",
+    ),
+    (
+        "SECRET_ACK_TIMEOUT",
+        "",
+        "SecretManager.ACKNOWLEDGEMENT_TIMEOUT override, seconds (empty: read from the chain)",
+    ),
+    (
+        "SECRET_MARK_ALIVE_TIMEOUT",
+        "",
+        "SecretManager.MARK_ALIVE_TIMEOUT override, seconds (empty: read from the chain)",
+    ),
 ];
 
 /// The workerd binary that `tools/install.sh` installs, relative to the crate.
@@ -459,6 +494,22 @@ impl Config {
                 selected_executors: r.number("NUM_SELECTED_EXECUTORS", 1, 255)?,
                 code_cache_size: r.number("CODE_CACHE_SIZE", 1, 1_000_000)?,
                 start_block,
+            },
+            secret_manager_address: match r.text("SECRET_MANAGER_ADDRESS") {
+                v if v.is_empty() => None,
+                _ => Some(r.address("SECRET_MANAGER_ADDRESS")?),
+            },
+            secrets: SecretsConfig {
+                listen_addr: match r.text("SECRET_LISTEN_ADDR") {
+                    v if v.is_empty() => None,
+                    _ => Some(r.parse("SECRET_LISTEN_ADDR", "an address:port")?),
+                },
+                ack_timeout_secs: r.optional_number("SECRET_ACK_TIMEOUT", 1, 86_400 * 365)?,
+                mark_alive_timeout_secs: r.optional_number(
+                    "SECRET_MARK_ALIVE_TIMEOUT",
+                    2,
+                    86_400 * 365,
+                )?,
             },
             sandbox: SandboxConfig {
                 workerd_path,
@@ -579,6 +630,17 @@ impl Reader<'_> {
         Ok(n)
     }
 
+    /// A number in `min..=max`, or None when empty.
+    fn optional_number<T>(&self, name: &str, min: T, max: T) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        if self.text(name).is_empty() {
+            return Ok(None);
+        }
+        self.number(name, min, max).map(Some)
+    }
+
     fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
         match self.text(name).to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(true),
@@ -696,6 +758,13 @@ mod tests {
             "the admin API is local by default"
         );
         assert!(!c.admin.allow_unsigned);
+        assert_eq!(c.secret_manager_address, None);
+        assert_eq!(
+            c.secrets.listen_addr,
+            Some("127.0.0.1:6003".parse().unwrap()),
+            "the secret listener is local by default"
+        );
+        assert_eq!(c.secrets.ack_timeout_secs, None);
     }
 
     #[test]
@@ -768,6 +837,10 @@ mod tests {
             ("PUBLIC_RATE_PER_CLIENT", "fast"),
             ("PUBLIC_RATE_BURST", "0"),
             ("PUBLIC_JOBS_API", "sometimes"),
+            ("SECRET_MANAGER_ADDRESS", "0x12"),
+            ("SECRET_LISTEN_ADDR", "127.0.0.1"),
+            ("SECRET_ACK_TIMEOUT", "0"),
+            ("SECRET_MARK_ALIVE_TIMEOUT", "soon"),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(

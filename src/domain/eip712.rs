@@ -1,5 +1,6 @@
-//! EIP-712 digests of the protocol's two signed messages (domain without chainId or
-//! verifyingContract), and recovery of a signer for checks.
+//! EIP-712 digests of the protocol's signed messages (domain without chainId or
+//! verifyingContract): registration, outputs, and the secret store's acknowledgement and
+//! liveness; the owner's raw digest of a secret injection; recovery of a signer for checks.
 
 use ethers::abi::{encode, Token};
 use ethers::types::{Address, Signature, U256};
@@ -64,6 +65,38 @@ pub fn output_digest(
         Token::Uint(U256::from(sign_timestamp)),
     ]));
     typed_digest(JOBS_DOMAIN_NAME, struct_hash)
+}
+
+pub const SECRET_MANAGER_DOMAIN_NAME: &str = "marlin.oyster.SecretManager";
+pub const ACKNOWLEDGE_TYPE: &str = "Acknowledge(uint256 secretId,uint256 signTimestamp)";
+pub const ALIVE_TYPE: &str = "Alive(uint256 signTimestamp)";
+
+/// The digest a secret store signs to acknowledge that it stores `secret_id`.
+pub fn acknowledge_digest(secret_id: U256, sign_timestamp: u64) -> [u8; 32] {
+    let struct_hash = keccak256(encode(&[
+        Token::FixedBytes(keccak256(ACKNOWLEDGE_TYPE).to_vec()),
+        Token::Uint(secret_id),
+        Token::Uint(U256::from(sign_timestamp)),
+    ]));
+    typed_digest(SECRET_MANAGER_DOMAIN_NAME, struct_hash)
+}
+
+/// The digest a secret store signs to prove it is alive (`markStoreAlive`).
+pub fn alive_digest(sign_timestamp: u64) -> [u8; 32] {
+    let struct_hash = keccak256(encode(&[
+        Token::FixedBytes(keccak256(ALIVE_TYPE).to_vec()),
+        Token::Uint(U256::from(sign_timestamp)),
+    ]));
+    typed_digest(SECRET_MANAGER_DOMAIN_NAME, struct_hash)
+}
+
+/// What a secret's owner signs to inject it (raw, no EIP-191 prefix):
+/// `keccak256(abi.encode(uint256 secretId, bytes encryptedSecret))`.
+pub fn inject_secret_digest(secret_id: U256, encrypted_secret: &[u8]) -> [u8; 32] {
+    keccak256(encode(&[
+        Token::Uint(secret_id),
+        Token::Bytes(encrypted_secret.to_vec()),
+    ]))
 }
 
 /// Who signed `digest` with a 65-byte `r ‖ s ‖ v` signature, if it parses.
@@ -135,6 +168,59 @@ mod tests {
         assert_ne!(base, output_digest(U256::from(1), b"x", 2, 0, 1));
         assert_ne!(base, output_digest(U256::from(1), b"x", 1, 4, 1));
         assert_ne!(base, output_digest(U256::from(1), b"x", 1, 0, 2));
+    }
+
+    #[test]
+    fn secret_manager_digests_match_the_published_hashes_and_ethers() {
+        assert_eq!(
+            hex::encode(domain_separator(SECRET_MANAGER_DOMAIN_NAME)),
+            "8b6707602470fff1b4f81c8aec7c4a25200031d59c286fb896d97e9fd807e421"
+        );
+        assert_eq!(
+            hex::encode(keccak256(ACKNOWLEDGE_TYPE)),
+            "cb169c40d7f9e70620f294e55bafcfa723079c0706ef5b333cb436f500cef021"
+        );
+        assert_eq!(
+            hex::encode(keccak256(ALIVE_TYPE)),
+            "dae796726b27cd7dda3bfd74f9278f4b47f5d287726c2decbea8e620739c37ef"
+        );
+        let domain = serde_json::json!({"name": "marlin.oyster.SecretManager", "version": "1"});
+        let eip712_domain = serde_json::json!([{"name": "name", "type": "string"}, {"name": "version", "type": "string"}]);
+        let ack = ethers_digest(serde_json::json!({
+            "types": {
+                "EIP712Domain": eip712_domain,
+                "Acknowledge": [{"name": "secretId", "type": "uint256"}, {"name": "signTimestamp", "type": "uint256"}]
+            },
+            "primaryType": "Acknowledge",
+            "domain": domain,
+            "message": {"secretId": 7, "signTimestamp": 1_700_000_000u64}
+        }));
+        assert_eq!(acknowledge_digest(U256::from(7), 1_700_000_000), ack);
+        let alive = ethers_digest(serde_json::json!({
+            "types": {
+                "EIP712Domain": eip712_domain,
+                "Alive": [{"name": "signTimestamp", "type": "uint256"}]
+            },
+            "primaryType": "Alive",
+            "domain": domain,
+            "message": {"signTimestamp": 1_700_000_000u64}
+        }));
+        assert_eq!(alive_digest(1_700_000_000), alive);
+    }
+
+    #[test]
+    fn the_injection_digest_is_the_abi_encoding_of_id_and_bytes() {
+        // abi.encode(uint256 5, bytes 0xabcd): id, offset 0x40, length 2, padded bytes.
+        let mut encoded = vec![0u8; 128];
+        encoded[31] = 5;
+        encoded[63] = 0x40;
+        encoded[95] = 2;
+        encoded[96] = 0xab;
+        encoded[97] = 0xcd;
+        assert_eq!(
+            inject_secret_digest(U256::from(5), &[0xab, 0xcd]),
+            keccak256(encoded)
+        );
     }
 
     #[test]

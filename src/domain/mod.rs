@@ -26,9 +26,9 @@ use tokio::sync::watch;
 
 use dal::{
     ChainProbe, ChainReader, ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox,
-    Slots, Store,
+    SecretStore, Slots, Store,
 };
-pub use error::{AuthRejection, DomainError};
+pub use error::{AuthRejection, DomainError, SecretRefusal};
 use scheduler::Scheduler;
 
 /// Every port the domain talks through.
@@ -37,6 +37,8 @@ pub struct Ports {
     pub signer: Arc<dyn EnclaveSigner>,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
+    /// The secret store's records and sealed secrets (TEE generation).
+    pub secrets: Arc<dyn SecretStore>,
     pub code: Arc<dyn CodeSource>,
     pub sandbox: Arc<dyn Sandbox>,
     pub slots: Arc<dyn Slots>,
@@ -81,6 +83,13 @@ pub struct Settings {
     pub store_retry_max_ms: u64,
     /// Not ready while the chain head is more than this many blocks past the follower.
     pub max_head_lag_blocks: u64,
+    /// Whether this executor is a secret store too (a SecretManager is configured): it records
+    /// secrets, acknowledges injections and proves liveness.
+    pub secret_store: bool,
+    /// Overrides of SecretManager's `ACKNOWLEDGEMENT_TIMEOUT` and `MARK_ALIVE_TIMEOUT`, seconds
+    /// (None: read from the chain).
+    pub secret_ack_timeout_secs: Option<u64>,
+    pub secret_mark_alive_timeout_secs: Option<u64>,
 }
 
 impl Default for Settings {
@@ -100,6 +109,9 @@ impl Default for Settings {
             store_failure_limit_ms: 60_000,
             store_retry_max_ms: 5_000,
             max_head_lag_blocks: 50,
+            secret_store: false,
+            secret_ack_timeout_secs: None,
+            secret_mark_alive_timeout_secs: None,
         }
     }
 }
@@ -122,6 +134,8 @@ pub struct Executor {
     enclave_refusal: Mutex<Option<String>>,
     /// Since when (unix ms) and why handling chain logs fails on the store; None when it works.
     store_failure: Mutex<Option<(u64, String)>>,
+    /// The secret store's timeouts and transactions on their way.
+    secret_duties: api::SecretDuties,
 }
 
 impl Executor {
@@ -137,6 +151,7 @@ impl Executor {
             probe: Mutex::new(None),
             enclave_refusal: Mutex::new(None),
             store_failure: Mutex::new(None),
+            secret_duties: api::SecretDuties::default(),
         })
     }
 

@@ -1,7 +1,10 @@
 //! Runs one job in one slot: fetch its code, run it in the sandbox, and turn what happened into
 //! the protocol's `(output, errorCode, totalTime)`.
 
-use crate::domain::dal::{CodeFetchError, RunResult, Slot};
+use zeroize::Zeroizing;
+
+use crate::domain::api::JobSecretError;
+use crate::domain::dal::{CodeFetchError, RunResult, SandboxError, Slot};
 use crate::domain::model::{ErrorCode, ExecutionOutcome, Job};
 use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::Executor;
@@ -15,6 +18,25 @@ fn outcome(output: Vec<u8>, error_code: ErrorCode, total_time_ms: u64) -> Execut
 }
 
 impl Executor {
+    /// The one place a job's secret goes to the sandbox (`env.secret`).
+    async fn run_sandbox(
+        &self,
+        slot: &Slot,
+        code: &str,
+        input: &[u8],
+        secret: Option<&[u8]>,
+        deadline_ms: u64,
+    ) -> Result<RunResult, SandboxError> {
+        // SEAM(sandbox-secret): until `Sandbox::run` takes the secret, a job with one is refused
+        // here rather than run without it.
+        if secret.is_some() {
+            return Ok(RunResult::LoadFailed(
+                "this executor cannot pass secrets to the sandbox yet".into(),
+            ));
+        }
+        self.ports.sandbox.run(slot, code, input, deadline_ms).await
+    }
+
     /// Executes `job` in `slot`. An `Err` means no honest outcome could be produced (the code
     /// source or the sandbox itself kept failing); the reason is for the journal.
     pub async fn execute_job(&self, job: &Job, slot: &Slot) -> Result<ExecutionOutcome, String> {
@@ -46,14 +68,32 @@ impl Executor {
         };
 
         tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::CodeFetched.name());
+        // A job with a secret we do not hold (the random fill picks stores that lack it) is
+        // still answered, with error 3: its worker cannot be set up (docs/protocol.md).
+        let secret = match self.job_secret(job.secret_id) {
+            Ok(secret) => secret.map(Zeroizing::new),
+            Err(JobSecretError::NotHeld(id)) => {
+                tracing::warn!(job = %job.id, secret = %id, "job needs a secret this store does not hold");
+                let spent = clock.now_ms().saturating_sub(fetch_start);
+                let body = format!("secret {id} is not held by this executor");
+                return Ok(outcome(body.into_bytes(), ErrorCode::LoadFailed, spent));
+            }
+            Err(JobSecretError::Store(reason)) => {
+                return Err(format!("cannot read secret {}: {reason}", job.secret_id))
+            }
+        };
         let ooms_before = self.ports.slots.oom_kills(slot);
         let mut attempts = 0;
         let (result, start) = loop {
             let start = clock.now_ms();
             match self
-                .ports
-                .sandbox
-                .run(slot, &code, &job.code_inputs, job.deadline_ms)
+                .run_sandbox(
+                    slot,
+                    &code,
+                    &job.code_inputs,
+                    secret.as_deref().map(Vec::as_slice),
+                    job.deadline_ms,
+                )
                 .await
             {
                 Ok(result) => break (result, start),

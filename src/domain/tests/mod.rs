@@ -85,6 +85,7 @@ fn harness_of(
         signer: Arc::new(key_signer(ENCLAVE_SECRET)),
         clock: Arc::new(TokioClock::starting_at(T0_MS)),
         store: store.clone(),
+        secrets: Arc::new(memory_secrets()),
         code: Arc::new(code),
         sandbox: Arc::new(sandbox),
         slots: Arc::new(counting_slots(slots)),
