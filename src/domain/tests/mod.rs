@@ -19,6 +19,7 @@ mod execute;
 mod readiness;
 mod reorg;
 mod reorg_sends;
+mod secrets;
 mod settle;
 mod store_failure;
 mod submit;
