@@ -4,7 +4,7 @@
 use zeroize::Zeroizing;
 
 use crate::domain::api::JobSecretError;
-use crate::domain::dal::{CodeFetchError, RunResult, SandboxError, Slot};
+use crate::domain::dal::{CodeFetchError, RunResult, Slot};
 use crate::domain::model::{ErrorCode, ExecutionOutcome, Job};
 use crate::domain::stage::{Stage, STAGE_TARGET};
 use crate::domain::Executor;
@@ -18,25 +18,6 @@ fn outcome(output: Vec<u8>, error_code: ErrorCode, total_time_ms: u64) -> Execut
 }
 
 impl Executor {
-    /// The one place a job's secret goes to the sandbox (`env.secret`).
-    async fn run_sandbox(
-        &self,
-        slot: &Slot,
-        code: &str,
-        input: &[u8],
-        secret: Option<&[u8]>,
-        deadline_ms: u64,
-    ) -> Result<RunResult, SandboxError> {
-        // SEAM(sandbox-secret): until `Sandbox::run` takes the secret, a job with one is refused
-        // here rather than run without it.
-        if secret.is_some() {
-            return Ok(RunResult::LoadFailed(
-                "this executor cannot pass secrets to the sandbox yet".into(),
-            ));
-        }
-        self.ports.sandbox.run(slot, code, input, deadline_ms).await
-    }
-
     /// Executes `job` in `slot`. An `Err` means no honest outcome could be produced (the code
     /// source or the sandbox itself kept failing); the reason is for the journal.
     pub async fn execute_job(&self, job: &Job, slot: &Slot) -> Result<ExecutionOutcome, String> {
@@ -87,7 +68,9 @@ impl Executor {
         let (result, start) = loop {
             let start = clock.now_ms();
             match self
-                .run_sandbox(
+                .ports
+                .sandbox
+                .run(
                     slot,
                     &code,
                     &job.code_inputs,

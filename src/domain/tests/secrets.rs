@@ -561,3 +561,30 @@ async fn an_acknowledgement_signed_before_a_restart_is_sent_again() {
     assert_eq!(restarted.executor.recover_secrets().unwrap(), 1);
     settle().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_runs_with_the_secret_we_hold_and_only_its_own() {
+    let h = holding(later_secs(3600)).await;
+    let slot = Slot {
+        index: 0,
+        cgroup_procs: vec![],
+    };
+    let with_secret = Job {
+        secret_id: U256::one(),
+        ..job_now(1, vec![enclave()], b"secret")
+    };
+    let outcome = h.executor.execute_job(&with_secret, &slot).await.unwrap();
+    assert_eq!(outcome.error_code, ErrorCode::Ok);
+    assert_eq!(outcome.output, b"kept", "the sandbox got the stored secret");
+    // Secret 2 is only observed here (another store holds it): not given, error 3.
+    let observed = Job {
+        secret_id: U256::from(2),
+        ..job_now(2, vec![enclave()], b"secret")
+    };
+    let outcome = h.executor.execute_job(&observed, &slot).await.unwrap();
+    assert_eq!(outcome.error_code, ErrorCode::LoadFailed);
+    // A job without a secret gets none.
+    let without = job_now(3, vec![enclave()], b"secret");
+    let outcome = h.executor.execute_job(&without, &slot).await.unwrap();
+    assert_eq!(outcome.output, NO_SECRET);
+}
