@@ -156,6 +156,8 @@ pub trait SecretStore: Send + Sync {
     fn secrets(&self) -> Result<Vec<SecretRecord>, StoreError>;
     /// Writes `record`, and with `plaintext` its bytes too (in one step), durably. Without
     /// `plaintext` the bytes already kept stay.
+    // mockall needs the lifetime named (an elided one inside `Option` does not mock).
+    #[allow(clippy::needless_lifetimes)]
     fn put_secret<'a>(
         &self,
         record: &SecretRecord,

@@ -332,6 +332,20 @@ pub async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) 
         max_priority_fee_per_gas: None,
     };
     assert_eq!(writer.take_back(&stranger).await, Err(ChainError::NoGasKey));
+    let ack = SecretAck {
+        secret_id: U256::one(),
+        sign_timestamp: 1,
+        signature: vec![1; 65],
+    };
+    assert_eq!(writer.acknowledge_store(&ack).await, Err(ChainError::NoGasKey));
+    assert_eq!(
+        writer.acknowledge_store_failed(U256::one()).await,
+        Err(ChainError::NoGasKey)
+    );
+    assert_eq!(
+        writer.mark_store_alive(1, &[1; 65]).await,
+        Err(ChainError::NoGasKey)
+    );
     for invalid in [[0u8; 32], [0xff; 32]] {
         assert!(
             matches!(writer.set_gas_key(invalid), Err(ChainError::InvalidKey(_))),
