@@ -337,7 +337,10 @@ pub async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) 
         sign_timestamp: 1,
         signature: vec![1; 65],
     };
-    assert_eq!(writer.acknowledge_store(&ack).await, Err(ChainError::NoGasKey));
+    assert_eq!(
+        writer.acknowledge_store(&ack).await,
+        Err(ChainError::NoGasKey)
+    );
     assert_eq!(
         writer.acknowledge_store_failed(U256::one()).await,
         Err(ChainError::NoGasKey)
