@@ -208,8 +208,13 @@ pub async fn start(config: Config) -> Result<Running> {
             )
         })?;
     let admin_addr = admin_listener.local_addr()?;
+    // Only a secret store takes secrets (and a v2 executor leaves the port to others).
+    let secret_listen_addr = config
+        .secrets
+        .listen_addr
+        .filter(|_| config.secret_manager_address.is_some());
     let secret_listener =
-        match config.secrets.listen_addr {
+        match secret_listen_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} (EXECUTOR_SECRET_LISTEN_ADDR)")
             })?),

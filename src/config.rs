@@ -376,7 +376,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "SECRET_LISTEN_ADDR",
         "127.0.0.1:6003",
-        "address:port of the secret listener (POST /inject-secret), for owners to reach (empty: off)",
+        "address:port of the secret listener (POST /inject-secret) for secret owners, served when SECRET_MANAGER_ADDRESS is set (empty: off)",
     ),
     (
         "SECRET_ACK_TIMEOUT",

@@ -373,3 +373,52 @@ fn a_secret_sealed_under_one_enclave_key_does_not_open_under_another() {
         "{refused}"
     );
 }
+
+/// Random bodies (random values under the route's own keys, and random bytes) never get a 5xx
+/// or store anything.
+#[test]
+fn random_injections_get_a_4xx_with_a_message_and_store_nothing() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = runtime.block_on(async {
+        let server = SecretServer::start(dir.path()).await;
+        server.created(1, 64, vec![server.enclave.address()]);
+        server
+    });
+    let value = prop_oneof![
+        Just(Value::Null),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        "(0x)?[0-9a-fA-F]{0,300}".prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+    ];
+    let keys = prop::sample::select(vec![
+        "secret_id",
+        "encrypted_secret_hex",
+        "signature_hex",
+        "x",
+    ]);
+    let body = prop_oneof![
+        prop::collection::btree_map(keys, value, 0..4)
+            .prop_map(|map| { serde_json::to_vec(&map).unwrap() }),
+        prop::collection::vec(any::<u8>(), 0..300),
+    ];
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&body, |body| {
+        let (status, answer) = runtime.block_on(server.post_raw(body));
+        prop_assert!((400..500).contains(&status), "{status}: {answer}");
+        prop_assert!(answer["error"].is_string(), "{status}: {answer}");
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert_eq!(server.held(1), None);
+    runtime.block_on(server.stop());
+}
