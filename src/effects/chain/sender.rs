@@ -414,6 +414,8 @@ impl TxSender {
         name: &'static str,
         data: Vec<u8>,
     ) -> Result<TxOutcome, ChainError> {
+        // Like every send, refused first for want of a gas key.
+        self.wallet()?;
         let to = self
             .secret_manager
             .ok_or(ChainError::NoContract("SecretManager"))?;
