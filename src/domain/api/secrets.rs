@@ -349,6 +349,18 @@ impl Executor {
         Some(timeouts)
     }
 
+    /// The ids of every secret recorded (ours and observed): what the chain follower must keep
+    /// delivering id-only SecretManager events for after a restart.
+    pub fn known_secret_ids(&self) -> Result<Vec<U256>, DomainError> {
+        Ok(self
+            .ports
+            .secrets
+            .secrets()?
+            .into_iter()
+            .map(|record| record.secret_id)
+            .collect())
+    }
+
     /// At start: acknowledgements signed before a restart whose secret the chain has not seen
     /// acknowledged are sent again (while the timeout allows).
     pub fn recover_secrets(self: &Arc<Self>) -> Result<usize, DomainError> {

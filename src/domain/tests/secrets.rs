@@ -204,6 +204,10 @@ async fn every_refused_injection_is_named_and_stores_nothing() {
         refusal(ex.inject_secret(U256::from(3), &sealed, &signature)),
         SecretRefusal::Ended { .. }
     ));
+    assert_eq!(
+        ex.known_secret_ids().unwrap(),
+        vec![U256::from(1), U256::from(2), U256::from(3)]
+    );
     let secrets = &ex.ports().secrets;
     for id in 1..=3 {
         assert_eq!(
