@@ -20,6 +20,7 @@ use crate::effects::chain::{LogFollower, OriginChecker, TxSender};
 use crate::effects::clock::SystemClock;
 use crate::effects::code_fetch::UserCodeSource;
 use crate::effects::metrics::PromMetrics;
+use crate::effects::secrets::{SledSecrets, SECRETS_SEALING_PURPOSE};
 use crate::effects::signer::EnclaveKey;
 use crate::effects::store::SledStore;
 use crate::effects::workerd::WorkerdSandbox;
@@ -36,6 +37,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// Where the operator routes listen (loopback by default).
     pub admin_addr: SocketAddr,
+    /// Where `POST /inject-secret` listens (None: not served).
+    pub secret_addr: Option<SocketAddr>,
     pub executor: Arc<Executor>,
     store: Arc<SledStore>,
     /// Stopped and removed at the end of shutdown, not whenever their last holder lets go: a
@@ -99,17 +102,26 @@ pub async fn start(config: Config) -> Result<Running> {
     let warm = Arc::downgrade(&sandbox);
     slots.prefer(move |index| warm.upgrade().is_some_and(|s| s.ready(index)));
     prewarm(&sandbox, slots.as_ref()).await?;
+    let secrets = Arc::new(SledSecrets::open(
+        store.sled_db(),
+        enclave.derive_key(SECRETS_SEALING_PURPOSE),
+    )?);
     let chain = Arc::new(
-        TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),
+        TxSender::new(config.chain.clone())?
+            .with_max_fee_per_gas(config.gas.max_fee_per_gas)
+            .with_secret_manager(config.secret_manager_address),
     );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
-    let reader = Arc::new(OriginChecker::new(&config.chain)?);
+    let reader = Arc::new(
+        OriginChecker::new(&config.chain)?.with_secret_manager(config.secret_manager_address),
+    );
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 
     let ports = Ports {
         signer: enclave.clone(),
         clock: Arc::new(SystemClock),
         store: store.clone(),
+        secrets,
         code,
         sandbox: sandbox.clone(),
         slots: slots.clone(),
@@ -130,6 +142,9 @@ pub async fn start(config: Config) -> Result<Running> {
         max_head_lag_blocks: config.max_head_lag_blocks,
         protocol: config.chain.protocol,
         storage_capacity: config.storage_capacity,
+        secret_store: config.secret_manager_address.is_some(),
+        secret_ack_timeout_secs: config.secrets.ack_timeout_secs,
+        secret_mark_alive_timeout_secs: config.secrets.mark_alive_timeout_secs,
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
@@ -156,6 +171,10 @@ pub async fn start(config: Config) -> Result<Running> {
     }
     let report = executor.recover().with_context(unreadable)?;
     tracing::info!(?report, "journal recovered");
+    let acks = executor.recover_secrets().with_context(unreadable)?;
+    if acks > 0 {
+        tracing::info!(acks, "secret acknowledgements sent again");
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (fatal_tx, fatal) = watch::channel(None);
@@ -167,6 +186,12 @@ pub async fn start(config: Config) -> Result<Running> {
         executor.clone(),
         shutdown_rx.clone(),
     ));
+    if executor.keeps_secrets() {
+        tasks.spawn(crate::listeners::timers::secret_duties(
+            executor.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
 
     let listener = TcpListener::bind((config.listen_addr, config.port))
         .await
@@ -186,6 +211,22 @@ pub async fn start(config: Config) -> Result<Running> {
             )
         })?;
     let admin_addr = admin_listener.local_addr()?;
+    // Only a secret store takes secrets (and a v2 executor leaves the port to others).
+    let secret_listen_addr = config
+        .secrets
+        .listen_addr
+        .filter(|_| config.secret_manager_address.is_some());
+    let secret_listener =
+        match secret_listen_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (EXECUTOR_SECRET_LISTEN_ADDR)")
+            })?),
+            None => None,
+        };
+    let secret_addr = secret_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let services = Arc::new(Services::new(
         executor.clone(),
         config.public.clone(),
@@ -200,12 +241,23 @@ pub async fn start(config: Config) -> Result<Running> {
     ));
     listeners.spawn(crate::routes::serve(
         admin_listener,
-        services,
+        services.clone(),
         Surface::Admin,
         shutdown_rx.clone(),
     ));
+    if let Some(secret_listener) = secret_listener {
+        listeners.spawn(crate::routes::serve(
+            secret_listener,
+            services,
+            Surface::Secrets,
+            shutdown_rx.clone(),
+        ));
+    }
     tracing::info!(%api_addr, enclave = ?enclave.address(), "executor API listening");
     tracing::info!(%admin_addr, "operator (admin) API listening");
+    if let Some(secret_addr) = secret_addr {
+        tracing::info!(%secret_addr, "secret listener (POST /inject-secret) listening");
+    }
     if !config.admin.listen_addr.is_loopback() {
         tracing::warn!(
             %admin_addr,
@@ -220,7 +272,8 @@ pub async fn start(config: Config) -> Result<Running> {
 
     if config.chain.is_configured() {
         let follower = LogFollower::new(config.chain.clone(), enclave.address())
-            .with_secret_manager(config.secret_manager_address);
+            .with_secret_manager(config.secret_manager_address)
+            .with_known_secrets(executor.known_secret_ids()?);
         tasks.spawn(crate::listeners::chain::follow(
             executor.clone(),
             follower,
@@ -234,6 +287,7 @@ pub async fn start(config: Config) -> Result<Running> {
     Ok(Running {
         api_addr,
         admin_addr,
+        secret_addr,
         executor,
         store,
         sandbox,
@@ -251,6 +305,10 @@ async fn check_storage_capacity(config: &Config) -> Result<()> {
     let Some(secret_manager) = config.secret_manager_address else {
         return Ok(());
     };
+    if !config.chain.is_configured() {
+        // Not following a chain (the same warning below says so): nothing to check against.
+        return Ok(());
+    }
     let max = crate::effects::chain::tee::global_max_secret_size(
         &config.chain.rpc_http_url,
         secret_manager,

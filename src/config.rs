@@ -122,10 +122,22 @@ pub struct Config {
     pub secret_manager_address: Option<Address>,
     /// TEE generation: the storage capacity announced on registration, bytes.
     pub storage_capacity: u64,
+    pub secrets: SecretsConfig,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
     pub gas: GasConfig,
     pub public: PublicConfig,
+}
+
+/// The built-in secret store: where owners inject secrets, and SecretManager's timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsConfig {
+    /// Where `POST /inject-secret` listens (None: not served).
+    pub listen_addr: Option<std::net::SocketAddr>,
+    /// Overrides of SecretManager's `ACKNOWLEDGEMENT_TIMEOUT` and `MARK_ALIVE_TIMEOUT`, seconds
+    /// (None: read from the chain).
+    pub ack_timeout_secs: Option<u64>,
+    pub mark_alive_timeout_secs: Option<u64>,
 }
 
 /// Limits of the public listener, per client address (an IPv6 client is its /64).
@@ -383,6 +395,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "",
         "comma-separated job owner addresses whose jobs are refused (not run; the chain slashes for them)",
     ),
+    // The built-in secret store (TEE generation).
+    (
+        "SECRET_LISTEN_ADDR",
+        "127.0.0.1:6003",
+        "address:port of the secret listener (POST /inject-secret) for secret owners, served in tee mode (empty: off)",
+    ),
+    (
+        "SECRET_ACK_TIMEOUT",
+        "",
+        "SecretManager.ACKNOWLEDGEMENT_TIMEOUT override, seconds (empty: read from the chain)",
+    ),
+    (
+        "SECRET_MARK_ALIVE_TIMEOUT",
+        "",
+        "SecretManager.MARK_ALIVE_TIMEOUT override, seconds (empty: read from the chain)",
+    ),
 ];
 
 /// The workerd binary that `tools/install.sh` installs, relative to the crate.
@@ -495,6 +523,18 @@ impl Config {
             },
             secret_manager_address,
             storage_capacity: r.number("STORAGE_CAPACITY", 1, u64::MAX)?,
+            secrets: SecretsConfig {
+                listen_addr: match r.text("SECRET_LISTEN_ADDR") {
+                    v if v.is_empty() => None,
+                    _ => Some(r.parse("SECRET_LISTEN_ADDR", "an address:port")?),
+                },
+                ack_timeout_secs: r.optional_number("SECRET_ACK_TIMEOUT", 1, 86_400 * 365)?,
+                mark_alive_timeout_secs: r.optional_number(
+                    "SECRET_MARK_ALIVE_TIMEOUT",
+                    2,
+                    86_400 * 365,
+                )?,
+            },
             sandbox: SandboxConfig {
                 workerd_path,
                 mode: match r.text("SANDBOX_MODE").as_str() {
@@ -612,6 +652,17 @@ impl Reader<'_> {
             return Err(invalid(name, format!("{n} is outside {min}..={max}")));
         }
         Ok(n)
+    }
+
+    /// A number in `min..=max`, or None when empty.
+    fn optional_number<T>(&self, name: &str, min: T, max: T) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        if self.text(name).is_empty() {
+            return Ok(None);
+        }
+        self.number(name, min, max).map(Some)
     }
 
     fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
@@ -772,6 +823,13 @@ mod tests {
             "the admin API is local by default"
         );
         assert!(!c.admin.allow_unsigned);
+        assert_eq!(c.secret_manager_address, None);
+        assert_eq!(
+            c.secrets.listen_addr,
+            Some("127.0.0.1:6003".parse().unwrap()),
+            "the secret listener is local by default"
+        );
+        assert_eq!(c.secrets.ack_timeout_secs, None);
     }
 
     #[test]
@@ -844,6 +902,10 @@ mod tests {
             ("PUBLIC_RATE_PER_CLIENT", "fast"),
             ("PUBLIC_RATE_BURST", "0"),
             ("PUBLIC_JOBS_API", "sometimes"),
+            ("SECRET_MANAGER_ADDRESS", "0x12"),
+            ("SECRET_LISTEN_ADDR", "127.0.0.1"),
+            ("SECRET_ACK_TIMEOUT", "0"),
+            ("SECRET_MARK_ALIVE_TIMEOUT", "soon"),
         ] {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(

@@ -122,6 +122,26 @@ pub enum ClientCommand {
         #[command(flatten)]
         chain: ChainArgs,
     },
+    /// Secret owner: seal a secret to an executor's enclave key (ECIES), sign it with the
+    /// secret owner's key and inject it; prints the executor's signed acknowledgement.
+    InjectSecret {
+        /// The secret's id on SecretManager (from createSecret's SecretCreated).
+        #[arg(long, value_parser = decimal_u256)]
+        secret_id: U256,
+        /// A file with the secret bytes.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// The enclave public key (hex, 64 bytes, or 65 starting with 04), as GET
+        /// /executor-details shows it.
+        #[arg(long)]
+        enclave_public_key: String,
+        /// The secret owner's private key (hex); better passed in the environment.
+        #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
+        owner_key: String,
+        /// The executor's secret listener (EXECUTOR_SECRET_LISTEN_ADDR, as exposed).
+        #[arg(long, default_value = "http://127.0.0.1:6003")]
+        url: String,
+    },
     /// Create a job and wait for its output; prints output, error code and time.
     RunJob {
         /// Codehash of saved code (from deploy-code).
@@ -318,6 +338,24 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
                 println!("store:      {enclave:?}");
             }
             println!("transaction {:?}", secret.tx_hash);
+        }
+        ClientCommand::InjectSecret {
+            secret_id,
+            secret_file,
+            enclave_public_key,
+            owner_key,
+            url,
+        } => {
+            use serverless_executor::client::secrets;
+            let owner = serverless_executor::client::wallet(&owner_key).context("the owner key")?;
+            let key = secrets::enclave_public_key(&enclave_public_key)?;
+            let plaintext = zeroize::Zeroizing::new(
+                std::fs::read(&secret_file)
+                    .with_context(|| format!("cannot read {}", secret_file.display()))?,
+            );
+            let body = secrets::inject_secret_body(secret_id, &plaintext, &key, &owner)?;
+            let ack = secrets::inject_secret(&http, &url, &body).await?;
+            println!("{ack}");
         }
         ClientCommand::RunJob {
             codehash,

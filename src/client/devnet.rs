@@ -186,6 +186,8 @@ impl Devnet {
             raw.remove("EXECUTORS_ADDRESS");
             for (k, v) in [
                 ("PROTOCOL", "tee".to_string()),
+                // Any free port: tests run several TEE executors at once (`extra` may pin it).
+                ("SECRET_LISTEN_ADDR", "127.0.0.1:0".to_string()),
                 (
                     "TEE_MANAGER_ADDRESS",
                     format!("{:?}", tee.deployment.tee_manager),

@@ -1,6 +1,6 @@
 //! Devnet and job-author tooling (not part of the executor's serving path): start a local anvil,
 //! deploy the dev contracts, save code, register executors, create jobs and wait for their
-//! outputs. Used by the devnet command, the client subcommands and the integration tests.
+//! outputs; seal and inject a secret. Used by the devnet command, the client subcommands and the integration tests.
 //!
 //! Only `deploy` touches the dev contracts' artifacts (bytecode, `setJobsContract`); everything
 //! else goes through the protocol bindings of `effects::chain::bindings`.
@@ -12,6 +12,7 @@ pub mod dev_accounts;
 pub mod devnet;
 pub mod jobs;
 pub mod register;
+pub mod secrets;
 pub mod tee;
 
 use std::sync::Arc;

@@ -11,8 +11,8 @@ use ethers::types::{Address, H256, U256};
 use thiserror::Error;
 
 use super::model::{
-    ChainStatus, Deployment, ErrorCode, Job, JobRecord, Readiness, SentTx, SignedOutput,
-    SupersededOutput,
+    ChainStatus, Deployment, ErrorCode, Job, JobRecord, Readiness, SecretAck, SecretRecord,
+    SecretTimeouts, SentTx, SignedOutput, SupersededOutput,
 };
 
 /// The enclave key: the executor's identity. Signs registration and outputs.
@@ -23,6 +23,10 @@ pub trait EnclaveSigner: Send + Sync {
     fn public_key(&self) -> [u8; 64];
     /// Signs a 32-byte digest: 65 bytes `r ‖ s ‖ v`, `v = 27 + recovery id`.
     fn sign_digest(&self, digest: [u8; 32]) -> Result<[u8; 65], SignerError>;
+    /// Opens a message ECIES-encrypted to the enclave public key (secp256k1, as the `ecies`
+    /// crate 0.2 seals it: ephemeral key ‖ nonce ‖ tag ‖ AES-256-GCM ciphertext). The key never
+    /// leaves the signer.
+    fn decrypt(&self, sealed: &[u8]) -> Result<Vec<u8>, SignerError>;
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -140,6 +144,35 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the store in {0} is locked by another process (another executor with the same EXECUTOR_DATA_DIR?)")]
     Locked(String),
+}
+
+/// The secret store (TEE generation): records of the secrets SecretManager told us about, the
+/// plaintext of those injected into us (sealed at rest, bound to their id), and when the chain
+/// last saw us alive.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait SecretStore: Send + Sync {
+    fn secret(&self, id: U256) -> Result<Option<SecretRecord>, StoreError>;
+    /// Every record, in id order.
+    fn secrets(&self) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Writes `record`, and with `plaintext` its bytes too (in one step), durably. Without
+    /// `plaintext` the bytes already kept stay.
+    // mockall needs the lifetime named (an elided one inside `Option` does not mock).
+    #[allow(clippy::needless_lifetimes)]
+    fn put_secret<'a>(
+        &self,
+        record: &SecretRecord,
+        plaintext: Option<&'a [u8]>,
+    ) -> Result<(), StoreError>;
+    /// The plaintext kept for `id`, if any.
+    fn plaintext(&self, id: U256) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Forgets the plaintext only (the record stays), durably.
+    fn remove_plaintext(&self, id: U256) -> Result<(), StoreError>;
+    /// Forgets the record and its plaintext, durably; nothing happens if unknown.
+    fn remove_secret(&self, id: U256) -> Result<(), StoreError>;
+    /// When (unix seconds) our last `markStoreAlive` was mined.
+    fn last_alive(&self) -> Result<Option<u64>, StoreError>;
+    /// Records it, durably.
+    fn set_last_alive(&self, at_secs: u64) -> Result<(), StoreError>;
 }
 
 /// Where job code comes from: the calldata of a UserCode transaction.
@@ -365,6 +398,9 @@ pub trait ChainReader: Send + Sync {
     /// now: a reorg may have removed it, or given the job's id to another job. True for a job
     /// without a recorded origin (nothing to check).
     async fn job_is_canonical(&self, job: &Job) -> Result<bool, ChainError>;
+    /// SecretManager's `ACKNOWLEDGEMENT_TIMEOUT()` and `MARK_ALIVE_TIMEOUT()`; None when no
+    /// SecretManager is configured (the v2 generation).
+    async fn secret_timeouts(&self) -> Result<Option<SecretTimeouts>, ChainError>;
 }
 
 /// What the readiness probe asks the chain node about, besides logs: the head and the gas
@@ -402,6 +438,18 @@ pub trait ChainWriter: Send + Sync {
         sent: Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError>;
     async fn slash_on_execution_timeout(&self, job_id: U256) -> Result<TxOutcome, ChainError>;
+    /// SecretManager `acknowledgeStore(secretId, signTimestamp, signature)`: our enclave-signed
+    /// acknowledgement that we store the secret.
+    async fn acknowledge_store(&self, ack: &SecretAck) -> Result<TxOutcome, ChainError>;
+    /// SecretManager `acknowledgeStoreFailed(secretId)`: not every selected store acknowledged
+    /// in time (anyone may send it).
+    async fn acknowledge_store_failed(&self, secret_id: U256) -> Result<TxOutcome, ChainError>;
+    /// SecretManager `markStoreAlive(signTimestamp, signature)` with our enclave-signed `Alive`.
+    async fn mark_store_alive(
+        &self,
+        sign_timestamp: u64,
+        signature: &[u8],
+    ) -> Result<TxOutcome, ChainError>;
     /// Takes back the nonce of `tx` unless it is mined: replaces it with a self-transfer (21 000
     /// gas, to the gas address, value 0) bidding above it, as when an output's window closes,
     /// and follows that to its end. The first self-transfer is broadcast before any later send
@@ -418,6 +466,9 @@ pub enum ChainError {
     /// RPC or network trouble; the same call may succeed later.
     #[error("chain request failed for now: {0}")]
     Transient(String),
+    /// The contract this call needs has no address here (e.g. SecretManager in the v2 generation).
+    #[error("{0} is not configured")]
+    NoContract(&'static str),
 }
 
 /// How a job's journey ended, for metrics.

@@ -1,6 +1,7 @@
 //! EIP-712 digests of the messages the enclave signs (domains without chainId or
 //! verifyingContract): v2's Register and SubmitOutput, and the TEE generation's Register (with a
-//! storage capacity), Acknowledge and Alive; and recovery of a signer for checks.
+//! storage capacity), Acknowledge and Alive; the owner's raw digest of a secret injection; and
+//! recovery of a signer for checks.
 
 use ethers::abi::{encode, Token};
 use ethers::types::{Address, Signature, U256};
@@ -110,6 +111,15 @@ pub fn output_digest(
         Token::Uint(U256::from(sign_timestamp)),
     ]));
     typed_digest(JOBS_DOMAIN_NAME, struct_hash)
+}
+
+/// What a secret's owner signs to inject it (raw, no EIP-191 prefix):
+/// `keccak256(abi.encode(uint256 secretId, bytes encryptedSecret))`.
+pub fn inject_secret_digest(secret_id: U256, encrypted_secret: &[u8]) -> [u8; 32] {
+    keccak256(encode(&[
+        Token::Uint(secret_id),
+        Token::Bytes(encrypted_secret.to_vec()),
+    ]))
 }
 
 /// Who signed `digest` with a 65-byte `r ‖ s ‖ v` signature, if it parses.
@@ -274,6 +284,21 @@ mod tests {
         }));
         assert_eq!(alive_digest(1_700_000_000), alive);
         assert_ne!(alive_digest(1), alive_digest(2));
+    }
+
+    #[test]
+    fn the_injection_digest_is_the_abi_encoding_of_id_and_bytes() {
+        // abi.encode(uint256 5, bytes 0xabcd): id, offset 0x40, length 2, padded bytes.
+        let mut encoded = vec![0u8; 128];
+        encoded[31] = 5;
+        encoded[63] = 0x40;
+        encoded[95] = 2;
+        encoded[96] = 0xab;
+        encoded[97] = 0xcd;
+        assert_eq!(
+            inject_secret_digest(U256::from(5), &[0xab, 0xcd]),
+            keccak256(encoded)
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum DomainError {
     /// The store belongs to another chain or other contracts (what differs, said plainly).
     #[error("{0}")]
     OtherDeployment(String),
+    /// A secret injection was refused (nothing was stored).
+    #[error("{0}")]
+    SecretRefused(SecretRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -48,6 +51,7 @@ impl DomainError {
                 | Self::Unauthorized(_)
                 | Self::UnknownJob(_)
                 | Self::BadQuery(_)
+                | Self::SecretRefused(_)
         )
     }
 }
@@ -69,4 +73,25 @@ pub enum AuthRejection {
     Replayed { timestamp: u64, last: u64 },
     #[error("no owner is set yet: set it with /immutable-config before sending a signed change")]
     NoOwner,
+}
+
+/// Why a secret injection was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SecretRefusal {
+    #[error("secret {0} is not assigned to this store (no SecretCreated selecting it, nor a store replacement naming it, seen on chain)")]
+    NotAssigned(U256),
+    #[error("secret {0} is already stored here; it cannot be injected again")]
+    AlreadyStored(U256),
+    #[error("secret {secret_id} ended at {end_timestamp} (unix seconds)")]
+    Ended { secret_id: U256, end_timestamp: u64 },
+    #[error("signature_hex is not a valid 65-byte secp256k1 signature over keccak256(abi.encode(secretId, encryptedSecret))")]
+    BadSignature,
+    #[error("the signature recovers to {signer:?}, not to the secret's owner {owner:?}")]
+    NotOwner { signer: Address, owner: Address },
+    #[error(
+        "encrypted_secret_hex cannot be decrypted with this enclave's key (ECIES, secp256k1): {0}"
+    )]
+    Undecryptable(String),
+    #[error("the secret is {size} bytes; its size limit on chain is {limit}")]
+    TooLarge { size: u64, limit: u64 },
 }

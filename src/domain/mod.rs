@@ -26,9 +26,9 @@ use tokio::sync::watch;
 
 use dal::{
     ChainProbe, ChainReader, ChainWriter, Clock, CodeSource, EnclaveSigner, Metrics, Sandbox,
-    Slots, Store,
+    SecretStore, Slots, Store,
 };
-pub use error::{AuthRejection, DomainError};
+pub use error::{AuthRejection, DomainError, SecretRefusal};
 use scheduler::Scheduler;
 
 /// Every port the domain talks through.
@@ -37,6 +37,8 @@ pub struct Ports {
     pub signer: Arc<dyn EnclaveSigner>,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
+    /// The secret store's records and sealed secrets (TEE generation).
+    pub secrets: Arc<dyn SecretStore>,
     pub code: Arc<dyn CodeSource>,
     pub sandbox: Arc<dyn Sandbox>,
     pub slots: Arc<dyn Slots>,
@@ -88,6 +90,13 @@ pub struct Settings {
     pub protocol: model::Protocol,
     /// TEE generation: the storage capacity announced on registration, bytes.
     pub storage_capacity: u64,
+    /// Whether this executor is a secret store too (a SecretManager is configured): it records
+    /// secrets, acknowledges injections and proves liveness.
+    pub secret_store: bool,
+    /// Overrides of SecretManager's `ACKNOWLEDGEMENT_TIMEOUT` and `MARK_ALIVE_TIMEOUT`, seconds
+    /// (None: read from the chain).
+    pub secret_ack_timeout_secs: Option<u64>,
+    pub secret_mark_alive_timeout_secs: Option<u64>,
 }
 
 impl Default for Settings {
@@ -109,6 +118,9 @@ impl Default for Settings {
             max_head_lag_blocks: 50,
             protocol: model::Protocol::V2,
             storage_capacity: DEFAULT_STORAGE_CAPACITY,
+            secret_store: false,
+            secret_ack_timeout_secs: None,
+            secret_mark_alive_timeout_secs: None,
         }
     }
 }
@@ -131,6 +143,8 @@ pub struct Executor {
     enclave_refusal: Mutex<Option<String>>,
     /// Since when (unix ms) and why handling chain logs fails on the store; None when it works.
     store_failure: Mutex<Option<(u64, String)>>,
+    /// The secret store's timeouts and transactions on their way.
+    secret_duties: api::SecretDuties,
 }
 
 impl Executor {
@@ -146,6 +160,7 @@ impl Executor {
             probe: Mutex::new(None),
             enclave_refusal: Mutex::new(None),
             store_failure: Mutex::new(None),
+            secret_duties: api::SecretDuties::default(),
         })
     }
 

@@ -447,6 +447,81 @@ pub enum SecretEvent {
     Removed { secret_id: U256 },
 }
 
+/// Where a secret stands in our secret store (TEE generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretState {
+    /// Created on chain without us: its terms are kept in case a store replacement names us.
+    Observed,
+    /// Assigned to us; waiting for its owner to inject it.
+    Awaiting,
+    /// Injected and kept; our acknowledgement is signed and sent.
+    Stored,
+    /// The chain recorded our acknowledgement.
+    Acknowledged,
+}
+
+/// One secret SecretManager told us about: its terms and what we did with it. The plaintext is
+/// kept apart (`SecretStore::put_secret`), sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub secret_id: U256,
+    /// The account whose signature an injection needs.
+    pub owner: Address,
+    /// Largest plaintext accepted, bytes.
+    pub size_limit: u64,
+    /// Unix seconds after which the secret is deleted (plus a margin).
+    pub end_timestamp: u64,
+    pub state: SecretState,
+    /// When we learned it was assigned to us (unix ms; 0 while only observed).
+    pub assigned_at_ms: u64,
+    /// Whether the assignment came from `SecretCreated` (then a missing acknowledgement is
+    /// reported with `acknowledgeStoreFailed` after the timeout), not a store replacement.
+    pub from_creation: bool,
+    /// The stores `SecretCreated` selected, and those the chain saw acknowledge.
+    pub selected: Vec<Address>,
+    pub acknowledged: Vec<Address>,
+    /// Whether we have sent `acknowledgeStoreFailed` for it.
+    pub ack_failed_sent: bool,
+    /// Our signed acknowledgement, kept to send again after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<SecretAck>,
+}
+
+impl SecretRecord {
+    /// Whether it is ours (assigned to us), as opposed to only observed.
+    pub fn is_ours(&self) -> bool {
+        self.state != SecretState::Observed
+    }
+
+    /// Whether a selected store has not acknowledged yet.
+    pub fn acks_missing(&self) -> bool {
+        self.selected
+            .iter()
+            .any(|store| !self.acknowledged.contains(store))
+    }
+}
+
+/// SecretManager's two clocks (seconds): how long stores have to acknowledge a new secret, and
+/// how often a store must prove it is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretTimeouts {
+    pub acknowledgement_secs: u64,
+    pub mark_alive_secs: u64,
+}
+
+/// Our signed acknowledgement of a stored secret (`Acknowledge`, SecretManager domain): what
+/// an accepted injection answers and `acknowledgeStore` carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretAck {
+    pub secret_id: U256,
+    /// Unix seconds.
+    pub sign_timestamp: u64,
+    /// 65 bytes `r ‖ s ‖ v`.
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
 /// The protocol events the executor follows, already decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainEvent {

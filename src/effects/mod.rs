@@ -6,6 +6,7 @@ pub mod chain;
 pub mod clock;
 pub mod code_fetch;
 pub mod metrics;
+pub mod secrets;
 pub mod signer;
 pub mod store;
 pub mod workerd;

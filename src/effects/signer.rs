@@ -1,4 +1,5 @@
-//! The enclave key on disk (raw 32-byte secp256k1 secret) and signing with it (k256).
+//! The enclave key on disk (raw 32-byte secp256k1 secret), signing with it (k256) and opening
+//! what users ECIES-encrypt to it (`ecies`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,5 +121,10 @@ impl EnclaveSigner for EnclaveKey {
         out[..64].copy_from_slice(&signature.to_bytes());
         out[64] = 27 + recovery_id.to_byte();
         Ok(out)
+    }
+
+    fn decrypt(&self, sealed: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let secret = zeroize::Zeroizing::new(self.key.to_bytes());
+        ecies::decrypt(&secret, sealed).map_err(|e| SignerError(format!("cannot decrypt: {e}")))
     }
 }

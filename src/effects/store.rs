@@ -232,6 +232,11 @@ impl SledStore {
         Ok(store)
     }
 
+    /// The sled database, for adapters that keep trees of their own in it (the secret store).
+    pub fn sled_db(&self) -> sled::Db {
+        self.db.clone()
+    }
+
     /// Brings a journal of an earlier layout (before the indexes, or before compact records) to
     /// the current one, once, in batches: trims every record (others' jobs become compact) and
     /// builds the indexes again. Safe to interrupt: records of either form are read, and it

@@ -3,7 +3,7 @@
 use hyper::StatusCode;
 
 use crate::domain::dal::ChainError;
-use crate::domain::{AuthRejection, DomainError};
+use crate::domain::{AuthRejection, DomainError, SecretRefusal};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -40,6 +40,15 @@ impl From<DomainError> for ApiError {
                 AuthRejection::WrongSigner { .. } => StatusCode::FORBIDDEN,
                 AuthRejection::Replayed { .. } => StatusCode::CONFLICT,
                 AuthRejection::BadSignature | AuthRejection::NoOwner => StatusCode::BAD_REQUEST,
+            },
+            DomainError::SecretRefused(refusal) => match refusal {
+                SecretRefusal::NotAssigned(_) => StatusCode::NOT_FOUND,
+                SecretRefusal::AlreadyStored(_) => StatusCode::CONFLICT,
+                SecretRefusal::Ended { .. } => StatusCode::GONE,
+                SecretRefusal::BadSignature => StatusCode::UNAUTHORIZED,
+                SecretRefusal::NotOwner { .. } => StatusCode::FORBIDDEN,
+                SecretRefusal::Undecryptable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                SecretRefusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             },
             DomainError::Chain(ChainError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::Store(_)

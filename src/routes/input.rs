@@ -14,6 +14,14 @@ pub const MAX_BODY_BYTES: usize = 4096;
 
 /// Reads a JSON body of type `T`, refusing wrong content types, oversize bodies and bad JSON.
 pub async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    json_body_within(req, MAX_BODY_BYTES).await
+}
+
+/// `json_body` with a body limit of `limit` bytes.
+pub async fn json_body_within<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -26,7 +34,7 @@ pub async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
             format!("content type must be application/json, got '{content_type}'"),
         ));
     }
-    let body = read_limited(req.into_body()).await?;
+    let body = read_limited(req.into_body(), limit).await?;
     serde_json::from_slice(&body).map_err(|e| {
         let what = if e.is_data() {
             "invalid request"
@@ -37,12 +45,12 @@ pub async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
     })
 }
 
-async fn read_limited(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            format!("request body is larger than {limit} bytes"),
         )),
         Err(e) => Err(ApiError::bad_request(format!(
             "cannot read the request body: {e}"
@@ -52,6 +60,14 @@ async fn read_limited(body: Incoming) -> Result<Bytes, ApiError> {
 
 /// Decodes a `0x`-prefixed (or bare) hex field of exactly `N` bytes.
 pub fn hex_field<const N: usize>(field: &str, value: &str) -> Result<[u8; N], ApiError> {
+    let bytes = hex_bytes_field(field, value)?;
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        ApiError::bad_request(format!("{field}: must be {N} bytes, got {}", bytes.len()))
+    })
+}
+
+/// Decodes a `0x`-prefixed (or bare) hex field of any length.
+pub fn hex_bytes_field(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
     let digits = value
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
@@ -68,10 +84,7 @@ pub fn hex_field<const N: usize>(field: &str, value: &str) -> Result<[u8; N], Ap
             bad.escape_default()
         )));
     }
-    let bytes = hex::decode(digits).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))?;
-    bytes.try_into().map_err(|bytes: Vec<u8>| {
-        ApiError::bad_request(format!("{field}: must be {N} bytes, got {}", bytes.len()))
-    })
+    hex::decode(digits).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod limits;
 mod operator;
 mod public;
 mod readers;
+mod secrets;
 mod status_page;
 
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use error::ApiError;
 pub use input::MAX_BODY_BYTES;
+pub use secrets::MAX_INJECT_BODY_BYTES;
 
 use crate::config::PublicConfig;
 use crate::domain::Executor;
@@ -81,12 +83,13 @@ fn refusal_response(refusal: Refusal) -> Response<Full<Bytes>> {
     response
 }
 
-/// Which routes a listener serves: the read-only public API, or the operator (admin) API that
-/// binds to loopback by default.
+/// Which routes a listener serves: the read-only public API, the operator (admin) API that
+/// binds to loopback by default, or the secret store's `POST /inject-secret`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
     Public,
     Admin,
+    Secrets,
 }
 
 /// What the routes of a listener reach: the domain (the log level goes through `crate::logging`,
@@ -126,6 +129,7 @@ enum Route {
     Job,
     Metrics,
     LogLevel,
+    InjectSecret,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -144,6 +148,7 @@ fn route(surface: Surface, path: &str) -> Result<(Route, &'static [Method]), Str
         (Surface::Admin, "/immutable-config") => (Route::ImmutableConfig, POST),
         (Surface::Admin, "/mutable-config") => (Route::MutableConfig, POST),
         (Surface::Admin, "/log-level") => (Route::LogLevel, GET_PUT),
+        (Surface::Secrets, "/inject-secret") => (Route::InjectSecret, POST),
         (Surface::Public, "/immutable-config" | "/mutable-config") => {
             return Err(format!(
                 "no route {path} here: operator routes are served on the admin listener \
@@ -220,6 +225,7 @@ pub async fn handle(
         }
         Route::LogLevel if method == Method::PUT => operator::set_log_level(req).await,
         Route::LogLevel => operator::log_level(),
+        Route::InjectSecret => secrets::inject_secret(executor, req).await,
     };
     match result {
         Ok(body) => respond(StatusCode::OK, body),
@@ -273,9 +279,8 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // The operator's own listener is not limited per client.
-    let limits =
-        (surface == Surface::Public).then(|| Arc::new(ClientLimits::new(&services.public)));
+    // The operator's own listener is not limited per client; the public and secret ones are.
+    let limits = (surface != Surface::Admin).then(|| Arc::new(ClientLimits::new(&services.public)));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {

@@ -29,5 +29,7 @@ mod reorg;
 mod sandbox;
 /// The journal and the public API at scale.
 mod scale;
+/// The secret store over HTTP: injections, refusals, sealing at rest.
+mod secrets;
 /// The TEE generation: registration on TeeManager, jobs, drain/revive/deregister, secret events.
 mod tee;

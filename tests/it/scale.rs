@@ -23,8 +23,8 @@ use serverless_executor::domain::model::{
 };
 use serverless_executor::domain::testing::memory_store as stub_store;
 use serverless_executor::domain::testing::{
-    code_ok, counting_metrics, counting_slots, echo_sandbox, key_signer, memory_store,
-    probed_chain, sample_job, ChainScript,
+    code_ok, counting_metrics, counting_slots, echo_sandbox, key_signer, memory_secrets,
+    memory_store, probed_chain, sample_job, ChainScript,
 };
 use serverless_executor::domain::{Executor, Ports, Settings};
 use serverless_executor::effects::clock::SystemClock;
@@ -172,6 +172,7 @@ fn ports(store: Arc<dyn Store>) -> Ports {
         signer: Arc::new(key_signer(ENCLAVE_SECRET)),
         clock: Arc::new(SystemClock),
         store,
+        secrets: Arc::new(memory_secrets()),
         code: Arc::new(code_ok()),
         sandbox: Arc::new(echo_sandbox()),
         slots: Arc::new(counting_slots(2)),

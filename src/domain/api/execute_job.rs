@@ -1,6 +1,9 @@
 //! Runs one job in one slot: fetch its code, run it in the sandbox, and turn what happened into
 //! the protocol's `(output, errorCode, totalTime)`.
 
+use zeroize::Zeroizing;
+
+use crate::domain::api::JobSecretError;
 use crate::domain::dal::{CodeFetchError, RunResult, Slot};
 use crate::domain::model::{ErrorCode, ExecutionOutcome, Job};
 use crate::domain::stage::{Stage, STAGE_TARGET};
@@ -46,6 +49,20 @@ impl Executor {
         };
 
         tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::CodeFetched.name());
+        // A job with a secret we do not hold (the random fill picks stores that lack it) is
+        // still answered, with error 3: its worker cannot be set up (docs/protocol.md).
+        let secret = match self.job_secret(job.secret_id) {
+            Ok(secret) => secret.map(Zeroizing::new),
+            Err(JobSecretError::NotHeld(id)) => {
+                tracing::warn!(job = %job.id, secret = %id, "job needs a secret this store does not hold");
+                let spent = clock.now_ms().saturating_sub(fetch_start);
+                let body = format!("secret {id} is not held by this executor");
+                return Ok(outcome(body.into_bytes(), ErrorCode::LoadFailed, spent));
+            }
+            Err(JobSecretError::Store(reason)) => {
+                return Err(format!("cannot read secret {}: {reason}", job.secret_id))
+            }
+        };
         let ooms_before = self.ports.slots.oom_kills(slot);
         let mut attempts = 0;
         let (result, start) = loop {
@@ -53,8 +70,13 @@ impl Executor {
             match self
                 .ports
                 .sandbox
-                // The secret store's lookup of `job.secret_id` is wired in by its own change.
-                .run(slot, &code, &job.code_inputs, None, job.deadline_ms)
+                .run(
+                    slot,
+                    &code,
+                    &job.code_inputs,
+                    secret.as_deref().map(Vec::as_slice),
+                    job.deadline_ms,
+                )
                 .await
             {
                 Ok(result) => break (result, start),

@@ -40,6 +40,8 @@ impl Executor {
             ChainEvent::ExecutorDrained { enclave } if enclave == me && !log.removed => {
                 tracing::info!("executor drained: no new jobs");
                 store.set_chain_status(ChainStatus::Draining)?;
+                // The chain gives our secrets to other stores.
+                self.forget_all_secrets()?;
                 FollowVerdict::Continue
             }
             ChainEvent::ExecutorRevived { enclave } if enclave == me && !log.removed => {
@@ -50,6 +52,7 @@ impl Executor {
             ChainEvent::ExecutorDeregistered { enclave } if enclave == me && !log.removed => {
                 tracing::info!("executor deregistered: no longer following the chain");
                 store.set_chain_status(ChainStatus::Deregistered)?;
+                self.forget_all_secrets()?;
                 FollowVerdict::Stop
             }
             ChainEvent::JobCreated(job) => {
@@ -113,13 +116,12 @@ impl Executor {
                 }
                 FollowVerdict::Continue
             }
-            // TEE generation: the secret store's business (not built yet); the cursor still moves.
             ChainEvent::Secret(event) => {
-                tracing::debug!(
-                    ?event,
-                    removed = log.removed,
-                    "secret event (not handled yet)"
-                );
+                if log.removed {
+                    self.on_secret_event_removed(event)?;
+                } else {
+                    self.on_secret_event(event)?;
+                }
                 FollowVerdict::Continue
             }
             other => {

@@ -11,7 +11,7 @@ use crate::domain::dal::{
     OutputPlan, Revert, Store, TakeBack, TxOutcome,
 };
 use crate::domain::eip712::{output_digest, recover};
-use crate::domain::model::{Job, JobOrigin, JobState, SentTx, SignedOutput};
+use crate::domain::model::{Job, JobOrigin, JobState, SecretAck, SentTx, SignedOutput};
 
 /// The address of a gas key, or why it is not one (as `ChainWriter::set_gas_key` answers).
 pub fn gas_key_address(secret: [u8; 32]) -> Result<Address, ChainError> {
@@ -48,7 +48,18 @@ pub struct ChainScript {
     pub journal_when_sent: Arc<Mutex<Vec<JobState>>>,
     /// Each transaction whose nonce the domain asked to take back.
     pub taken_back: Arc<Mutex<Vec<SentTx>>>,
+    /// The secret store's transactions, in order.
+    pub secret_txs: Arc<Mutex<Vec<SecretTx>>>,
     rules: Option<Arc<ChainRules>>,
+}
+
+/// One SecretManager transaction the domain sent through a `ChainScript`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretTx {
+    Acknowledge(SecretAck),
+    AcknowledgeFailed(U256),
+    /// `markStoreAlive` with its sign timestamp and signature.
+    Alive(u64, Vec<u8>),
 }
 
 /// An output transaction of the stub gas account, as a chain writer reports it.
@@ -156,6 +167,7 @@ impl ChainScript {
             })
         });
         let (slashes, answers) = (self.slashes.clone(), self.slash_answers.clone());
+        let secret_key = key.clone();
         let rules = self.rules.clone();
         chain
             .expect_slash_on_execution_timeout()
@@ -173,7 +185,34 @@ impl ChainScript {
                     None => mined(),
                 }
             });
+        Self::record_secret_txs(&mut chain, self.secret_txs.clone(), secret_key);
         chain
+    }
+
+    /// The secret store's transactions are recorded in `txs` and mined (with a gas key).
+    fn record_secret_txs(
+        chain: &mut MockChainWriter,
+        txs: Arc<Mutex<Vec<SecretTx>>>,
+        key: Arc<Mutex<Option<Address>>>,
+    ) {
+        let record = move |tx: SecretTx| {
+            if key.lock().unwrap().is_none() {
+                return Err(ChainError::NoGasKey);
+            }
+            txs.lock().unwrap().push(tx);
+            mined()
+        };
+        let r = record.clone();
+        chain
+            .expect_acknowledge_store()
+            .returning(move |ack| r(SecretTx::Acknowledge(ack.clone())));
+        let r = record.clone();
+        chain
+            .expect_acknowledge_store_failed()
+            .returning(move |id| r(SecretTx::AcknowledgeFailed(id)));
+        chain
+            .expect_mark_store_alive()
+            .returning(move |at, signature| record(SecretTx::Alive(at, signature.to_vec())));
     }
 
     /// A writer that only keeps its gas key: the test says with mockall's expectations which
@@ -293,6 +332,23 @@ pub async fn chain_writer_contract(writer: &dyn ChainWriter, case: &WriterCase) 
         max_priority_fee_per_gas: None,
     };
     assert_eq!(writer.take_back(&stranger).await, Err(ChainError::NoGasKey));
+    let ack = SecretAck {
+        secret_id: U256::one(),
+        sign_timestamp: 1,
+        signature: vec![1; 65],
+    };
+    assert_eq!(
+        writer.acknowledge_store(&ack).await,
+        Err(ChainError::NoGasKey)
+    );
+    assert_eq!(
+        writer.acknowledge_store_failed(U256::one()).await,
+        Err(ChainError::NoGasKey)
+    );
+    assert_eq!(
+        writer.mark_store_alive(1, &[1; 65]).await,
+        Err(ChainError::NoGasKey)
+    );
     for invalid in [[0u8; 32], [0xff; 32]] {
         assert!(
             matches!(writer.set_gas_key(invalid), Err(ChainError::InvalidKey(_))),
@@ -396,7 +452,17 @@ pub fn reorged_reader(removed: Vec<JobOrigin>) -> MockChainReader {
         .expect_job_is_canonical()
         .returning(move |job| Ok(job.origin.is_none_or(|origin| !removed.contains(&origin))));
     reader
+        .expect_secret_timeouts()
+        .returning(|| Ok(Some(STUB_SECRET_TIMEOUTS)));
+    reader
 }
+
+/// The SecretManager timeouts the stub readers answer (Marlin's deployment's).
+pub const STUB_SECRET_TIMEOUTS: crate::domain::model::SecretTimeouts =
+    crate::domain::model::SecretTimeouts {
+        acknowledgement_secs: 120,
+        mark_alive_secs: 500,
+    };
 
 /// A `MockChainReader` for a chain without reorgs: every job's creating log is canonical.
 pub fn canonical_reader() -> MockChainReader {

@@ -24,7 +24,20 @@ pub fn key_signer(secret: [u8; 32]) -> MockEnclaveSigner {
         out[64] = 27 + rid.to_byte();
         Ok(out)
     });
+    signer.expect_decrypt().returning(move |sealed| {
+        ecies::decrypt(&secret, sealed)
+            .map_err(|e| crate::domain::dal::SignerError(format!("cannot decrypt: {e}")))
+    });
     signer
+}
+
+/// `plaintext` ECIES-encrypted to `public_key` (64 bytes, no `04` prefix) as Marlin's user
+/// tooling does it (the `ecies` crate 0.2).
+pub fn encrypt_to(public_key: &[u8; 64], plaintext: &[u8]) -> Vec<u8> {
+    let mut uncompressed = [0u8; 65];
+    uncompressed[0] = 4;
+    uncompressed[1..].copy_from_slice(public_key);
+    ecies::encrypt(&uncompressed, plaintext).expect("a valid public key")
 }
 
 /// What every `EnclaveSigner` must do.
@@ -45,6 +58,32 @@ pub fn signer_contract(signer: &dyn EnclaveSigner) {
             "signature recovers"
         );
     }
+    for plaintext in [&b""[..], b"s3cret", &[0u8; 4096][..]] {
+        let sealed = encrypt_to(&public_key, plaintext);
+        assert_eq!(
+            signer.decrypt(&sealed).unwrap(),
+            plaintext,
+            "opens what was sealed to its key"
+        );
+    }
+    let mut tampered = encrypt_to(&public_key, b"s3cret");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(
+        signer.decrypt(&tampered).is_err(),
+        "a changed ciphertext fails"
+    );
+    let other = k256::ecdsa::SigningKey::from_slice(&[0x77; 32]).unwrap();
+    let mut other_public = [0u8; 64];
+    other_public.copy_from_slice(&other.verifying_key().to_encoded_point(false).as_bytes()[1..]);
+    assert!(
+        signer
+            .decrypt(&encrypt_to(&other_public, b"s3cret"))
+            .is_err(),
+        "what was sealed to another key fails"
+    );
+    assert!(signer.decrypt(b"short").is_err(), "garbage fails");
+    assert!(signer.decrypt(&[]).is_err(), "nothing fails");
 }
 
 /// An output signed by `signer` as the executor signs it.

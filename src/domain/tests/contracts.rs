@@ -13,6 +13,11 @@ fn the_memory_store_stub_keeps_the_store_contract() {
 }
 
 #[test]
+fn the_memory_secrets_stub_keeps_the_secret_store_contract() {
+    secret_store_contract(&memory_secrets());
+}
+
+#[test]
 fn the_key_signer_stub_keeps_the_signer_contract() {
     signer_contract(&key_signer(ENCLAVE_SECRET));
 }

@@ -19,6 +19,7 @@ mod execute;
 mod readiness;
 mod reorg;
 mod reorg_sends;
+mod secrets;
 mod settle;
 mod store_failure;
 mod submit;
@@ -85,6 +86,7 @@ fn harness_of(
         signer: Arc::new(key_signer(ENCLAVE_SECRET)),
         clock: Arc::new(TokioClock::starting_at(T0_MS)),
         store: store.clone(),
+        secrets: Arc::new(memory_secrets()),
         code: Arc::new(code),
         sandbox: Arc::new(sandbox),
         slots: Arc::new(counting_slots(slots)),

@@ -31,6 +31,15 @@ impl ChainWriter for NeverMined {
     async fn take_back(&self, _tx: &SentTx) -> Result<TakeBack, ChainError> {
         Ok(TakeBack::NonceUsed)
     }
+    async fn acknowledge_store(&self, _ack: &SecretAck) -> Result<TxOutcome, ChainError> {
+        std::future::pending().await
+    }
+    async fn acknowledge_store_failed(&self, _id: U256) -> Result<TxOutcome, ChainError> {
+        std::future::pending().await
+    }
+    async fn mark_store_alive(&self, _at: u64, _sig: &[u8]) -> Result<TxOutcome, ChainError> {
+        std::future::pending().await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,18 +1,20 @@
 //! Whether a job's creating log is on the canonical chain now: the receipt of its `createJob`
 //! transaction, looked up by hash, must be in the same block and hold the same `JobCreated` log
-//! (v2's or the TEE generation's, by the configured protocol).
+//! (v2's or the TEE generation's, by the configured protocol). Also reads SecretManager's two
+//! timeouts (TEE generation).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ethers::contract::EthEvent;
 use ethers::providers::{Http, Middleware, Provider};
-use ethers::types::{Address, H256};
+use ethers::types::transaction::eip2718::TypedTransaction;
+use ethers::types::{Address, TransactionRequest, H256, U256};
 
 use super::bindings::JobCreatedFilter;
 use crate::config::ChainConfig;
 use crate::domain::dal::{ChainError, ChainReader};
-use crate::domain::model::{Job, Protocol};
+use crate::domain::model::{Job, Protocol, SecretTimeouts};
 
 /// The longest `eth_getTransactionReceipt` may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +24,7 @@ pub struct OriginChecker {
     jobs: Address,
     /// topic0 of the generation's `JobCreated`.
     job_created: H256,
+    secret_manager: Option<Address>,
 }
 
 impl OriginChecker {
@@ -36,6 +39,37 @@ impl OriginChecker {
                 Protocol::V2 => JobCreatedFilter::signature(),
                 Protocol::Tee => super::tee::JobCreatedFilter::signature(),
             },
+            secret_manager: None,
+        })
+    }
+
+    /// Reads SecretManager's timeouts from `secret_manager` (None: there is none).
+    pub fn with_secret_manager(mut self, secret_manager: Option<Address>) -> Self {
+        self.secret_manager = secret_manager;
+        self
+    }
+
+    /// A `uint256` public getter of `contract` without arguments, as u64 (saturating).
+    async fn read_u256(&self, contract: Address, getter: &str) -> Result<u64, ChainError> {
+        let call: TypedTransaction = TransactionRequest::new()
+            .to(contract)
+            .data(ethers::utils::id(getter).to_vec())
+            .into();
+        let answer = tokio::time::timeout(RPC_TIMEOUT, self.provider.call(&call, None))
+            .await
+            .map_err(|_| ChainError::Transient(format!("eth_call {getter} timed out")))?
+            .map_err(|e| ChainError::Transient(format!("eth_call {getter}: {e}")))?;
+        if answer.len() != 32 {
+            return Err(ChainError::Transient(format!(
+                "{getter} answered {} bytes, not a uint256 (is {contract:?} SecretManager?)",
+                answer.len()
+            )));
+        }
+        let value = U256::from_big_endian(&answer);
+        Ok(if value > U256::from(u64::MAX) {
+            u64::MAX
+        } else {
+            value.as_u64()
         })
     }
 }
@@ -67,6 +101,20 @@ impl ChainReader for OriginChecker {
                 && log.address == self.jobs
                 && log.topics.first() == Some(&self.job_created)
                 && log.topics.get(1) == Some(&H256(id))
+        }))
+    }
+
+    async fn secret_timeouts(&self) -> Result<Option<SecretTimeouts>, ChainError> {
+        let Some(secret_manager) = self.secret_manager else {
+            return Ok(None);
+        };
+        Ok(Some(SecretTimeouts {
+            acknowledgement_secs: self
+                .read_u256(secret_manager, "ACKNOWLEDGEMENT_TIMEOUT()")
+                .await?,
+            mark_alive_secs: self
+                .read_u256(secret_manager, "MARK_ALIVE_TIMEOUT()")
+                .await?,
         }))
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use ethers::abi::AbiEncode;
+use ethers::abi::{AbiEncode, Token};
 use ethers::providers::{Http, Middleware, Provider, ProviderError};
 use ethers::signers::{LocalWallet, Signer};
 use ethers::types::transaction::eip2718::TypedTransaction;
@@ -37,7 +37,7 @@ use crate::config::ChainConfig;
 use crate::domain::dal::{
     ignore_sent, ChainError, ChainWriter, OnSent, OutputPlan, Revert, TakeBack, TxOutcome,
 };
-use crate::domain::model::{SentTx, SignedOutput};
+use crate::domain::model::{SecretAck, SentTx, SignedOutput};
 
 /// The name of the output call, in logs and for the cost metric.
 const SUBMIT_OUTPUT: &str = "submitOutput";
@@ -93,6 +93,8 @@ pub struct TxSender {
     output_gas: AtomicU64,
     /// `EXECUTOR_MAX_FEE_PER_GAS_GWEI` in wei: no fee field ever above it.
     max_fee_per_gas: Option<U256>,
+    /// SecretManager (TEE generation), where the secret store's transactions go.
+    secret_manager: Option<Address>,
 }
 
 /// What the sender knows about the gas account's nonce. Only touched under the send lock.
@@ -396,7 +398,36 @@ impl TxSender {
             pending: AtomicU64::new(0),
             output_gas: AtomicU64::new(0),
             max_fee_per_gas: None,
+            secret_manager: None,
         })
+    }
+
+    /// Sends the secret store's transactions to `secret_manager` (None: they are refused).
+    pub fn with_secret_manager(mut self, secret_manager: Option<Address>) -> Self {
+        self.secret_manager = secret_manager;
+        self
+    }
+
+    /// Sends one SecretManager call, given this long before its nonce is freed like a slash.
+    async fn send_secret_call(
+        &self,
+        name: &'static str,
+        data: Vec<u8>,
+    ) -> Result<TxOutcome, ChainError> {
+        // Like every send, refused first for want of a gas key.
+        self.wallet()?;
+        let to = self
+            .secret_manager
+            .ok_or(ChainError::NoContract("SecretManager"))?;
+        let until_ms = now_ms().saturating_add(SLASH_PATIENCE.as_millis() as u64);
+        self.send_to(
+            to,
+            name,
+            data,
+            Budget::Margin { until_ms },
+            ignore_sent().as_ref(),
+        )
+        .await
     }
 
     /// Caps every fee field at `max_fee_per_gas` wei (None: no cap).
@@ -474,11 +505,24 @@ impl TxSender {
         budget: Budget,
         sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
+        self.send_to(self.config.jobs_address, name, data, budget, sent)
+            .await
+    }
+
+    /// Sends one call to `to` and follows it to its end.
+    async fn send_to(
+        &self,
+        to: Address,
+        name: &'static str,
+        data: Vec<u8>,
+        budget: Budget,
+        sent: &dyn OnSent,
+    ) -> Result<TxOutcome, ChainError> {
         let wallet = self.wallet()?;
         let call = Call {
             name,
             from: wallet.address(),
-            to: self.config.jobs_address,
+            to,
             data: data.into(),
         };
         let pending = Pending::start(&self.pending);
@@ -1168,6 +1212,38 @@ impl ChainWriter for TxSender {
         .await
     }
 
+    async fn acknowledge_store(&self, ack: &SecretAck) -> Result<TxOutcome, ChainError> {
+        let data = secret_call(
+            ACKNOWLEDGE_STORE,
+            &[
+                Token::Uint(ack.secret_id),
+                Token::Uint(U256::from(ack.sign_timestamp)),
+                Token::Bytes(ack.signature.clone()),
+            ],
+        );
+        self.send_secret_call("acknowledgeStore", data).await
+    }
+
+    async fn acknowledge_store_failed(&self, secret_id: U256) -> Result<TxOutcome, ChainError> {
+        let data = secret_call(ACKNOWLEDGE_STORE_FAILED, &[Token::Uint(secret_id)]);
+        self.send_secret_call("acknowledgeStoreFailed", data).await
+    }
+
+    async fn mark_store_alive(
+        &self,
+        sign_timestamp: u64,
+        signature: &[u8],
+    ) -> Result<TxOutcome, ChainError> {
+        let data = secret_call(
+            MARK_STORE_ALIVE,
+            &[
+                Token::Uint(U256::from(sign_timestamp)),
+                Token::Bytes(signature.to_vec()),
+            ],
+        );
+        self.send_secret_call("markStoreAlive", data).await
+    }
+
     async fn take_back(&self, tx: &SentTx) -> Result<TakeBack, ChainError> {
         let wallet = self.wallet()?;
         if wallet.address() != tx.from {
@@ -1182,6 +1258,18 @@ impl ChainWriter for TxSender {
         }
         result
     }
+}
+
+// SecretManager's store-side functions (encoded by hand: its bindings belong to the chain adapter).
+const ACKNOWLEDGE_STORE: &str = "acknowledgeStore(uint256,uint256,bytes)";
+const ACKNOWLEDGE_STORE_FAILED: &str = "acknowledgeStoreFailed(uint256)";
+const MARK_STORE_ALIVE: &str = "markStoreAlive(uint256,bytes)";
+
+/// Calldata of `function(args)`: its selector, then the ABI-encoded arguments.
+fn secret_call(function: &str, args: &[Token]) -> Vec<u8> {
+    let mut data = ethers::utils::id(function).to_vec();
+    data.extend(ethers::abi::encode(args));
+    data
 }
 
 /// The readiness probe's questions, answered by the gas account's node (none without a chain).
@@ -1224,6 +1312,21 @@ mod tests {
             min_gas,
             max_gas,
             until_ms: 0,
+        }
+    }
+
+    #[test]
+    fn secret_manager_selectors_are_the_published_ones() {
+        for (function, selector) in [
+            (ACKNOWLEDGE_STORE, "7f4e398c"),
+            (ACKNOWLEDGE_STORE_FAILED, "2708e35c"),
+            (MARK_STORE_ALIVE, "76c32e5e"),
+        ] {
+            assert_eq!(
+                hex::encode(&secret_call(function, &[])[..4]),
+                selector,
+                "{function}"
+            );
         }
     }
 

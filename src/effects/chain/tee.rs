@@ -272,10 +272,12 @@ fn decode_secret(
     };
     if topic0 == SecretCreatedFilter::signature() {
         let e = <SecretCreatedFilter as EthEvent>::decode_log(raw)?;
-        if !enclave.is_zero() && !e.selected_enclaves.contains(&enclave) {
-            return Err(DecodeSkip::NotOurs);
+        // Every creation is delivered: the store records others' secrets' terms (owner, size,
+        // end) so that a later `SecretStoreReplaced` naming us can accept the owner's injection.
+        // Only ours make their id-only events interesting.
+        if enclave.is_zero() || e.selected_enclaves.contains(&enclave) {
+            interest.add([e.secret_id]);
         }
-        interest.add([e.secret_id]);
         Ok(SecretEvent::Created {
             secret_id: e.secret_id,
             owner: e.owner,
@@ -603,7 +605,18 @@ mod tests {
         };
         // Before any creation: an id-only event of an unknown secret is not ours.
         assert_eq!(decoded(&mut interest, &removed(1)), None);
-        assert_eq!(decoded(&mut interest, &created(1, vec![OTHER])), None);
+        // Others' creations are delivered (their terms let a later replacement naming us take
+        // the owner's injection), but do not make their id-only events ours.
+        assert_eq!(
+            decoded(&mut interest, &created(1, vec![OTHER])),
+            Some(ChainEvent::Secret(SecretEvent::Created {
+                secret_id: 1.into(),
+                owner: Address::repeat_byte(0x0c),
+                size_limit: 1000.into(),
+                end_timestamp: 2_000_000_000u64.into(),
+                selected: vec![OTHER],
+            }))
+        );
         assert_eq!(
             decoded(&mut interest, &created(2, vec![OTHER, ME])),
             Some(ChainEvent::Secret(SecretEvent::Created {

@@ -19,6 +19,7 @@ pub fn config(dir: &Path, overrides: &[(&str, &str)]) -> Config {
     let mut raw: HashMap<String, String> = [
         ("PORT", "0".to_string()),
         ("ADMIN_PORT", "0".to_string()),
+        ("SECRET_LISTEN_ADDR", "127.0.0.1:0".to_string()),
         (
             "ENCLAVE_KEY_FILE",
             dir.join("enclave.key").display().to_string(),
