@@ -99,7 +99,9 @@ pub async fn start(config: Config) -> Result<Running> {
     slots.prefer(move |index| warm.upgrade().is_some_and(|s| s.ready(index)));
     prewarm(&sandbox, slots.as_ref()).await?;
     let chain = Arc::new(
-        TxSender::new(config.chain.clone())?.with_max_fee_per_gas(config.gas.max_fee_per_gas),
+        TxSender::new(config.chain.clone())?
+            .with_max_fee_per_gas(config.gas.max_fee_per_gas)
+            .with_fee_cache(Duration::from_millis(config.gas.fee_cache_ms)),
     );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
     let reader = Arc::new(OriginChecker::new(&config.chain)?);
@@ -242,11 +244,11 @@ pub async fn start(config: Config) -> Result<Running> {
 }
 
 /// Warm mode: how many slots' processes listen before the executor serves (the rest start in
-/// the background, one after the other).
+/// the background, as many at once as there are cores).
 const READY_SLOTS_AT_START: usize = 2;
 
-/// Warm mode: starts the slots' workerd processes one after the other, and returns once the
-/// first few listen, so the first jobs (and the jobs recovered at a restart) find them warm.
+/// Warm mode: starts the slots' workerd processes a core's worth at a time, and returns once
+/// the first few listen, so the first jobs (and the jobs recovered at a restart) find them warm.
 async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
     use crate::domain::dal::Slots;
     let all: Vec<_> = std::iter::from_fn(|| slots.try_acquire()).collect();
