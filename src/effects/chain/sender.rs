@@ -6,7 +6,7 @@
 //! fee fields (a callback can tell a free estimate from a paid run by `GASPRICE`; a revert there is
 //! the usual way the chain says no) → the gas limit (for outputs: room for a callback that burns
 //! all it gets, see `output_gas_limit`) → under a tokio mutex, so two transactions never share a
-//! nonce: nonce = max(local next nonce, chain pending nonce), sign locally, send raw → outside
+//! nonce: the local next nonce (in doubt: the higher of it and the chain's pending nonce), sign locally, send raw → outside
 //! the mutex, wait for the receipt. A transaction not mined within `RECEIPT_TIMEOUT` is replaced
 //! (same nonce, fees raised to the market or bumped by `FEE_BUMP_PERCENT`, never above the cap)
 //! for as long as it can still matter; once its deadline passes, the nonce is freed with a
@@ -542,7 +542,11 @@ impl TxSender {
                             gas_used: 0,
                         })
                     }
-                    None => Err(transient("eth_estimateGas", e)),
+                    None => {
+                        // Perhaps our fees are stale (below the base fee): read them again.
+                        self.fee_cache.clear();
+                        Err(transient("eth_estimateGas", e))
+                    }
                 };
             }
         };
