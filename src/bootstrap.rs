@@ -253,7 +253,10 @@ async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
     use crate::domain::dal::Slots;
     let all: Vec<_> = std::iter::from_fn(|| slots.try_acquire()).collect();
     let warmed = sandbox.prewarm(&all, READY_SLOTS_AT_START).await;
-    for slot in all {
+    // Back in reverse, so that the pool hands slots out in the order they start: a job that
+    // finds no ready slot takes the one starting next rather than one nobody started yet
+    // (released in order, the first job took the slot the background would start last).
+    for slot in all.into_iter().rev() {
         slots.release(slot);
     }
     warmed.context("starting the warm sandbox slots")?;

@@ -58,6 +58,9 @@ pub const RECEIPT_FIRST_POLL: Duration = Duration::from_millis(2);
 /// While `newHeads` is subscribed, receipts are also looked up this often without a new head (a
 /// subscription can die without a word).
 pub const RECEIPT_SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Look-ups at 2, 4 and 8 ms after the send even while subscribed: an automining node has the
+/// receipt within a few ms, sooner than its `newHeads` notification sometimes arrives.
+pub const RECEIPT_EARLY_POLLS: u32 = 3;
 /// How long fee data is reused by default (`EXECUTOR_FEE_CACHE_MS`).
 pub const DEFAULT_FEE_CACHE: Duration = Duration::from_millis(2000);
 /// How often a transaction with a new nonce is tried when the node refuses it (nonce taken
@@ -1116,8 +1119,8 @@ impl TxSender {
     }
 
     /// Looks up the receipts of every hash sent for one nonce until one is mined or time is up:
-    /// once now, then at each new head (`newHeads`, and every `RECEIPT_SAFETY_POLL`), or polled
-    /// with backoff while there is no subscription.
+    /// once now and `RECEIPT_EARLY_POLLS` times soon after, then at each new head (`newHeads`,
+    /// and every `RECEIPT_SAFETY_POLL`), or polled with backoff while there is no subscription.
     async fn wait_for_receipt(
         &self,
         hashes: &[H256],
@@ -1125,6 +1128,7 @@ impl TxSender {
     ) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wait = RECEIPT_FIRST_POLL;
+        let mut early = RECEIPT_EARLY_POLLS;
         let mut heads = self.heads.watch();
         loop {
             // Seen before looking: a head announced from here on wakes the wait below.
@@ -1145,16 +1149,21 @@ impl TxSender {
             if now >= deadline {
                 return None;
             }
+            let pause = match live && early == 0 {
+                true => RECEIPT_SAFETY_POLL,
+                false => wait,
+            };
+            let until = deadline.min(now + pause);
+            early = early.saturating_sub(1);
+            wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
             if live {
-                let until = deadline.min(now + RECEIPT_SAFETY_POLL);
                 match tokio::time::timeout_at(until, heads.changed()).await {
                     Ok(Ok(())) | Err(_) => continue,
                     // The subscription's task is gone: poll.
                     Ok(Err(_)) => {}
                 }
             }
-            tokio::time::sleep(wait.min(deadline - now)).await;
-            wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
+            tokio::time::sleep_until(until).await;
         }
     }
 
