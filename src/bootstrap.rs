@@ -57,6 +57,7 @@ pub async fn start(config: Config) -> Result<Running> {
     if let Err(e) = crate::effects::workerd::confine::harden_executor() {
         tracing::warn!("cannot make the executor non-dumpable: {e}");
     }
+    check_storage_capacity(&config).await?;
     let enclave = Arc::new(EnclaveKey::load(&config.enclave_key_file)?);
     let unreadable = || {
         format!(
@@ -129,6 +130,8 @@ pub async fn start(config: Config) -> Result<Running> {
         denied_job_owners: config.gas.denied_job_owners.clone(),
         store_failure_limit_ms: config.store_failure_limit_secs.saturating_mul(1000),
         max_head_lag_blocks: config.max_head_lag_blocks,
+        protocol: config.chain.protocol,
+        storage_capacity: config.storage_capacity,
         ..Settings::default()
     };
     let executor = Executor::new(ports, settings);
@@ -218,7 +221,8 @@ pub async fn start(config: Config) -> Result<Running> {
     }
 
     if config.chain.is_configured() {
-        let follower = LogFollower::new(config.chain.clone(), enclave.address());
+        let follower = LogFollower::new(config.chain.clone(), enclave.address())
+            .with_secret_manager(config.secret_manager_address);
         tasks.spawn(crate::listeners::chain::follow(
             executor.clone(),
             follower,
@@ -241,6 +245,37 @@ pub async fn start(config: Config) -> Result<Running> {
         listeners,
         fatal,
     })
+}
+
+/// TEE generation: refuses to start when the storage capacity is below the SecretManager's
+/// `GLOBAL_MAX_SECRET_SIZE` (every output of the node would revert on chain).
+async fn check_storage_capacity(config: &Config) -> Result<()> {
+    let Some(secret_manager) = config.secret_manager_address else {
+        return Ok(());
+    };
+    let max = crate::effects::chain::tee::global_max_secret_size(
+        &config.chain.rpc_http_url,
+        secret_manager,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot read GLOBAL_MAX_SECRET_SIZE from the SecretManager {secret_manager:?} \
+             (EXECUTOR_SECRET_MANAGER_ADDRESS, EXECUTOR_RPC_HTTP_URL): it bounds \
+             EXECUTOR_STORAGE_CAPACITY"
+        )
+    })?;
+    if let Some(problem) =
+        crate::domain::api::storage_capacity_problem(config.storage_capacity, max)
+    {
+        anyhow::bail!(problem);
+    }
+    tracing::info!(
+        storage_capacity = config.storage_capacity,
+        global_max_secret_size = %max,
+        "TEE generation: storage capacity checked"
+    );
+    Ok(())
 }
 
 /// Warm mode: how many slots' processes listen before the executor serves (the rest start in

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use ethers::types::Address;
 use thiserror::Error;
 
+use crate::domain::model::Protocol;
+
 /// The prefix of every environment variable.
 pub const ENV_PREFIX: &str = "EXECUTOR";
 
@@ -72,6 +74,10 @@ pub struct ChainConfig {
     pub rpc_http_url: String,
     pub rpc_ws_url: String,
     pub chain_id: u64,
+    /// Which contract generation the addresses belong to.
+    pub protocol: Protocol,
+    /// The registry the enclave registers on: v2's Executors, or the TEE generation's TeeManager
+    /// (`EXECUTOR_TEE_MANAGER_ADDRESS` lands here in tee mode).
     pub executors_address: Address,
     pub jobs_address: Address,
     pub user_code_address: Address,
@@ -112,6 +118,10 @@ pub struct Config {
     /// Not ready while the follower is more than this many blocks behind the chain head.
     pub max_head_lag_blocks: u64,
     pub chain: ChainConfig,
+    /// TEE generation: the SecretManager contract (None in v2 mode).
+    pub secret_manager_address: Option<Address>,
+    /// TEE generation: the storage capacity announced on registration, bytes.
+    pub storage_capacity: u64,
     pub sandbox: SandboxConfig,
     pub admin: AdminConfig,
     pub gas: GasConfig,
@@ -200,6 +210,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("CHAIN_ID", "31337", "chain id used to sign transactions"),
     (
+        "PROTOCOL",
+        "v2",
+        "contract generation: v2 (Executors, Jobs, UserCode) or tee (TeeManager, SecretManager, Jobs with secrets, UserCode)",
+    ),
+    (
         "EXECUTORS_ADDRESS",
         "0x0000000000000000000000000000000000000000",
         "Executors contract",
@@ -213,6 +228,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "USER_CODE_ADDRESS",
         "0x0000000000000000000000000000000000000000",
         "UserCode contract",
+    ),
+    (
+        "TEE_MANAGER_ADDRESS",
+        "",
+        "tee only (required): TeeManager contract, in place of EXECUTORS_ADDRESS",
+    ),
+    (
+        "SECRET_MANAGER_ADDRESS",
+        "",
+        "tee only (required): SecretManager contract",
+    ),
+    (
+        "STORAGE_CAPACITY",
+        "100000000",
+        "tee only: secret storage announced on registration, bytes; must be at least SecretManager.GLOBAL_MAX_SECRET_SIZE",
     ),
     (
         "EXECUTION_BUFFER_TIME",
@@ -439,6 +469,8 @@ impl Config {
             s if s.is_empty() => None,
             _ => Some(r.number("START_BLOCK", 0, u64::MAX)?),
         };
+        let protocol: Protocol = r.parse("PROTOCOL", "v2 or tee")?;
+        let (executors_address, secret_manager_address) = r.registry(protocol)?;
         Ok(Config {
             listen_addr: r.parse("LISTEN_ADDR", "an IP address")?,
             port: r.number("PORT", 0, u16::MAX)?,
@@ -459,7 +491,8 @@ impl Config {
                 rpc_http_url: r.url("RPC_HTTP_URL", &["http://", "https://"])?,
                 rpc_ws_url: r.url("RPC_WS_URL", &["ws://", "wss://"])?,
                 chain_id: r.number("CHAIN_ID", 1, u64::MAX)?,
-                executors_address: r.address("EXECUTORS_ADDRESS")?,
+                protocol,
+                executors_address,
                 jobs_address: r.address("JOBS_ADDRESS")?,
                 user_code_address: r.address("USER_CODE_ADDRESS")?,
                 execution_buffer_secs: r.number("EXECUTION_BUFFER_TIME", 0, 86_400)?,
@@ -467,6 +500,8 @@ impl Config {
                 code_cache_size: r.number("CODE_CACHE_SIZE", 1, 1_000_000)?,
                 start_block,
             },
+            secret_manager_address,
+            storage_capacity: r.number("STORAGE_CAPACITY", 1, u64::MAX)?,
             sandbox: SandboxConfig {
                 workerd_path,
                 mode: match r.text("SANDBOX_MODE").as_str() {
@@ -665,6 +700,47 @@ impl Reader<'_> {
         Ok(Address::from_slice(&bytes))
     }
 
+    /// The registry address and the SecretManager of `protocol`: v2 takes EXECUTORS_ADDRESS and
+    /// refuses the TEE ones; tee needs both TEE addresses and refuses EXECUTORS_ADDRESS (two
+    /// registries would be ambiguous).
+    fn registry(&self, protocol: Protocol) -> Result<(Address, Option<Address>), ConfigError> {
+        let given = |name: &str| !self.text(name).is_empty();
+        match protocol {
+            Protocol::V2 => {
+                for name in ["TEE_MANAGER_ADDRESS", "SECRET_MANAGER_ADDRESS"] {
+                    if given(name) {
+                        return Err(invalid(
+                            name,
+                            "is only used with EXECUTOR_PROTOCOL=tee (this executor is v2)",
+                        ));
+                    }
+                }
+                Ok((self.address("EXECUTORS_ADDRESS")?, None))
+            }
+            Protocol::Tee => {
+                if !self.address("EXECUTORS_ADDRESS")?.is_zero() {
+                    return Err(invalid(
+                        "EXECUTORS_ADDRESS",
+                        "is v2's registry; with EXECUTOR_PROTOCOL=tee set EXECUTOR_TEE_MANAGER_ADDRESS instead",
+                    ));
+                }
+                let required = |name: &str| -> Result<Address, ConfigError> {
+                    if !given(name) {
+                        return Err(invalid(name, "is required with EXECUTOR_PROTOCOL=tee"));
+                    }
+                    let address = self.address(name)?;
+                    if address.is_zero() {
+                        return Err(invalid(name, "must not be the zero address"));
+                    }
+                    Ok(address)
+                };
+                let tee_manager = required("TEE_MANAGER_ADDRESS")?;
+                let secret_manager = required("SECRET_MANAGER_ADDRESS")?;
+                Ok((tee_manager, Some(secret_manager)))
+            }
+        }
+    }
+
     fn url(&self, name: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let v = self.non_empty(name)?;
         if !schemes.iter().any(|s| v.starts_with(s)) || v.len() <= 8 {
@@ -835,6 +911,63 @@ mod tests {
             c.sandbox.hidden_paths,
             vec![PathBuf::from("data"), PathBuf::from("enclave.key")]
         );
+    }
+
+    #[test]
+    fn the_tee_generation_takes_its_own_addresses() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.chain.protocol, Protocol::V2);
+        assert_eq!(c.secret_manager_address, None);
+        assert_eq!(c.storage_capacity, 100_000_000);
+        let tee = [
+            ("PROTOCOL", "tee"),
+            (
+                "TEE_MANAGER_ADDRESS",
+                "0x00000000000000000000000000000000000000a1",
+            ),
+            (
+                "SECRET_MANAGER_ADDRESS",
+                "0x00000000000000000000000000000000000000a2",
+            ),
+            ("STORAGE_CAPACITY", "1000000"),
+        ];
+        let c = with(&tee).unwrap();
+        assert_eq!(c.chain.protocol, Protocol::Tee);
+        assert_eq!(c.chain.executors_address, Address::from_low_u64_be(0xa1));
+        assert_eq!(
+            c.secret_manager_address,
+            Some(Address::from_low_u64_be(0xa2))
+        );
+        assert_eq!(c.storage_capacity, 1_000_000);
+        for (missing, var) in [
+            ("TEE_MANAGER_ADDRESS", "EXECUTOR_TEE_MANAGER_ADDRESS:"),
+            ("SECRET_MANAGER_ADDRESS", "EXECUTOR_SECRET_MANAGER_ADDRESS:"),
+        ] {
+            let pairs: Vec<_> = tee.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let err = with(&pairs).unwrap_err().to_string();
+            assert!(err.starts_with(var), "{err}");
+            assert!(err.contains("required"), "{err}");
+        }
+        let mut both = tee.to_vec();
+        both.push((
+            "EXECUTORS_ADDRESS",
+            "0x00000000000000000000000000000000000000a3",
+        ));
+        let err = with(&both).unwrap_err().to_string();
+        assert!(err.starts_with("EXECUTOR_EXECUTORS_ADDRESS:"), "{err}");
+        let err = with(&tee[1..]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("EXECUTOR_TEE_MANAGER_ADDRESS:"),
+            "v2 refuses: {err}"
+        );
+        for (var, value) in [
+            ("PROTOCOL", "v3"),
+            ("STORAGE_CAPACITY", "0"),
+            ("STORAGE_CAPACITY", "lots"),
+        ] {
+            let err = with(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("EXECUTOR_{var}:")), "{err}");
+        }
     }
 
     #[test]

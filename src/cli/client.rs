@@ -13,6 +13,10 @@ use serverless_executor::client::jobs::{
     create_job, save_code, save_code_as, wait_for_response, CodeForm,
 };
 use serverless_executor::client::register::{register, RegisterRequest};
+use serverless_executor::client::tee::{
+    create_secret, create_tee_job, register_tee_node, SecretRequest,
+};
+use serverless_executor::domain::model::Protocol;
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -82,11 +86,41 @@ pub enum ClientCommand {
             default_value = "http://127.0.0.1:8545"
         )]
         rpc_url: String,
+        /// v2's Executors (with --protocol v2).
         #[arg(long, env = "EXECUTOR_EXECUTORS_ADDRESS")]
-        executors_address: Address,
+        executors_address: Option<Address>,
+        /// The TEE generation's TeeManager (with --protocol tee).
+        #[arg(long, env = "EXECUTOR_TEE_MANAGER_ADDRESS")]
+        tee_manager_address: Option<Address>,
+        /// v2: registerExecutor on Executors; tee: registerTeeNode on TeeManager (the message
+        /// must then carry storage_capacity).
+        #[arg(long, env = "EXECUTOR_PROTOCOL", default_value = "v2")]
+        protocol: Protocol,
         /// The owner's private key (hex); better passed in the environment.
         #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
         owner_key: String,
+    },
+    /// TEE generation: create a secret on SecretManager (deposit approved first); prints its id
+    /// and the stores selected to hold it.
+    CreateSecret {
+        /// Largest size of the secret, bytes (at most GLOBAL_MAX_SECRET_SIZE).
+        #[arg(long)]
+        size_limit: u64,
+        /// How long the secret is kept, seconds from now.
+        #[arg(long, default_value_t = 3600)]
+        duration: u64,
+        /// USDC base units, decimal (default: the minimum the contract asks).
+        #[arg(long, value_parser = decimal_u256)]
+        usdc_deposit: Option<U256>,
+        /// Other job owners allowed to use it (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        allowed: Vec<Address>,
+        #[arg(long, default_value_t = 1)]
+        env: u8,
+        #[arg(long, env = "EXECUTOR_SECRET_MANAGER_ADDRESS")]
+        secret_manager_address: Address,
+        #[command(flatten)]
+        chain: ChainArgs,
     },
     /// Create a job and wait for its output; prints output, error code and time.
     RunJob {
@@ -108,6 +142,13 @@ pub enum ClientCommand {
         /// How long to wait for the output, seconds.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// v2: createJob(env, codehash, inputs, deadline); tee: the TEE Jobs' createJob with a
+        /// secret id.
+        #[arg(long, env = "EXECUTOR_PROTOCOL", default_value = "v2")]
+        protocol: Protocol,
+        /// TEE generation: the secret the job reads (0: none).
+        #[arg(long, default_value_t = 0)]
+        secret_id: u64,
         #[command(flatten)]
         chain: ChainArgs,
     },
@@ -226,6 +267,8 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
             stake,
             rpc_url,
             executors_address,
+            tee_manager_address,
+            protocol,
             owner_key,
         } => {
             let request = RegisterRequest {
@@ -235,8 +278,46 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
                     .context("--attestation-signature is not hex")?,
                 stake,
             };
-            let (enclave, tx) = register(&rpc_url, &owner_key, executors_address, &request).await?;
+            let (enclave, tx) = match protocol {
+                Protocol::V2 => {
+                    let executors = executors_address.context(
+                        "the Executors address is needed: --executors-address or EXECUTOR_EXECUTORS_ADDRESS",
+                    )?;
+                    register(&rpc_url, &owner_key, executors, &request).await?
+                }
+                Protocol::Tee => {
+                    let tee_manager = tee_manager_address.context(
+                        "the TeeManager address is needed: --tee-manager-address or EXECUTOR_TEE_MANAGER_ADDRESS",
+                    )?;
+                    register_tee_node(&rpc_url, &owner_key, tee_manager, &request).await?
+                }
+            };
             println!("registered enclave {enclave:?} in transaction {tx:?}");
+        }
+        ClientCommand::CreateSecret {
+            size_limit,
+            duration,
+            usdc_deposit,
+            allowed,
+            env,
+            secret_manager_address,
+            chain,
+        } => {
+            let end = admin::now_secs().saturating_add(duration);
+            let request = SecretRequest {
+                env,
+                size_limit: size_limit.into(),
+                end_timestamp: end.into(),
+                usdc_deposit,
+                allowed,
+            };
+            let secret =
+                create_secret(&chain.rpc_url, &chain.key, secret_manager_address, &request).await?;
+            println!("secret id:  {}", secret.secret_id);
+            for enclave in &secret.selected_enclaves {
+                println!("store:      {enclave:?}");
+            }
+            println!("transaction {:?}", secret.tx_hash);
         }
         ClientCommand::RunJob {
             codehash,
@@ -245,6 +326,8 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
             deadline,
             env,
             timeout,
+            protocol,
+            secret_id,
             chain,
         } => {
             let codehash = match (codehash, file) {
@@ -260,16 +343,36 @@ pub async fn run_client(command: ClientCommand) -> Result<()> {
                 }
                 (None, None) => bail!("give --codehash or --file"),
             };
-            let job = create_job(
-                &chain.rpc_url,
-                &chain.key,
-                chain.jobs()?,
-                env,
-                codehash,
-                input.as_bytes(),
-                deadline,
-            )
-            .await?;
+            let job = match protocol {
+                Protocol::V2 if secret_id != 0 => {
+                    bail!("--secret-id needs --protocol tee (v2 jobs have no secrets)")
+                }
+                Protocol::V2 => {
+                    create_job(
+                        &chain.rpc_url,
+                        &chain.key,
+                        chain.jobs()?,
+                        env,
+                        codehash,
+                        input.as_bytes(),
+                        deadline,
+                    )
+                    .await?
+                }
+                Protocol::Tee => {
+                    create_tee_job(
+                        &chain.rpc_url,
+                        &chain.key,
+                        chain.jobs()?,
+                        env,
+                        secret_id.into(),
+                        codehash,
+                        input.as_bytes(),
+                        deadline,
+                    )
+                    .await?
+                }
+            };
             eprintln!(
                 "job {} created, selected executors {:?}",
                 job.job_id, job.selected_executors

@@ -1,14 +1,17 @@
-//! The `devnet` command: anvil, the dev contracts, an executor registered on them and a demo
-//! job whose output it prints; then it serves until Ctrl-C.
+//! The `devnet` command: anvil, the dev contracts (v2, or the TEE generation with
+//! `--protocol tee`), an executor registered on them and a demo job whose output it prints; then
+//! it serves until Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serverless_executor::client::deploy::DeployParams;
+use serverless_executor::client::deploy::{DeployParams, TeeDeployParams};
 use serverless_executor::client::devnet::{Devnet, DevnetOptions, ExecutorOptions};
 use serverless_executor::client::jobs::{create_job, save_code, wait_for_response};
+use serverless_executor::client::tee::create_tee_job;
+use serverless_executor::domain::model::Protocol;
 
 /// The demo job: prime factorisation.
 const DEMO_CODE: &str = include_str!("../../examples/factors.js");
@@ -33,6 +36,9 @@ pub struct DevnetArgs {
     /// Exit after the demo job instead of serving until Ctrl-C.
     #[arg(long)]
     exit_after_demo: bool,
+    /// Contract generation: v2, or tee (TeeManager, SecretManager, Jobs with secrets).
+    #[arg(long, default_value = "v2")]
+    protocol: Protocol,
 }
 
 pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
@@ -42,7 +48,7 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.dir)?;
     let work_dir = args.dir.canonicalize()?;
-    let devnet = Devnet::start(DevnetOptions {
+    let options = DevnetOptions {
         anvil_port: Some(args.anvil_port),
         deploy: DeployParams {
             execution_buffer_secs: args.execution_buffer,
@@ -50,11 +56,27 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
             ..DeployParams::default()
         },
         work_dir: work_dir.clone(),
-    })
-    .await?;
+    };
+    let devnet = match args.protocol {
+        Protocol::V2 => Devnet::start(options).await?,
+        Protocol::Tee => {
+            let params = TeeDeployParams {
+                execution_buffer_secs: args.execution_buffer,
+                nodes_to_select: 1,
+                ..TeeDeployParams::default()
+            };
+            Devnet::start_tee(options, params).await?
+        }
+    };
     let d = devnet.deployment;
     println!("anvil        {}", devnet.anvil.http_url());
-    println!("Executors    {:?}", d.executors);
+    match &devnet.tee {
+        None => println!("Executors    {:?}", d.executors),
+        Some(tee) => {
+            println!("TeeManager   {:?}", tee.deployment.tee_manager);
+            println!("SecretManager {:?}", tee.deployment.secret_manager);
+        }
+    }
     println!("Jobs         {:?}", d.jobs);
     println!("UserCode     {:?}", d.user_code);
     println!("POND (stake) {:?}", d.pond);
@@ -75,14 +97,20 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     );
 
     let env_file = work_dir.join("client.env");
+    let registry = match &devnet.tee {
+        None => format!("export EXECUTOR_EXECUTORS_ADDRESS={:?}\n", d.executors),
+        Some(tee) => format!(
+            "export EXECUTOR_TEE_MANAGER_ADDRESS={:?}\nexport EXECUTOR_SECRET_MANAGER_ADDRESS={:?}\n",
+            tee.deployment.tee_manager, tee.deployment.secret_manager
+        ),
+    };
     std::fs::write(
         &env_file,
         format!(
-            "export EXECUTOR_RPC_HTTP_URL={}\nexport EXECUTOR_JOBS_ADDRESS={:?}\nexport EXECUTOR_USER_CODE_ADDRESS={:?}\nexport EXECUTOR_EXECUTORS_ADDRESS={:?}\n",
+            "export EXECUTOR_RPC_HTTP_URL={}\nexport EXECUTOR_JOBS_ADDRESS={:?}\nexport EXECUTOR_USER_CODE_ADDRESS={:?}\n{registry}",
             devnet.anvil.http_url(),
             d.jobs,
             d.user_code,
-            d.executors
         ),
     )?;
 
@@ -90,7 +118,16 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     let codehash = save_code(&http, devnet.author_key(), d.user_code, DEMO_CODE).await?;
     println!("demo code    examples/factors.js saved, codehash {codehash:?}");
     let input = br#"{"num":600}"#;
-    let job = create_job(&http, devnet.author_key(), d.jobs, 1, codehash, input, 5000).await?;
+    let job = match args.protocol {
+        Protocol::V2 => {
+            create_job(&http, devnet.author_key(), d.jobs, 1, codehash, input, 5000).await?
+        }
+        // A plain job: no secret (id 0).
+        Protocol::Tee => {
+            let author = devnet.author_key();
+            create_tee_job(&http, author, d.jobs, 1, 0.into(), codehash, input, 5000).await?
+        }
+    };
     println!(
         "demo job     {} created with input {}",
         job.job_id,
@@ -112,8 +149,12 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     println!();
     println!("Serving. Try the client (in another shell):");
     println!("  source {}", env_file.display());
+    let protocol = match args.protocol {
+        Protocol::V2 => "",
+        Protocol::Tee => " --protocol tee",
+    };
     println!(
-        "  cargo run -q -- client run-job --file examples/factors.js --input '{{\"num\":10}}'"
+        "  cargo run -q -- client run-job{protocol} --file examples/factors.js --input '{{\"num\":10}}'"
     );
     println!("Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await?;

@@ -13,7 +13,10 @@ use serde_json::Value;
 
 use super::admin;
 use super::anvil::Anvil;
-use super::deploy::{deploy_dev_contracts, DeployParams, Deployment};
+use super::deploy::{
+    deploy_dev_contracts, deploy_tee_contracts, DeployParams, Deployment, TeeDeployParams,
+    TeeDeployment,
+};
 use super::dev_accounts::{DevAccount, EXECUTORS};
 use super::register;
 use crate::bootstrap::{self, Running};
@@ -36,8 +39,19 @@ pub struct DevnetOptions {
 /// A running anvil with the dev contracts deployed.
 pub struct Devnet {
     pub anvil: Anvil,
+    /// The v2 contracts; on a TEE devnet the same roles: `executors` is the TeeManager (the
+    /// registry), `jobs` the TEE Jobs.
     pub deployment: Deployment,
     pub options: DevnetOptions,
+    /// A TEE-generation devnet (`start_tee`): its contracts and parameters.
+    pub tee: Option<TeeDevnet>,
+}
+
+/// What a TEE-generation devnet adds.
+#[derive(Debug, Clone, Copy)]
+pub struct TeeDevnet {
+    pub deployment: TeeDeployment,
+    pub params: TeeDeployParams,
 }
 
 /// An executor of the devnet, running in this process.
@@ -92,6 +106,33 @@ impl Devnet {
             anvil,
             deployment,
             options,
+            tee: None,
+        })
+    }
+
+    /// Starts anvil and deploys the TEE generation's dev contracts (contracts/tee); its executors
+    /// run with `EXECUTOR_PROTOCOL=tee` and register on TeeManager.
+    pub async fn start_tee(options: DevnetOptions, params: TeeDeployParams) -> Result<Self> {
+        let anvil = Anvil::start(options.anvil_port, None).await?;
+        let tee = deploy_tee_contracts(&anvil.http_url(), DevAccount::Deployer.key(), params)
+            .await
+            .context("deploying the TEE dev contracts")?;
+        let deployment = Deployment {
+            executors: tee.tee_manager,
+            jobs: tee.jobs,
+            user_code: tee.user_code,
+            pond: tee.pond,
+            usdc: tee.usdc,
+            attestation_verifier: tee.attestation_verifier,
+        };
+        Ok(Self {
+            anvil,
+            deployment,
+            options,
+            tee: Some(TeeDevnet {
+                deployment: tee,
+                params,
+            }),
         })
     }
 
@@ -141,6 +182,30 @@ impl Devnet {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if let Some(tee) = &self.tee {
+            raw.remove("EXECUTORS_ADDRESS");
+            for (k, v) in [
+                ("PROTOCOL", "tee".to_string()),
+                (
+                    "TEE_MANAGER_ADDRESS",
+                    format!("{:?}", tee.deployment.tee_manager),
+                ),
+                (
+                    "SECRET_MANAGER_ADDRESS",
+                    format!("{:?}", tee.deployment.secret_manager),
+                ),
+                (
+                    "EXECUTION_BUFFER_TIME",
+                    tee.params.execution_buffer_secs.to_string(),
+                ),
+                (
+                    "NUM_SELECTED_EXECUTORS",
+                    tee.params.nodes_to_select.to_string(),
+                ),
+            ] {
+                raw.insert(k.to_string(), v);
+            }
+        }
         for (k, v) in &opts.extra {
             raw.insert(k.clone(), v.clone());
         }
@@ -235,13 +300,26 @@ impl Devnet {
             attestation_signature: vec![],
             stake: None,
         };
-        let (registered, _) = register::register(
-            &self.anvil.http_url(),
-            &owner_key,
-            self.deployment.executors,
-            &request,
-        )
-        .await
+        let (registered, _) = match &self.tee {
+            None => {
+                register::register(
+                    &self.anvil.http_url(),
+                    &owner_key,
+                    self.deployment.executors,
+                    &request,
+                )
+                .await
+            }
+            Some(tee) => {
+                super::tee::register_tee_node(
+                    &self.anvil.http_url(),
+                    &owner_key,
+                    tee.deployment.tee_manager,
+                    &request,
+                )
+                .await
+            }
+        }
         .context("registering the executor on chain")?;
         if registered != enclave {
             bail!("registered {registered:?}, but the executor's enclave is {enclave:?}");

@@ -19,7 +19,7 @@ use crate::effects::chain::bindings::{
 use crate::effects::chain::revert::decode_revert;
 
 /// Sends a contract call and waits for its successful receipt, with reverts named.
-async fn send<D: Detokenize>(
+pub(crate) async fn send<D: Detokenize>(
     what: &str,
     call: ContractCall<Client, D>,
 ) -> Result<TransactionReceipt> {

@@ -12,6 +12,7 @@ pub mod dev_accounts;
 pub mod devnet;
 pub mod jobs;
 pub mod register;
+pub mod tee;
 
 use std::sync::Arc;
 use std::time::Duration;

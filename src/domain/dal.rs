@@ -204,11 +204,14 @@ pub enum RunResult {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Sandbox: Send + Sync {
-    async fn run(
+    /// `secret` (a TEE-generation job's secret bytes) reaches the job, and only this job, as
+    /// `env.secret`, an ArrayBuffer and the only key of `env`; `None` leaves `env` empty.
+    async fn run<'s>(
         &self,
         slot: &Slot,
         code: &str,
         input: &[u8],
+        secret: Option<&'s [u8]>,
         deadline_ms: u64,
     ) -> Result<RunResult, SandboxError>;
     /// Whether the runtime the sandbox starts (the workerd binary) is there and executable.

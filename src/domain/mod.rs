@@ -49,6 +49,9 @@ pub struct Ports {
 /// The default of `EXECUTOR_MAX_OUTPUT_GAS`.
 pub const DEFAULT_MAX_OUTPUT_GAS: u64 = 3_000_000;
 
+/// The default of `EXECUTOR_STORAGE_CAPACITY` (what Marlin's secret store announces).
+pub const DEFAULT_STORAGE_CAPACITY: u64 = 100_000_000;
+
 /// Protocol constants of the deployment and the executor's own timing choices.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -81,6 +84,10 @@ pub struct Settings {
     pub store_retry_max_ms: u64,
     /// Not ready while the chain head is more than this many blocks past the follower.
     pub max_head_lag_blocks: u64,
+    /// The contract generation: what the registration message signs.
+    pub protocol: model::Protocol,
+    /// TEE generation: the storage capacity announced on registration, bytes.
+    pub storage_capacity: u64,
 }
 
 impl Default for Settings {
@@ -100,6 +107,8 @@ impl Default for Settings {
             store_failure_limit_ms: 60_000,
             store_retry_max_ms: 5_000,
             max_head_lag_blocks: 50,
+            protocol: model::Protocol::V2,
+            storage_capacity: DEFAULT_STORAGE_CAPACITY,
         }
     }
 }

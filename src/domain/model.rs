@@ -266,11 +266,14 @@ pub struct SignedOutput {
     pub signature: Vec<u8>,
 }
 
-/// The signed registration message an owner passes to `registerExecutor`.
+/// The signed registration message an owner passes to `registerExecutor` (v2) or
+/// `registerTeeNode` (TEE generation, which also signs a storage capacity).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub owner: Address,
     pub job_capacity: u64,
+    /// TEE generation only: the storage capacity signed with it, bytes.
+    pub storage_capacity: Option<u64>,
     pub env: u8,
     pub sign_timestamp: u64,
     pub signature: [u8; 65],

@@ -50,11 +50,16 @@ pub fn executor_details(executor: &Executor) -> Result<Value, ApiError> {
 
 pub fn signed_registration_message(executor: &Executor) -> Result<Value, ApiError> {
     let r = executor.register_enclave()?;
-    Ok(json!({
+    let mut body = json!({
         "job_capacity": r.job_capacity,
         "sign_timestamp": r.sign_timestamp,
         "env": r.env,
         "owner": r.owner,
         "signature": hex0x(&r.signature),
-    }))
+    });
+    // TEE generation: the storage capacity is part of the signed message.
+    if let Some(storage_capacity) = r.storage_capacity {
+        body["storage_capacity"] = json!(storage_capacity);
+    }
+    Ok(body)
 }

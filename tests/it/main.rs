@@ -29,3 +29,5 @@ mod reorg;
 mod sandbox;
 /// The journal and the public API at scale.
 mod scale;
+/// The TEE generation: registration on TeeManager, jobs, drain/revive/deregister, secret events.
+mod tee;

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serverless_executor::config::{default_workerd_path, EgressPolicy, SandboxConfig, SandboxMode};
 use serverless_executor::domain::dal::{RunResult, Sandbox, SandboxError, Slot, Slots};
-use serverless_executor::domain::testing::{sandbox_contract, slots_contract, ECHO_JOB};
+use serverless_executor::domain::testing::{
+    sandbox_contract, slots_contract, ECHO_JOB, NO_SECRET, SECRET_JOB,
+};
 use serverless_executor::effects::cgroup::{CgroupSlots, CgroupVersion};
 use serverless_executor::effects::workerd::{RunReport, WorkerdSandbox};
 
@@ -170,6 +172,10 @@ both_modes!(
     memory_bomb_is_contained,
     concurrent_runs_one_per_slot,
     sandbox_contract_holds_for_workerd,
+    secret_reaches_the_job_as_an_array_buffer_and_the_only_env_key,
+    binary_secret_arrives_intact,
+    job_without_a_secret_has_no_secret_key,
+    a_job_cannot_see_an_earlier_or_a_concurrent_jobs_secret,
 );
 
 fn assert_dir_empty(dir: &Path) {
@@ -197,10 +203,10 @@ async fn prime_factorisation_and_invalid_input(mode: SandboxMode) {
     let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
     let (a, b, c, d) = tokio::join!(
-        sandbox.run(&slot, PRIMES_JOB, br#"{"num":600}"#, 30_000),
-        sandbox.run(&slot, PRIMES_JOB, br#"{"num":10}"#, 30_000),
-        sandbox.run(&slot, PRIMES_JOB, b"not json", 30_000),
-        sandbox.run(&slot, PRIMES_JOB, br#"{"number":10}"#, 30_000),
+        sandbox.run(&slot, PRIMES_JOB, br#"{"num":600}"#, None, 30_000),
+        sandbox.run(&slot, PRIMES_JOB, br#"{"num":10}"#, None, 30_000),
+        sandbox.run(&slot, PRIMES_JOB, b"not json", None, 30_000),
+        sandbox.run(&slot, PRIMES_JOB, br#"{"number":10}"#, None, 30_000),
     );
     assert_eq!(output(a), "2,2,2,3,5,5");
     assert_eq!(output(b), "2,5");
@@ -216,10 +222,10 @@ async fn code_that_does_not_load_is_a_load_failure(mode: SandboxMode) {
     let slot = unlimited_slot();
     let syntax = "export default { async fetch(r) { return new Response(await r.text() } }";
     let (syntax, named_only, no_exports, no_fetch) = tokio::join!(
-        sandbox.run_detailed(&slot, syntax, b"x", 30_000),
-        sandbox.run_detailed(&slot, "export const x = 1;", b"x", 30_000),
-        sandbox.run_detailed(&slot, "const y = 1;", b"x", 30_000),
-        sandbox.run_detailed(&slot, "export default {};", b"x", 30_000),
+        sandbox.run_detailed(&slot, syntax, b"x", None, 30_000),
+        sandbox.run_detailed(&slot, "export const x = 1;", b"x", None, 30_000),
+        sandbox.run_detailed(&slot, "const y = 1;", b"x", None, 30_000),
+        sandbox.run_detailed(&slot, "export default {};", b"x", None, 30_000),
     );
     let message = |r: Result<RunReport, SandboxError>| match r.expect("no sandbox error").result {
         RunResult::LoadFailed(m) => m,
@@ -241,7 +247,7 @@ async fn deadline_kills_workerd(mode: SandboxMode) {
     let work = tempfile::tempdir().unwrap();
     let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let report = sandbox
-        .run_detailed(&unlimited_slot(), LOOP_JOB, b"x", 1_500)
+        .run_detailed(&unlimited_slot(), LOOP_JOB, b"x", None, 1_500)
         .await
         .unwrap();
     assert_eq!(report.result, RunResult::DeadlineExceeded);
@@ -259,7 +265,7 @@ async fn cancelled_run_leaves_no_process_or_directory(mode: SandboxMode) {
     let work = tempfile::tempdir().unwrap();
     let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let slot = unlimited_slot();
-    let run = sandbox.run(&slot, LOOP_JOB, b"x", 60_000);
+    let run = sandbox.run(&slot, LOOP_JOB, b"x", None, 60_000);
     assert!(tokio::time::timeout(Duration::from_millis(800), run)
         .await
         .is_err());
@@ -293,14 +299,15 @@ async fn output_limit(mode: SandboxMode) {
     };
     let (at, past) = (job(20480), job(20481));
     let (at_limit, over, streamed) = tokio::join!(
-        sandbox.run(&slot, &at, b"", 30_000),
-        sandbox.run(&slot, &past, b"", 30_000),
+        sandbox.run(&slot, &at, b"", None, 30_000),
+        sandbox.run(&slot, &past, b"", None, 30_000),
         // A streamed (chunked) body that never ends is cut at the limit too.
         sandbox.run(
             &slot,
             "export default { fetch() { const chunk = new Uint8Array(4096); \
              return new Response(new ReadableStream({ pull(c) { c.enqueue(chunk); } })); } };",
             b"",
+            None,
             30_000
         ),
     );
@@ -315,7 +322,7 @@ async fn uncaught_exception_gives_workerds_error_body(mode: SandboxMode) {
     let work = tempfile::tempdir().unwrap();
     let sandbox = sandbox_new(&work, EgressPolicy::Public, mode);
     let report = sandbox
-        .run_detailed(&unlimited_slot(), THROW_JOB, b"x", 30_000)
+        .run_detailed(&unlimited_slot(), THROW_JOB, b"x", None, 30_000)
         .await
         .unwrap();
     assert_eq!(
@@ -338,8 +345,8 @@ async fn binary_and_utf8_pass_unchanged(mode: SandboxMode) {
     let binary: Vec<u8> = (0..=255u8).collect();
     let utf8 = "héllo wörld — 日本語 — 🎉🦀 ∑ ﷽".as_bytes().to_vec();
     let (b, u) = tokio::join!(
-        sandbox.run(&slot, ECHO_JOB, &binary, 30_000),
-        sandbox.run(&slot, ECHO_JOB, &utf8, 30_000),
+        sandbox.run(&slot, ECHO_JOB, &binary, None, 30_000),
+        sandbox.run(&slot, ECHO_JOB, &utf8, None, 30_000),
     );
     assert_eq!(b, Ok(RunResult::Output(binary)));
     assert_eq!(u, Ok(RunResult::Output(utf8)));
@@ -444,7 +451,7 @@ async fn egress_to_loopback_is_refused_and_nothing_arrives(mode: SandboxMode) {
             format!("http://[::ffff:127.0.0.1]:{port}/secret"),
         ];
         let report = sandbox
-            .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+            .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), None, 30_000)
             .await
             .unwrap();
         assert_refused(
@@ -495,7 +502,7 @@ fn run_in_netns(
             let work = tempfile::tempdir().unwrap();
             let sandbox = sandbox_new(&work, egress, mode);
             let report = sandbox
-                .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+                .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), None, 30_000)
                 .await
                 .unwrap();
             finish(sandbox, &work);
@@ -529,7 +536,7 @@ async fn egress_to_metadata_private_and_link_local_is_refused(mode: SandboxMode)
                 println!("note: no empty network namespace ({why}); testing in this one");
                 let work = tempfile::tempdir().unwrap();
                 sandbox_new(&work, egress, mode)
-                    .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+                    .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), None, 30_000)
                     .await
                     .unwrap()
             }
@@ -638,7 +645,7 @@ async fn egress_to_ipv6_form_is_refused_and_nothing_arrives(mode: SandboxMode, f
                 let work = tempfile::tempdir().unwrap();
                 let sandbox = sandbox_new(&work, egress, mode);
                 let report = sandbox
-                    .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+                    .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), None, 30_000)
                     .await
                     .unwrap();
                 finish(sandbox, &work);
@@ -705,7 +712,7 @@ async fn no_egress_resolves_no_names(mode: SandboxMode) {
         "http://localhost/".to_string(),
     ];
     let report = sandbox
-        .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), 30_000)
+        .run_detailed(&unlimited_slot(), FETCH_JOB, &urls(&list), None, 30_000)
         .await
         .unwrap();
     finish(sandbox, &work);
@@ -759,7 +766,7 @@ async fn memory_bomb_is_contained(mode: SandboxMode) {
     }
     let before = slots.oom_kills(&slot);
     let report = sandbox
-        .run_detailed(&slot, MEMORY_BOMB_JOB, b"x", 20_000)
+        .run_detailed(&slot, MEMORY_BOMB_JOB, b"x", None, 20_000)
         .await
         .expect("the sandbox itself survives");
     let after = slots.oom_kills(&slot);
@@ -782,7 +789,9 @@ async fn memory_bomb_is_contained(mode: SandboxMode) {
         );
     }
     // The slot still works after the kill.
-    let echo = sandbox.run(&slot, ECHO_JOB, b"still alive", 30_000).await;
+    let echo = sandbox
+        .run(&slot, ECHO_JOB, b"still alive", None, 30_000)
+        .await;
     assert_eq!(echo, Ok(RunResult::Output(b"still alive".to_vec())));
     slots.release(slot);
     finish(sandbox, &work);
@@ -805,7 +814,7 @@ async fn concurrent_runs_one_per_slot(mode: SandboxMode) {
         tasks.push(tokio::spawn(async move {
             let input = format!("{{\"num\":{}}}", [600, 10, 97, 1024][n]);
             let result = sandbox
-                .run(&slot, PRIMES_JOB, input.as_bytes(), 60_000)
+                .run(&slot, PRIMES_JOB, input.as_bytes(), None, 60_000)
                 .await;
             (n, result)
         }));
@@ -941,11 +950,11 @@ async fn warm_jobs_share_no_state_and_see_no_host_bindings() {
     let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
     let slot = unlimited_slot();
     let first = sandbox
-        .run_detailed(&slot, SNOOP_JOB, b"secret of job 1", 30_000)
+        .run_detailed(&slot, SNOOP_JOB, b"secret of job 1", None, 30_000)
         .await
         .unwrap();
     let second = sandbox
-        .run_detailed(&slot, SNOOP_JOB, b"job 2", 30_000)
+        .run_detailed(&slot, SNOOP_JOB, b"job 2", None, 30_000)
         .await
         .unwrap();
     // One warm process served both jobs ...
@@ -1014,7 +1023,7 @@ async fn warm_deadline_restarts_only_its_own_slot() {
     };
     assert_ne!(pid0, pid1);
     let report = sandbox
-        .run_detailed(&slot(0), LOOP_JOB, b"x", 1_500)
+        .run_detailed(&slot(0), LOOP_JOB, b"x", None, 1_500)
         .await
         .unwrap();
     assert_eq!(report.result, RunResult::DeadlineExceeded);
@@ -1026,7 +1035,7 @@ async fn warm_deadline_restarts_only_its_own_slot() {
     // Both slots serve the next job: slot 0 from its new process, slot 1 from its old one.
     for (index, pid) in [(0, new0), (1, pid1)] {
         let echo = sandbox
-            .run_detailed(&slot(index), ECHO_JOB, b"next", 30_000)
+            .run_detailed(&slot(index), ECHO_JOB, b"next", None, 30_000)
             .await
             .unwrap();
         assert_eq!(echo.result, RunResult::Output(b"next".to_vec()));
@@ -1053,7 +1062,7 @@ async fn warm_out_of_memory_restarts_only_its_own_slot() {
     );
     let before = slots.oom_kills(&a);
     let report = sandbox
-        .run_detailed(&a, MEMORY_BOMB_JOB, b"x", 20_000)
+        .run_detailed(&a, MEMORY_BOMB_JOB, b"x", None, 20_000)
         .await
         .expect("the sandbox itself survives");
     assert!(
@@ -1072,7 +1081,7 @@ async fn warm_out_of_memory_restarts_only_its_own_slot() {
     assert_eq!(sandbox.warm_pid(b.index).await, Some(pid_b));
     for (slot, pid) in [(&a, new_a), (&b, pid_b)] {
         let echo = sandbox
-            .run_detailed(slot, ECHO_JOB, b"still alive", 30_000)
+            .run_detailed(slot, ECHO_JOB, b"still alive", None, 30_000)
             .await
             .unwrap();
         assert_eq!(echo.result, RunResult::Output(b"still alive".to_vec()));
@@ -1132,7 +1141,11 @@ async fn workerd_runs_confined_and_cannot_read_the_data_directory_or_the_key_fil
     // A real warm workerd, serving a job.
     let slot = slot(0);
     assert_eq!(
-        output(sandbox.run(&slot, ECHO_JOB, b"still works", 30_000).await),
+        output(
+            sandbox
+                .run(&slot, ECHO_JOB, b"still works", None, 30_000)
+                .await
+        ),
         "still works"
     );
     let pid = sandbox.warm_pid(0).await.expect("the slot's workerd runs");
@@ -1270,4 +1283,215 @@ fn without_a_mount_view_file_modes_keep_the_sandbox_user_out() {
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = Confinement::establish(&request, &default_workerd_path()).unwrap_err();
     assert!(err.contains("is open to the sandbox user"), "{err}");
+}
+
+/// Says what `env` is to the job: the secret's type, `env`'s keys, and the secret decoded.
+const ENV_JOB: &str = r#"
+export default {
+  fetch(request, env) {
+    const kind = Object.prototype.toString.call(env.secret);
+    const text = env.secret instanceof ArrayBuffer ? new TextDecoder().decode(env.secret) : null;
+    return new Response(JSON.stringify({ kind, keys: Object.keys(env), text, has: "secret" in env }));
+  },
+};
+"#;
+
+async fn secret_reaches_the_job_as_an_array_buffer_and_the_only_env_key(mode: SandboxMode) {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
+    let slot = unlimited_slot();
+    let secret = "my API key: sk-ünïcode-🔑".as_bytes();
+    let (with, empty) = tokio::join!(
+        sandbox.run(&slot, ENV_JOB, b"", Some(secret), 30_000),
+        // An empty secret is still a secret: the key is there, with a zero-length buffer.
+        sandbox.run(&slot, ENV_JOB, b"", Some(b""), 30_000),
+    );
+    assert_eq!(
+        output(with),
+        r#"{"kind":"[object ArrayBuffer]","keys":["secret"],"text":"my API key: sk-ünïcode-🔑","has":true}"#
+    );
+    assert_eq!(
+        output(empty),
+        r#"{"kind":"[object ArrayBuffer]","keys":["secret"],"text":"","has":true}"#
+    );
+    finish(sandbox, &work);
+}
+
+async fn binary_secret_arrives_intact(mode: SandboxMode) {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
+    let slot = unlimited_slot();
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let reversed: Vec<u8> = (0..=255u8).rev().cycle().take(4096).collect();
+    let (a, b) = tokio::join!(
+        sandbox.run(&slot, SECRET_JOB, b"input", Some(&every_byte), 30_000),
+        // The input after the secret stays the input (warm mode frames them in one body).
+        sandbox.run(&slot, ECHO_JOB, &every_byte, Some(&reversed), 30_000),
+    );
+    assert_eq!(a, Ok(RunResult::Output(every_byte.clone())));
+    assert_eq!(b, Ok(RunResult::Output(every_byte)));
+    let c = sandbox
+        .run(&slot, SECRET_JOB, b"", Some(&reversed), 30_000)
+        .await;
+    assert_eq!(c, Ok(RunResult::Output(reversed)));
+    finish(sandbox, &work);
+}
+
+async fn job_without_a_secret_has_no_secret_key(mode: SandboxMode) {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
+    let slot = unlimited_slot();
+    let (env, secret) = tokio::join!(
+        sandbox.run(&slot, ENV_JOB, b"", None, 30_000),
+        sandbox.run(&slot, SECRET_JOB, b"", None, 30_000),
+    );
+    assert_eq!(
+        output(env),
+        r#"{"kind":"[object Undefined]","keys":[],"text":null,"has":false}"#
+    );
+    assert_eq!(secret, Ok(RunResult::Output(NO_SECRET.to_vec())));
+    finish(sandbox, &work);
+}
+
+/// A hostile job: reports what it can find of earlier jobs' secrets (a global, a module
+/// variable, `env`), then hides its own secret in the same places for the next job.
+const STEAL_JOB: &str = r#"
+let kept;
+export default {
+  fetch(request, env) {
+    const decode = (b) => (b instanceof ArrayBuffer ? new TextDecoder().decode(b) : null);
+    const seen = {
+      keys: Object.keys(env),
+      own: decode(env.secret),
+      global: globalThis.stolen ?? null,
+      module: kept ?? null,
+    };
+    if (env.secret) {
+      globalThis.stolen = decode(env.secret);
+      kept = decode(env.secret);
+    }
+    return new Response(JSON.stringify(seen));
+  },
+};
+"#;
+
+async fn a_job_cannot_see_an_earlier_or_a_concurrent_jobs_secret(mode: SandboxMode) {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, mode);
+    let detailed = |slot: Slot, secret: Option<&'static [u8]>| {
+        let sandbox = &sandbox;
+        async move {
+            sandbox
+                .run_detailed(&slot, STEAL_JOB, b"", secret, 30_000)
+                .await
+                .unwrap()
+        }
+    };
+    // In one slot, one after the other: in warm mode the same workerd serves all three.
+    let first = detailed(slot(0), Some(b"alpha secret")).await;
+    let second = detailed(slot(0), None).await;
+    let third = detailed(slot(0), Some(b"beta secret")).await;
+    let expect = |r: &RunReport, json: &str| {
+        assert_eq!(
+            r.result,
+            RunResult::Output(json.as_bytes().to_vec()),
+            "{:?}",
+            String::from_utf8_lossy(match &r.result {
+                RunResult::Output(b) => b,
+                _ => b"",
+            })
+        )
+    };
+    expect(
+        &first,
+        r#"{"keys":["secret"],"own":"alpha secret","global":null,"module":null}"#,
+    );
+    expect(
+        &second,
+        r#"{"keys":[],"own":null,"global":null,"module":null}"#,
+    );
+    expect(
+        &third,
+        r#"{"keys":["secret"],"own":"beta secret","global":null,"module":null}"#,
+    );
+    if mode == SandboxMode::Warm {
+        assert_eq!(first.pid, second.pid, "one warm process served the jobs");
+        assert_eq!(second.pid, third.pid, "one warm process served the jobs");
+        assert!(!process_gone(first.pid));
+    }
+    // In two slots at once: each sees its own secret only.
+    let (a, b) = tokio::join!(
+        detailed(slot(1), Some(b"gamma secret")),
+        detailed(slot(2), Some(b"delta secret")),
+    );
+    expect(
+        &a,
+        r#"{"keys":["secret"],"own":"gamma secret","global":null,"module":null}"#,
+    );
+    expect(
+        &b,
+        r#"{"keys":["secret"],"own":"delta secret","global":null,"module":null}"#,
+    );
+    // Nothing of any secret in what workerd logged.
+    for r in [&first, &second, &third, &a, &b] {
+        for word in ["alpha", "beta", "gamma", "delta"] {
+            assert!(!r.stderr.contains(word), "{}", r.stderr);
+        }
+    }
+    finish(sandbox, &work);
+}
+
+/// Per-job mode writes the secret to a file of the run directory for workerd to embed: only
+/// its owner (the user workerd runs as) may read it, and it goes with the run, cancelled or not.
+#[tokio::test]
+async fn process_secret_file_is_owner_only_and_gone_after_the_run() {
+    use std::os::unix::fs::MetadataExt;
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::None, SandboxMode::Process);
+    let secret = b"file secret \x00\xff";
+    // The config is written after the secret file is complete: once it is there, look.
+    let look = async {
+        loop {
+            let ready = std::fs::read_dir(work.path())
+                .unwrap()
+                .flatten()
+                .map(|run| run.path())
+                .find(|run| run.join("config.capnp").exists());
+            if let Some(run) = ready {
+                let path = run.join("secret.bin");
+                let meta = std::fs::metadata(&path).expect("the secret file is there");
+                return (std::fs::read(&path).unwrap(), meta, path);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    // A job that never ends keeps its run directory while the file is examined; the select
+    // then cancels the run.
+    let slot = unlimited_slot();
+    let (contents, meta, path) = tokio::select! {
+        seen = look => seen,
+        r = sandbox.run(&slot, LOOP_JOB, b"", Some(secret), 60_000) => {
+            panic!("the run ended before its secret file was seen: {r:?}")
+        }
+    };
+    assert_eq!(contents, secret);
+    assert_eq!(meta.mode() & 0o777, 0o400, "owner-only, read-only");
+    // SAFETY: geteuid and getegid have no preconditions.
+    let me = unsafe { (libc::geteuid(), libc::getegid()) };
+    let owner = test_sandbox_user().unwrap_or(me);
+    assert_eq!((meta.uid(), meta.gid()), owner, "owned by workerd's user");
+    assert!(!path.exists(), "{} left behind", path.display());
+    assert_dir_empty(work.path());
+
+    // A run that ends on its own removes it too.
+    let done = sandbox
+        .run(&unlimited_slot(), SECRET_JOB, b"", Some(secret), 30_000)
+        .await;
+    assert_eq!(done, Ok(RunResult::Output(secret.to_vec())));
+    finish(sandbox, &work);
 }

@@ -54,13 +54,15 @@ pub async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) ->
     ];
     for (name, code, input, expected) in cases {
         // One run first, not counted (page cache, first spawn).
-        sandbox.run(&slot, code, input, 30_000).await?;
+        sandbox.run(&slot, code, input, None, 30_000).await?;
         let mut total = Vec::with_capacity(runs);
         let mut ready = Vec::with_capacity(runs);
         let mut throttled_runs = 0;
         for _ in 0..runs {
             let throttled = nr_throttled(&slots, slot.index);
-            let report = sandbox.run_detailed(&slot, code, input, 30_000).await?;
+            let report = sandbox
+                .run_detailed(&slot, code, input, None, 30_000)
+                .await?;
             if nr_throttled(&slots, slot.index) > throttled {
                 throttled_runs += 1;
             }

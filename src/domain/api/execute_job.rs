@@ -53,7 +53,8 @@ impl Executor {
             match self
                 .ports
                 .sandbox
-                .run(slot, &code, &job.code_inputs, job.deadline_ms)
+                // The secret store's lookup of `job.secret_id` is wired in by its own change.
+                .run(slot, &code, &job.code_inputs, None, job.deadline_ms)
                 .await
             {
                 Ok(result) => break (result, start),

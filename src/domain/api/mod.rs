@@ -18,4 +18,5 @@ mod take_back;
 pub use job_status::{JobPage, JobStatus, JOB_STATES, MAX_JOBS_PAGE};
 pub use on_chain_event::FollowVerdict;
 pub use recover::RecoveryReport;
+pub use register_enclave::storage_capacity_problem;
 pub use status::StatusReport;

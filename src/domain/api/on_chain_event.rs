@@ -113,6 +113,15 @@ impl Executor {
                 }
                 FollowVerdict::Continue
             }
+            // TEE generation: the secret store's business (not built yet); the cursor still moves.
+            ChainEvent::Secret(event) => {
+                tracing::debug!(
+                    ?event,
+                    removed = log.removed,
+                    "secret event (not handled yet)"
+                );
+                FollowVerdict::Continue
+            }
             other => {
                 if log.removed {
                     tracing::warn!(event = ?other, "a reorg removed a log; nothing to undo");

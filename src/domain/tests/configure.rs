@@ -155,3 +155,29 @@ async fn registration_needs_both_configs_and_recovers_to_the_enclave() {
         "asking for the message starts the chain listener"
     );
 }
+
+#[test]
+fn the_tee_generation_signs_its_register_with_the_storage_capacity() {
+    use crate::domain::eip712::tee_registration_digest;
+    let h = harness_adjusted(|s| {
+        s.protocol = Protocol::Tee;
+        s.storage_capacity = 5_000_000;
+    });
+    let owner = Address::repeat_byte(0x0e);
+    h.executor.configure_mutable([1; 32], None).unwrap();
+    h.executor.configure_immutable(owner).unwrap();
+    let reg = h.executor.register_enclave().unwrap();
+    assert_eq!(reg.storage_capacity, Some(5_000_000));
+    let digest = tee_registration_digest(owner, 2, 5_000_000, 1, reg.sign_timestamp);
+    assert_eq!(recover(digest, &reg.signature), Some(enclave()));
+    let v2 = registration_digest(owner, 2, 1, reg.sign_timestamp);
+    assert_ne!(recover(v2, &reg.signature), Some(enclave()));
+    // v2 signs no storage capacity.
+    let h = harness();
+    h.executor.configure_mutable([1; 32], None).unwrap();
+    h.executor.configure_immutable(owner).unwrap();
+    assert_eq!(
+        h.executor.register_enclave().unwrap().storage_capacity,
+        None
+    );
+}

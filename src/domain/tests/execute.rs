@@ -301,3 +301,26 @@ async fn the_earliest_window_runs_first_when_slots_are_short() {
         .collect();
     assert_eq!(order, vec![b"early".to_vec(), b"late".to_vec()]);
 }
+
+/// TEE generation: SecretManager events are the secret store's business; until it exists the
+/// domain accepts them (live or removed), moves the cursor and changes nothing else.
+#[tokio::test]
+async fn secret_events_are_accepted_and_change_nothing_yet() {
+    let h = harness();
+    registered(&h);
+    let created = ChainEvent::Secret(SecretEvent::Created {
+        secret_id: U256::from(1),
+        owner: Address::repeat_byte(3),
+        size_limit: U256::from(10),
+        end_timestamp: U256::from(2_000_000_000u64),
+        selected: vec![enclave()],
+    });
+    let verdict = h.executor.on_chain_event(log(5, created.clone())).unwrap();
+    assert_eq!(verdict, FollowVerdict::Continue);
+    assert_eq!(h.store.cursor().unwrap(), Some(5));
+    let verdict = h.executor.on_chain_event(removed(6, created)).unwrap();
+    assert_eq!(verdict, FollowVerdict::Continue);
+    assert_eq!(h.store.cursor().unwrap(), Some(6));
+    assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Serving);
+    assert_eq!(h.executor.load().0, 0, "no job from a secret event");
+}

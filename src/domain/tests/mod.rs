@@ -94,11 +94,16 @@ fn harness_of(
         metrics: Arc::new(counting_metrics()),
     };
     // The stub slots enforce no limits; the harness's operator accepts that, as a devnet would.
-    let settings = Settings {
+    let mut settings = Settings {
         execution_buffer_secs: 10,
         allow_unlimited_slots: true,
         ..Settings::default()
     };
+    SETTINGS_OVERRIDE.with(|o| {
+        if let Some(adjust) = o.borrow_mut().take() {
+            adjust(&mut settings);
+        }
+    });
     Harness {
         executor: Executor::new(ports, settings),
         chain,
@@ -108,6 +113,20 @@ fn harness_of(
 
 fn harness() -> Harness {
     harness_with(code_ok(), echo_sandbox(), 2)
+}
+
+type AdjustSettings = Box<dyn FnOnce(&mut Settings)>;
+
+thread_local! {
+    /// A change to the settings of the next harness built on this thread (`harness_adjusted`).
+    static SETTINGS_OVERRIDE: std::cell::RefCell<Option<AdjustSettings>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `harness()` with its settings changed by `adjust` (e.g. the TEE generation).
+fn harness_adjusted(adjust: impl FnOnce(&mut Settings) + 'static) -> Harness {
+    SETTINGS_OVERRIDE.with(|o| *o.borrow_mut() = Some(Box::new(adjust)));
+    harness()
 }
 
 fn log(block: u64, event: ChainEvent) -> ChainLog {

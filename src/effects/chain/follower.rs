@@ -1,5 +1,7 @@
-//! The log follower: turns the protocol's seven events on the Executors and Jobs contracts into an
-//! ordered stream of `ChainLog`s, without losing any across disconnects.
+//! The log follower: turns the protocol's events into an ordered stream of `ChainLog`s, without
+//! losing any across disconnects: v2's seven on Executors and Jobs, or the TEE generation's
+//! (TeeManager, Jobs and SecretManager; decoded in `tee.rs`) — the same backfill, reorg and
+//! cursor handling for both.
 //!
 //! On every (re)connect it first subscribes to logs over WebSocket (so nothing emitted from then
 //! on is missed), then backfills with `eth_getLogs` over HTTP from its cursor up to the head in
@@ -34,8 +36,9 @@ use super::bindings::{
     ExecutorDeregisteredFilter, ExecutorDrainedFilter, ExecutorRegisteredFilter,
     ExecutorRevivedFilter, JobCreatedFilter, JobRespondedFilter, SlashedOnExecutionTimeoutFilter,
 };
+use super::tee::{self, SecretInterest, TeeContracts};
 use crate::config::ChainConfig;
-use crate::domain::model::{ChainEvent, ChainLog, Job, JobOrigin, LogPosition};
+use crate::domain::model::{ChainEvent, ChainLog, Job, JobOrigin, LogPosition, Protocol};
 
 /// Largest block range of one `eth_getLogs` (halved on failure, down to one block).
 pub const BACKFILL_RANGE: u64 = 2000;
@@ -81,6 +84,10 @@ pub struct LogFollower {
     config: ChainConfig,
     enclave: Address,
     poll_interval: Duration,
+    /// TEE generation: the SecretManager whose events concern our secrets.
+    secret_manager: Option<Address>,
+    /// TEE generation: secrets known to concern us before the first log is read.
+    known_secrets: Vec<U256>,
 }
 
 /// Why a connection ended.
@@ -125,6 +132,8 @@ struct State {
     recent_hashes: BTreeMap<u64, H256>,
     /// Logs delivered from each recent height, to deliver their removal after a reorg.
     recent_logs: BTreeMap<u64, Vec<ChainLog>>,
+    /// TEE generation: the secrets whose id-only events concern us.
+    secrets: SecretInterest,
 }
 
 impl State {
@@ -139,6 +148,7 @@ impl State {
             ),
             recent_hashes: BTreeMap::new(),
             recent_logs: BTreeMap::new(),
+            secrets: SecretInterest::default(),
         }
     }
 
@@ -178,13 +188,9 @@ impl State {
     }
 }
 
-/// A log the decoder does not turn into an event.
-enum Skip {
-    /// Not one of ours (another enclave, wrong contract, unknown topic): silently dropped.
-    NotOurs,
-    /// Malformed: logged and dropped.
-    Malformed(String),
-}
+/// A log the decoder does not turn into an event (not ours: silently dropped; malformed:
+/// logged and dropped).
+use tee::Skip;
 
 impl LogFollower {
     pub fn new(config: ChainConfig, enclave: Address) -> Self {
@@ -192,6 +198,29 @@ impl LogFollower {
             config,
             enclave,
             poll_interval: POLL_INTERVAL,
+            secret_manager: None,
+            known_secrets: Vec::new(),
+        }
+    }
+
+    /// TEE generation: follows this SecretManager's events about our secrets too.
+    pub fn with_secret_manager(mut self, secret_manager: Option<Address>) -> Self {
+        self.secret_manager = secret_manager;
+        self
+    }
+
+    /// TEE generation: secrets already known to concern us (held by the store), whose later
+    /// events must be delivered although their creation lies before the cursor.
+    pub fn with_known_secrets(mut self, ids: impl IntoIterator<Item = U256>) -> Self {
+        self.known_secrets.extend(ids);
+        self
+    }
+
+    fn tee_contracts(&self) -> TeeContracts {
+        TeeContracts {
+            tee_manager: self.config.executors_address,
+            jobs: self.config.jobs_address,
+            secret_manager: self.secret_manager,
         }
     }
 
@@ -201,8 +230,16 @@ impl LogFollower {
         self
     }
 
-    /// The filter of the seven protocol events on the two contracts.
+    /// The filter of the generation's events: v2's seven on Executors and Jobs, or the TEE
+    /// generation's on TeeManager, Jobs and SecretManager.
     pub fn filter(&self) -> Filter {
+        if self.config.protocol == Protocol::Tee {
+            let mut addresses = vec![self.config.executors_address, self.config.jobs_address];
+            addresses.extend(self.secret_manager);
+            return Filter::new()
+                .address(ValueOrArray::Array(addresses))
+                .topic0(ValueOrArray::Array(tee::topics()));
+        }
         Filter::new()
             .address(ValueOrArray::Array(vec![
                 self.config.executors_address,
@@ -229,6 +266,7 @@ impl LogFollower {
             }
         };
         let mut state = State::new(from_block);
+        state.secrets.add(self.known_secrets.iter().copied());
         let mut backoff = BACKOFF_START;
         loop {
             let started = Instant::now();
@@ -450,7 +488,7 @@ impl LogFollower {
         if state.seen.get(&key).is_some_and(|(_, r)| *r == removed) {
             return Ok(());
         }
-        let event = match self.decode(&log) {
+        let event = match self.decode(&log, &mut state.secrets) {
             Ok(event) => event,
             Err(Skip::NotOurs) => {
                 state.seen.insert(key, (block_number, removed));
@@ -532,7 +570,10 @@ impl LogFollower {
     }
 
     /// The protocol event a log carries (`exec_start_time` of a job is filled in by the caller).
-    fn decode(&self, log: &Log) -> Result<ChainEvent, Skip> {
+    fn decode(&self, log: &Log, secrets: &mut SecretInterest) -> Result<ChainEvent, Skip> {
+        if self.config.protocol == Protocol::Tee {
+            return tee::decode(&self.tee_contracts(), self.enclave, secrets, log);
+        }
         let Some(topic0) = log.topics.first().copied() else {
             return Err(Skip::NotOurs);
         };
@@ -649,6 +690,7 @@ mod tests {
                 rpc_http_url: "http://127.0.0.1:9".into(),
                 rpc_ws_url: "ws://127.0.0.1:9".into(),
                 chain_id: 31337,
+                protocol: crate::domain::model::Protocol::V2,
                 executors_address: EXECUTORS,
                 jobs_address: JOBS,
                 user_code_address: Address::repeat_byte(0x03),
@@ -848,6 +890,66 @@ mod tests {
         assert_eq!(state.recent_hashes[&11], H256::repeat_byte(0xb1));
         assert!(!state.recent_hashes.contains_key(&12));
         assert!(state.recent_hashes.contains_key(&10));
+    }
+
+    /// Tee mode: the filter names TeeManager, Jobs and SecretManager with the TEE topics, and the
+    /// same delivery path (duplicates, removals) carries TEE logs as the v2 events.
+    #[tokio::test]
+    async fn tee_mode_follows_the_tee_contracts_through_the_same_path() {
+        use crate::effects::chain::tee::{self, TeeNodeRegisteredFilter};
+        const SECRET_MANAGER: Address = Address::repeat_byte(0x04);
+        let mut config = follower().config;
+        config.protocol = Protocol::Tee;
+        let f = LogFollower::new(config, ENCLAVE).with_secret_manager(Some(SECRET_MANAGER));
+        let filter = f.filter();
+        let addresses = format!("{:?}", filter.address);
+        for contract in [EXECUTORS, JOBS, SECRET_MANAGER] {
+            assert!(addresses.contains(&format!("{contract:?}")), "{addresses}");
+        }
+        let topics = format!("{:?}", filter.topics[0]);
+        for topic in tee::topics() {
+            assert!(topics.contains(&format!("{topic:?}")), "{topics}");
+        }
+        assert!(!topics.contains(&format!("{:?}", ExecutorRegisteredFilter::signature())));
+
+        let mut state = State::new(Some(0));
+        let log = Log {
+            topics: vec![
+                TeeNodeRegisteredFilter::signature(),
+                H256::from(ENCLAVE),
+                H256::from(Address::repeat_byte(0x0a)),
+            ],
+            data: Bytes::from(encode(&[
+                Token::Uint(5.into()),
+                Token::Uint(100_000_000u64.into()),
+                Token::Uint(1.into()),
+            ])),
+            ..registered(ENCLAVE, EXECUTORS, 4, 0)
+        };
+        let first = delivered(&f, &mut state, log.clone()).await;
+        assert!(
+            matches!(
+                first.as_slice(),
+                [FollowerItem::Log(ChainLog {
+                    removed: false,
+                    event: ChainEvent::ExecutorRegistered { enclave, env: 1, .. },
+                    ..
+                })] if *enclave == ENCLAVE
+            ),
+            "{first:?}"
+        );
+        assert!(delivered(&f, &mut state, log.clone()).await.is_empty());
+        // v2's registration event is not the TEE registry's.
+        let v2 = registered(ENCLAVE, EXECUTORS, 4, 1);
+        assert!(delivered(&f, &mut state, v2).await.is_empty());
+        let removed = Log {
+            removed: Some(true),
+            ..log
+        };
+        assert!(matches!(
+            delivered(&f, &mut state, removed).await.as_slice(),
+            [FollowerItem::Log(ChainLog { removed: true, .. })]
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod nonce;
 pub mod origin;
 pub mod revert;
 pub mod sender;
+pub mod tee;
 
 pub use follower::{FollowerItem, LogFollower};
 pub use origin::OriginChecker;

@@ -1,5 +1,6 @@
 //! Whether a job's creating log is on the canonical chain now: the receipt of its `createJob`
-//! transaction, looked up by hash, must be in the same block and hold the same `JobCreated` log.
+//! transaction, looked up by hash, must be in the same block and hold the same `JobCreated` log
+//! (v2's or the TEE generation's, by the configured protocol).
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use ethers::types::{Address, H256};
 use super::bindings::JobCreatedFilter;
 use crate::config::ChainConfig;
 use crate::domain::dal::{ChainError, ChainReader};
-use crate::domain::model::Job;
+use crate::domain::model::{Job, Protocol};
 
 /// The longest `eth_getTransactionReceipt` may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,6 +20,8 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct OriginChecker {
     provider: Provider<Http>,
     jobs: Address,
+    /// topic0 of the generation's `JobCreated`.
+    job_created: H256,
 }
 
 impl OriginChecker {
@@ -29,6 +32,10 @@ impl OriginChecker {
         Ok(Self {
             provider,
             jobs: config.jobs_address,
+            job_created: match config.protocol {
+                Protocol::V2 => JobCreatedFilter::signature(),
+                Protocol::Tee => super::tee::JobCreatedFilter::signature(),
+            },
         })
     }
 }
@@ -58,7 +65,7 @@ impl ChainReader for OriginChecker {
         Ok(receipt.logs.iter().any(|log| {
             log.log_index.map(|i| i.low_u64()) == Some(origin.log_index)
                 && log.address == self.jobs
-                && log.topics.first() == Some(&JobCreatedFilter::signature())
+                && log.topics.first() == Some(&self.job_created)
                 && log.topics.get(1) == Some(&H256(id))
         }))
     }

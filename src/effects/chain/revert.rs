@@ -2,7 +2,8 @@
 //! selector, `Error(string)`, `Panic(uint256)`) → `Revert`, and telling a revert apart from RPC
 //! trouble in a provider error. Covers what Marlin's published contracts raise beyond the wire
 //! protocol: `Panic(0x32)` for a job id never created, `AttestationAutherKeyNotVerified`, and the
-//! attestation, ECDSA and ERC20 errors by name.
+//! attestation, ECDSA and ERC20 errors by name; and the TEE generation's TeeManager, Executors,
+//! SecretStore and SecretManager errors an executor can meet, plus its `Panic(0x11)` hazard.
 
 use ethers::abi::{AbiDecode, ParamType, Token};
 use ethers::contract::EthError;
@@ -33,6 +34,45 @@ const NAMED_ERRORS: &[(&str, &[ParamType])] = &[
     ("AttestationAutherPCRsInvalid()", &[]),
     ("AttestationAutherImageNotWhitelisted()", &[]),
     ("AttestationAutherAttestationTooOld()", &[]),
+    // TEE generation (registration, drain/revive/deregister, stake, secrets, job creation).
+    ("TeeManagerSignatureTooOld()", &[]),
+    ("TeeManagerInvalidSigner()", &[]),
+    ("TeeManagerEnclaveAlreadyExists()", &[]),
+    ("TeeManagerEnclaveAlreadyDraining()", &[]),
+    ("TeeManagerEnclaveAlreadyRevived()", &[]),
+    ("TeeManagerEnclaveNotDraining()", &[]),
+    ("TeeManagerInvalidEnclaveOwner()", &[]),
+    ("TeeManagerInvalidCaller()", &[]),
+    ("ExecutorsNotTeeManager()", &[]),
+    ("ExecutorsUnavailableResources()", &[]),
+    ("SecretStoreHasOccupiedStorage()", &[]),
+    ("SecretStoreUnsupportedEnv()", &[]),
+    ("SecretStoreNotTeeManager()", &[]),
+    ("SecretStoreNotSecretManager()", &[]),
+    ("SecretManagerSignatureTooOld()", &[]),
+    ("SecretManagerCallerIsNotSecretStore()", &[]),
+    ("SecretManagerInsufficientUsdcDeposit()", &[]),
+    ("SecretManagerInvalidSizeLimit()", &[]),
+    ("SecretManagerInvalidEndTimestamp()", &[]),
+    ("SecretManagerUnavailableResources()", &[]),
+    ("SecretManagerAcknowledgementTimeOver()", &[]),
+    (
+        "SecretManagerAcknowledgementTimeoutPending(address)",
+        &[ParamType::Address],
+    ),
+    ("SecretManagerAcknowledgedAlready()", &[]),
+    ("SecretManagerUnacknowledged()", &[]),
+    ("SecretManagerNodeIsDraining()", &[]),
+    ("SecretManagerEnclaveNotFound()", &[]),
+    ("SecretManagerStoreIsAlive()", &[]),
+    ("SecretManagerInvalidSecretOwner()", &[]),
+    ("SecretManagerAlreadyTerminated()", &[]),
+    ("SecretManagerCantAckWhileDraining()", &[]),
+    ("SecretManagerTerminationPending()", &[]),
+    ("SecretManagerAlreadyAcknowledged()", &[]),
+    ("SecretManagerUserNotAllowed()", &[]),
+    ("SecretManagerInvalidSecret()", &[]),
+    ("SecretManagerStoreNotDraining()", &[]),
     ("ECDSAInvalidSignature()", &[]),
     (
         "ECDSAInvalidSignatureLength(uint256)",
@@ -66,6 +106,9 @@ const NAMED_ERRORS: &[(&str, &[ParamType])] = &[
 
 /// `Panic(0x32)`: an array index out of bounds — on the published Jobs, a job id never created.
 const PANIC_ARRAY_INDEX: u64 = 0x32;
+/// `Panic(0x11)`: arithmetic over/underflow — on the TEE generation, what every output and slash
+/// of a node whose storage capacity is below `GLOBAL_MAX_SECRET_SIZE` reverts with.
+const PANIC_ARITHMETIC: u64 = 0x11;
 
 /// `Name(arg, …)` for a named error, or None when the arguments do not decode.
 fn describe_named(signature: &str, types: &[ParamType], arguments: &[u8]) -> Option<String> {
@@ -136,6 +179,13 @@ pub fn decode_revert(data: &[u8]) -> Revert {
             if code == PANIC_ARRAY_INDEX.into() {
                 return Revert::UnknownJob;
             }
+            if code == PANIC_ARITHMETIC.into() {
+                return Revert::Other(
+                    "panic 0x11 (arithmetic over/underflow; on the TEE generation: the node's \
+                     storage capacity is below SecretManager.GLOBAL_MAX_SECRET_SIZE)"
+                        .into(),
+                );
+            }
             return Revert::Other(format!("panic 0x{code:x}"));
         }
     }
@@ -200,7 +250,12 @@ mod tests {
         assert_eq!(decode_revert(&data), Revert::Other("nope".into()));
         let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
         data.extend(ethers::types::U256::from(0x11).encode());
-        assert_eq!(decode_revert(&data), Revert::Other("panic 0x11".into()));
+        assert!(
+            matches!(decode_revert(&data), Revert::Other(m) if m.starts_with("panic 0x11") && m.contains("GLOBAL_MAX_SECRET_SIZE"))
+        );
+        let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
+        data.extend(ethers::types::U256::from(0x12).encode());
+        assert_eq!(decode_revert(&data), Revert::Other("panic 0x12".into()));
         let mut data = vec![0x4e, 0x48, 0x7b, 0x71];
         data.extend(ethers::types::U256::from(0x32).encode());
         assert_eq!(decode_revert(&data), Revert::UnknownJob);
@@ -208,6 +263,47 @@ mod tests {
         assert_eq!(
             decode_revert(&[]),
             Revert::Other("reverted without data".into())
+        );
+    }
+
+    #[test]
+    fn tee_generation_errors_are_named_by_their_protocol_selectors() {
+        for (selector, name) in [
+            ("28d2524a", "TeeManagerSignatureTooOld"),
+            ("7f5872c1", "TeeManagerInvalidSigner"),
+            ("fb243d60", "TeeManagerEnclaveAlreadyExists"),
+            ("2907d0c8", "TeeManagerInvalidEnclaveOwner"),
+            ("c903d086", "TeeManagerEnclaveNotDraining"),
+            ("56daaee3", "ExecutorsUnavailableResources"),
+            ("42d22f0a", "ExecutorsHasPendingJobs"),
+            ("dc1267b8", "ExecutorsUnsupportedEnv"),
+            ("21c8e7e8", "SecretStoreHasOccupiedStorage"),
+            ("91d81b75", "SecretStoreUnsupportedEnv"),
+            ("65f1f217", "SecretManagerUserNotAllowed"),
+            ("8db5a2ea", "SecretManagerAlreadyTerminated"),
+            ("760a5351", "SecretManagerUnacknowledged"),
+            ("6983e6f6", "SecretManagerSignatureTooOld"),
+            ("8ecd5e7b", "SecretManagerStoreIsAlive"),
+            ("cc5c6b2c", "SecretManagerNodeIsDraining"),
+            ("74886800", "SecretManagerAcknowledgementTimeOver"),
+            ("7f20147e", "SecretManagerAlreadyAcknowledged"),
+            ("f38f8382", "SecretManagerCantAckWhileDraining"),
+        ] {
+            let data = hex::decode(selector).unwrap();
+            assert_eq!(
+                decode_revert(&data),
+                Revert::Other(name.into()),
+                "{selector}"
+            );
+        }
+        let mut data = hex::decode("15307fd5").unwrap();
+        let store = ethers::types::Address::repeat_byte(0x42);
+        data.extend(ethers::abi::encode(&[Token::Address(store)]));
+        assert_eq!(
+            decode_revert(&data),
+            Revert::Other(format!(
+                "SecretManagerAcknowledgementTimeoutPending({store:?})"
+            ))
         );
     }
 

@@ -20,17 +20,17 @@ pub(super) enum Answer {
 /// Sends the request and reads the answer. An error means the connection failed before a
 /// whole answer arrived (typically: workerd died or never served).
 pub(super) async fn post(stream: UnixStream, input: Bytes, limit: usize) -> Result<Answer, String> {
-    post_with(stream, input, None, None, limit)
+    post_with(stream, input, &[], None, limit)
         .await
         .map(|(answer, _)| answer)
 }
 
-/// [`post`] with an optional extra request header, returning also the value of the response
-/// header `read_header` (when asked for and present).
+/// [`post`] with extra request headers, returning also the value of the response header
+/// `read_header` (when asked for and present).
 pub(super) async fn post_with(
     stream: UnixStream,
     body: Bytes,
-    header: Option<(&'static str, String)>,
+    headers: &[(&'static str, String)],
     read_header: Option<&'static str>,
     limit: usize,
 ) -> Result<(Answer, Option<String>), String> {
@@ -41,8 +41,8 @@ pub(super) async fn post_with(
         .header(HOST, "localhost")
         .body(Full::new(body))
         .map_err(|e| format!("request: {e}"))?;
-    if let Some((name, value)) = header {
-        let value = HeaderValue::from_str(&value).map_err(|e| format!("header: {e}"))?;
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value).map_err(|e| format!("header: {e}"))?;
         request
             .headers_mut()
             .insert(HeaderName::from_static(name), value);

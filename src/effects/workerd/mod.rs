@@ -34,7 +34,7 @@ pub use capnp::{
 };
 pub use confine::Confinement;
 
-use self::capnp::{CONFIG_FILE, ENTRY_MODULE, JOB_MODULE};
+use self::capnp::{CONFIG_FILE, ENTRY_MODULE, JOB_MODULE, SECRET_FILE};
 use self::child::{describe_exit, Workerd};
 use self::exchange::Answer;
 use self::warm::WarmPool;
@@ -59,6 +59,8 @@ pub struct WorkerdSandbox {
     output_limit: usize,
     egress: EgressPolicy,
     config_text: String,
+    /// The same config with the `secret` data binding, for jobs that have a secret.
+    config_with_secret: String,
     /// What confines every workerd besides its slot's cgroups.
     confinement: Confinement,
     /// The slots' warm processes (warm mode only).
@@ -184,7 +186,8 @@ impl WorkerdSandbox {
             work_dir,
             output_limit: config.output_limit_bytes,
             egress: config.egress,
-            config_text: render_config(config.egress),
+            config_text: render_config(config.egress, false),
+            config_with_secret: render_config(config.egress, true),
             confinement,
             warm,
         })
@@ -268,7 +271,9 @@ impl WorkerdSandbox {
         };
         let code =
             "export default { async fetch(r) { return new Response(await r.arrayBuffer()) } }";
-        let report = self.run_detailed(&slot, code, b"self-check", 30_000).await;
+        let report = self
+            .run_detailed(&slot, code, b"self-check", None, 30_000)
+            .await;
         if let Some(pool) = &self.warm {
             pool.stop(slot.index).await;
         }
@@ -289,11 +294,15 @@ impl WorkerdSandbox {
         slot: &Slot,
         code: &str,
         input: &[u8],
+        secret: Option<&[u8]>,
         deadline_ms: u64,
     ) -> Result<RunReport, SandboxError> {
         match &self.warm {
-            Some(pool) => pool.run(slot, code, input, deadline_ms, true).await,
-            None => self.run_process(slot, code, input, deadline_ms).await,
+            Some(pool) => pool.run(slot, code, input, secret, deadline_ms, true).await,
+            None => {
+                self.run_process(slot, code, input, secret, deadline_ms)
+                    .await
+            }
         }
     }
 
@@ -303,12 +312,20 @@ impl WorkerdSandbox {
         slot: &Slot,
         code: &str,
         input: &[u8],
+        secret: Option<&[u8]>,
         deadline_ms: u64,
     ) -> Result<RunReport, SandboxError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
         let run_dir = RunDir::create(&self.work_dir, self.confinement.user())?;
-        run_dir.write(CONFIG_FILE, self.config_text.as_bytes())?;
+        let config = match secret {
+            Some(secret) => {
+                run_dir.write_private(SECRET_FILE, secret, self.confinement.user())?;
+                &self.config_with_secret
+            }
+            None => &self.config_text,
+        };
+        run_dir.write(CONFIG_FILE, config.as_bytes())?;
         run_dir.write(ENTRY_MODULE, ENTRY_JS.as_bytes())?;
         run_dir.write(JOB_MODULE, code.as_bytes())?;
 
@@ -387,16 +404,23 @@ impl WorkerdSandbox {
 
 #[async_trait]
 impl Sandbox for WorkerdSandbox {
-    async fn run(
+    async fn run<'s>(
         &self,
         slot: &Slot,
         code: &str,
         input: &[u8],
+        secret: Option<&'s [u8]>,
         deadline_ms: u64,
     ) -> Result<RunResult, SandboxError> {
         let report = match &self.warm {
-            Some(pool) => pool.run(slot, code, input, deadline_ms, false).await?,
-            None => self.run_process(slot, code, input, deadline_ms).await?,
+            Some(pool) => {
+                pool.run(slot, code, input, secret, deadline_ms, false)
+                    .await?
+            }
+            None => {
+                self.run_process(slot, code, input, secret, deadline_ms)
+                    .await?
+            }
         };
         Ok(report.result)
     }
@@ -528,6 +552,31 @@ impl RunDir {
         let path = self.0.join(name);
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(contents))
+            .map_err(|e| SandboxError(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Writes a new file only its owner may read (mode 0400 from its creation on), owned by
+    /// the sandbox user when workerd runs as one: a job's secret, readable by that run's
+    /// workerd and, besides root, nobody else. Goes with the directory.
+    fn write_private(
+        &self,
+        name: &str,
+        contents: &[u8],
+        user: Option<(u32, u32)>,
+    ) -> Result<(), SandboxError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.0.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .and_then(|mut f| {
+                if let Some((uid, gid)) = user {
+                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+                }
+                f.write_all(contents)
+            })
             .map_err(|e| SandboxError(format!("cannot write {}: {e}", path.display())))
     }
 }

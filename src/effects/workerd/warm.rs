@@ -21,7 +21,8 @@ use bytes::Bytes;
 use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::capnp::{
-    render_host_js, render_warm_config, CODE_BYTES_HEADER, CONFIG_FILE, HOST_MODULE, OUTCOME_HEADER,
+    render_host_js, render_warm_config, CODE_BYTES_HEADER, CONFIG_FILE, HOST_MODULE,
+    OUTCOME_HEADER, SECRET_BYTES_HEADER,
 };
 use super::child::{describe_exit, Workerd};
 use super::confine::Confinement;
@@ -240,12 +241,14 @@ impl WarmPool {
     }
 
     /// Runs one job in the slot's warm process; `want_stderr` waits for the job's last log
-    /// lines (the report's `stderr`), which the executor's hot path does not need.
+    /// lines (the report's `stderr`), which the executor's hot path does not need. The job's
+    /// secret travels in its own request only (never kept by the pool or the host worker).
     pub(super) async fn run(
         &self,
         slot: &Slot,
         code: &str,
         input: &[u8],
+        secret: Option<&[u8]>,
         deadline_ms: u64,
         want_stderr: bool,
     ) -> Result<RunReport, SandboxError> {
@@ -292,13 +295,20 @@ impl WarmPool {
             })?;
         let ready = Some(started.elapsed());
         tracing::debug!(target: STAGE_TARGET, stage = Stage::SandboxReady.name(), slot = slot.index);
-        let mut body = Vec::with_capacity(code.len() + input.len());
+        // code | secret | input, framed by the two lengths (no secret header: no secret).
+        let secret_len = secret.map_or(0, <[u8]>::len);
+        let mut body = Vec::with_capacity(code.len() + secret_len + input.len());
         body.extend_from_slice(code.as_bytes());
+        body.extend_from_slice(secret.unwrap_or_default());
         body.extend_from_slice(input);
+        let mut headers = vec![(CODE_BYTES_HEADER, code.len().to_string())];
+        if secret.is_some() {
+            headers.push((SECRET_BYTES_HEADER, secret_len.to_string()));
+        }
         let exchange = exchange::post_with(
             stream,
             Bytes::from(body),
-            Some((CODE_BYTES_HEADER, code.len().to_string())),
+            &headers,
             Some(OUTCOME_HEADER),
             self.output_limit,
         );

@@ -62,6 +62,7 @@ impl Devnet {
             rpc_http_url: self.http_url(),
             rpc_ws_url: self.ws_url(),
             chain_id: self.anvil.chain_id(),
+            protocol: serverless_executor::domain::model::Protocol::V2,
             executors_address: self.deployment.executors,
             jobs_address: self.deployment.jobs,
             user_code_address: self.deployment.user_code,
