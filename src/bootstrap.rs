@@ -109,7 +109,8 @@ pub async fn start(config: Config) -> Result<Running> {
     let chain = Arc::new(
         TxSender::new(config.chain.clone())?
             .with_max_fee_per_gas(config.gas.max_fee_per_gas)
-            .with_secret_manager(config.secret_manager_address),
+            .with_secret_manager(config.secret_manager_address)
+            .with_fee_cache(Duration::from_millis(config.gas.fee_cache_ms)),
     );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
     let reader = Arc::new(
@@ -335,16 +336,19 @@ async fn check_storage_capacity(config: &Config) -> Result<()> {
 }
 
 /// Warm mode: how many slots' processes listen before the executor serves (the rest start in
-/// the background, one after the other).
+/// the background, as many at once as there are cores).
 const READY_SLOTS_AT_START: usize = 2;
 
-/// Warm mode: starts the slots' workerd processes one after the other, and returns once the
-/// first few listen, so the first jobs (and the jobs recovered at a restart) find them warm.
+/// Warm mode: starts the slots' workerd processes a core's worth at a time, and returns once
+/// the first few listen, so the first jobs (and the jobs recovered at a restart) find them warm.
 async fn prewarm(sandbox: &WorkerdSandbox, slots: &CgroupSlots) -> Result<()> {
     use crate::domain::dal::Slots;
     let all: Vec<_> = std::iter::from_fn(|| slots.try_acquire()).collect();
     let warmed = sandbox.prewarm(&all, READY_SLOTS_AT_START).await;
-    for slot in all {
+    // Back in reverse, so that the pool hands slots out in the order they start: a job that
+    // finds no ready slot takes the one starting next rather than one nobody started yet
+    // (released in order, the first job took the slot the background would start last).
+    for slot in all.into_iter().rev() {
         slots.release(slot);
     }
     warmed.context("starting the warm sandbox slots")?;

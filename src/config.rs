@@ -160,6 +160,8 @@ pub struct GasConfig {
     pub max_output_gas: u64,
     /// No fee field above this, in wei (None: no cap).
     pub max_fee_per_gas: Option<ethers::types::U256>,
+    /// How long fee data read from the node is reused, ms (0: never).
+    pub fee_cache_ms: u64,
     /// Job owners whose jobs are refused.
     pub denied_job_owners: Vec<Address>,
 }
@@ -391,6 +393,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "highest fee per gas of any transaction, gwei (decimals allowed; empty: no cap); above it the executor waits",
     ),
     (
+        "FEE_CACHE_MS",
+        "2000",
+        "how long fee data read from the node is reused, ms (0: read for every transaction); a new head brings its base fee, a fee refusal drops it, replacements always ask",
+    ),
+    (
         "DENIED_JOB_OWNERS",
         "",
         "comma-separated job owner addresses whose jobs are refused (not run; the chain slashes for them)",
@@ -574,6 +581,7 @@ impl Config {
                     v if v.is_empty() => None,
                     v => Some(r.gwei("MAX_FEE_PER_GAS_GWEI", &v)?),
                 },
+                fee_cache_ms: r.number("FEE_CACHE_MS", 0, 60_000)?,
                 denied_job_owners: r.addresses("DENIED_JOB_OWNERS")?,
             },
             admin: AdminConfig {
@@ -836,6 +844,7 @@ mod tests {
     fn gas_settings_parse_with_defaults() {
         let c = with(&[]).unwrap();
         assert_eq!(c.gas.max_output_gas, 3_000_000);
+        assert_eq!(c.gas.fee_cache_ms, 2000);
         assert_eq!(
             c.gas.max_fee_per_gas,
             Some(ethers::types::U256::from(200_000_000_000u64))
@@ -891,6 +900,7 @@ mod tests {
             ("MAX_FEE_PER_GAS_GWEI", "0"),
             ("MAX_FEE_PER_GAS_GWEI", "-1"),
             ("MAX_FEE_PER_GAS_GWEI", "cheap"),
+            ("FEE_CACHE_MS", "60001"),
             ("DENIED_JOB_OWNERS", "0x1234"),
             (
                 "DENIED_JOB_OWNERS",

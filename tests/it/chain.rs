@@ -335,6 +335,104 @@ async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
     assert_eq!(nonce, U256::one(), "exactly one transaction was mined");
 }
 
+/// A sender whose HTTP requests go through a counting proxy (its `newHeads` straight to anvil).
+async fn counted_sender(devnet: &Devnet) -> (TxSender, Proxy) {
+    let target: SocketAddr = format!("127.0.0.1:{}", devnet.anvil.port())
+        .parse()
+        .expect("address");
+    let proxy = Proxy::start(target).await;
+    let mut config = devnet.chain_config();
+    config.rpc_http_url = proxy.http_url();
+    (TxSender::new(config).expect("sender"), proxy)
+}
+
+#[tokio::test]
+async fn outputs_in_a_row_ask_the_node_for_the_nonce_and_the_fees_once() {
+    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
+    let mut jobs = Vec::new();
+    for input in [b"1", b"2", b"3"] {
+        jobs.push(devnet.create_job(codehash, input, 60_000).await);
+    }
+    let now = devnet.chain_time().await;
+    let (sender, proxy) = counted_sender(&devnet).await;
+    // A long period, so that the count does not depend on how fast the machine is.
+    let sender = sender.with_fee_cache(Duration::from_secs(60));
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    let provider = devnet.provider();
+    let mut nonces = Vec::new();
+    for job in &jobs {
+        let output = sign_output(&e1, job.job_id, b"out", 1, ErrorCode::Ok, now);
+        let outcome = sender.submit_output(&output, plan(), ignore_sent()).await;
+        nonces.push(mined_nonce(&provider, outcome).await);
+    }
+    assert_eq!(nonces, [0, 1, 2].map(U256::from));
+    let calls = proxy.all_calls();
+    // The nonce and the fees once; the estimate and the send once per output (the estimate
+    // is never reused: a gas burner's callback is sized against the state of the moment).
+    for (method, expected) in [
+        ("eth_getTransactionCount", 1),
+        ("eth_getBlockByNumber", 1),
+        ("eth_maxPriorityFeePerGas", 1),
+        ("eth_gasPrice", 0),
+        ("eth_estimateGas", 3),
+        ("eth_sendRawTransaction", 3),
+    ] {
+        assert_eq!(proxy.calls(method), expected, "{method}: {calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_receipt_waits_for_new_heads_rather_than_polling() {
+    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
+    let warm_up = devnet.create_job(codehash, b"1", 60_000).await;
+    let job = devnet.create_job(codehash, b"2", 60_000).await;
+    let now = devnet.chain_time().await;
+    let (sender, proxy) = counted_sender(&devnet).await;
+    let sender = Arc::new(sender);
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    // The first wait for a receipt subscribes to newHeads.
+    let first = sign_output(&e1, warm_up.job_id, b"a", 1, ErrorCode::Ok, now);
+    let outcome = sender.submit_output(&first, plan(), ignore_sent()).await;
+    assert!(is_mined(&outcome), "{outcome:?}");
+
+    set_automine(&devnet, false).await;
+    let sends = proxy.calls("eth_sendRawTransaction");
+    let task = {
+        let (sender, output) = (
+            sender.clone(),
+            sign_output(&e1, job.job_id, b"b", 1, ErrorCode::Ok, now),
+        );
+        tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
+    };
+    for _ in 0..200 {
+        if proxy.calls("eth_sendRawTransaction") > sends {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.calls("eth_sendRawTransaction") > sends, "never sent");
+    let before = proxy.calls("eth_getTransactionReceipt");
+    // Unmined for 3 s: no block comes, and it is too soon for a replacement (RECEIPT_TIMEOUT).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let while_unmined = proxy.calls("eth_getTransactionReceipt") - before;
+    devnet.anvil.mine().await.expect("evm_mine");
+    let outcome = task.await.expect("task");
+    set_automine(&devnet, true).await;
+    assert!(is_mined(&outcome), "{outcome:?}");
+    // Polling (2 ms doubling to 100 ms) asks about thirty times in 3 s; waiting on newHeads asks
+    // once after the send, three times in its first 14 ms (RECEIPT_EARLY_POLLS), then once a
+    // second as a safety net (RECEIPT_SAFETY_POLL).
+    assert!(
+        while_unmined <= 8,
+        "{while_unmined} receipt requests while nothing was mined: {:?}",
+        proxy.all_calls()
+    );
+}
+
 #[tokio::test]
 async fn chain_probe_contract_holds_for_the_tx_sender() {
     let devnet = Devnet::start(params(1)).await;

@@ -971,6 +971,48 @@ async fn warm_jobs_share_no_state_and_see_no_host_bindings() {
 }
 
 #[tokio::test]
+async fn prewarm_starts_slots_side_by_side() {
+    sandbox_init_logs();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        println!("SKIP prewarm_starts_slots_side_by_side: one core, slots start one at a time");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slots: Vec<Slot> = (0..6).map(slot).collect();
+    sandbox.prewarm(&slots, 1).await.unwrap();
+    // Until every slot listens, count the slots whose process exists but does not listen yet:
+    // started one after the other, never more than one at a time.
+    let mut most_starting = 0;
+    for _ in 0..20_000 {
+        let mut starting = 0;
+        let mut ready = 0;
+        for s in &slots {
+            if sandbox.ready(s.index) {
+                ready += 1;
+            } else if sandbox.warm_pid(s.index).await.is_some() {
+                starting += 1;
+            }
+        }
+        most_starting = most_starting.max(starting);
+        if ready == slots.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        slots.iter().all(|s| sandbox.ready(s.index)),
+        "not every slot came up"
+    );
+    assert!(
+        most_starting >= 2,
+        "at most {most_starting} slot started at a time on {cores} cores"
+    );
+    finish(sandbox, &work);
+}
+
+#[tokio::test]
 async fn warm_deadline_restarts_only_its_own_slot() {
     sandbox_init_logs();
     let work = tempfile::tempdir().unwrap();

@@ -2,7 +2,10 @@
 //! (nonce, gas, resend), and the protocol bindings both use.
 
 pub mod bindings;
+mod fee_cache;
 pub mod follower;
+pub mod heads;
+mod nonce;
 pub mod origin;
 pub mod revert;
 pub mod sender;

@@ -6,13 +6,17 @@
 //! fee fields (a callback can tell a free estimate from a paid run by `GASPRICE`; a revert there is
 //! the usual way the chain says no) → the gas limit (for outputs: room for a callback that burns
 //! all it gets, see `output_gas_limit`) → under a tokio mutex, so two transactions never share a
-//! nonce: nonce = max(local next nonce, chain pending nonce), sign locally, send raw → outside
-//! the mutex, poll for the receipt. A transaction not mined within `RECEIPT_TIMEOUT` is replaced
+//! nonce: the local next nonce (in doubt: the higher of it and the chain's pending nonce), sign locally, send raw → outside
+//! the mutex, wait for the receipt. A transaction not mined within `RECEIPT_TIMEOUT` is replaced
 //! (same nonce, fees raised to the market or bumped by `FEE_BUMP_PERCENT`, never above the cap)
 //! for as long as it can still matter; once its deadline passes, the nonce is freed with a
 //! self-transfer. A nonce is never left behind. The same self-transfer takes back the nonce of
 //! an output whose job a reorg superseded (`take_back`). A receipt with status 0 is an out-of-gas when it
 //! used its whole limit, else it is replayed with `eth_call` at its block to learn why.
+//!
+//! Per output the node is asked as little as is safe: the nonce is kept locally (`nonce.rs`), fee
+//! data is reused for `EXECUTOR_FEE_CACHE_MS` (`fee_cache.rs`; replacements ask the market), and
+//! receipts are looked up when `newHeads` announces a block (`heads.rs`), polled where it cannot.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +36,9 @@ use ethers::utils::keccak256;
 use tokio::sync::Mutex;
 
 use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
+use super::fee_cache::{FeeCache, FeeData};
+use super::heads::Heads;
+use super::nonce::NonceState;
 use super::revert::revert_of;
 use crate::config::ChainConfig;
 use crate::domain::dal::{
@@ -48,6 +55,14 @@ pub const RECEIPT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The first wait between receipt polls; doubled up to `RECEIPT_POLL_INTERVAL`. (An automining
 /// node mines within a few ms of the send: a flat 100 ms wait added up to 100 ms to a job.)
 pub const RECEIPT_FIRST_POLL: Duration = Duration::from_millis(2);
+/// While `newHeads` is subscribed, receipts are also looked up this often without a new head (a
+/// subscription can die without a word).
+pub const RECEIPT_SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Look-ups at 2, 4 and 8 ms after the send even while subscribed: an automining node has the
+/// receipt within a few ms, sooner than its `newHeads` notification sometimes arrives.
+pub const RECEIPT_EARLY_POLLS: u32 = 3;
+/// How long fee data is reused by default (`EXECUTOR_FEE_CACHE_MS`).
+pub const DEFAULT_FEE_CACHE: Duration = Duration::from_millis(2000);
 /// How often a transaction with a new nonce is tried when the node refuses it (nonce taken
 /// meanwhile, or underpriced against one of ours).
 pub const MAX_NONCE_TRIES: usize = 4;
@@ -95,14 +110,8 @@ pub struct TxSender {
     max_fee_per_gas: Option<U256>,
     /// SecretManager (TEE generation), where the secret store's transactions go.
     secret_manager: Option<Address>,
-}
-
-/// What the sender knows about the gas account's nonce. Only touched under the send lock.
-#[derive(Debug, Default)]
-struct NonceState {
-    key_generation: u64,
-    /// The nonce after our last sent transaction; None = ask the chain.
-    next: Option<U256>,
+    fee_cache: FeeCache,
+    heads: Heads,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -390,7 +399,6 @@ impl TxSender {
             ChainError::Transient(format!("bad RPC URL {}: {e}", config.rpc_http_url))
         })?;
         Ok(Self {
-            config,
             provider,
             wallet: RwLock::new(None),
             key_generation: AtomicU64::new(0),
@@ -399,6 +407,9 @@ impl TxSender {
             output_gas: AtomicU64::new(0),
             max_fee_per_gas: None,
             secret_manager: None,
+            fee_cache: FeeCache::new(DEFAULT_FEE_CACHE),
+            heads: Heads::new(config.rpc_ws_url.clone()),
+            config,
         })
     }
 
@@ -428,6 +439,17 @@ impl TxSender {
             ignore_sent().as_ref(),
         )
         .await
+    }
+
+    /// Reuses fee data for `ttl` (`EXECUTOR_FEE_CACHE_MS`; zero: asks the node every time).
+    pub fn with_fee_cache(mut self, ttl: Duration) -> Self {
+        self.fee_cache = FeeCache::new(ttl);
+        self
+    }
+
+    /// Whether receipts wait on the node's `newHeads` subscription now (else they are polled).
+    pub fn watching_heads(&self) -> bool {
+        self.heads.live()
     }
 
     /// Caps every fee field at `max_fee_per_gas` wei (None: no cap).
@@ -546,6 +568,10 @@ impl TxSender {
         let mut fees = self.fees_under_cap(call.name, until_ms).await?;
         let mut estimate_request = self.transaction(call, None, None, fees);
         estimate_request.set_from(call.from);
+        // Estimated for every transaction, never reused: what a job owner's callback burns
+        // depends on the state (and on `GASPRICE`, hence the real fee fields), so only a fresh
+        // estimate sizes the limit against a gas burner; and a revert here is how the chain says
+        // no (job answered, window closed) before we pay for a transaction.
         let estimate = match rpc(
             "eth_estimateGas",
             self.provider.estimate_gas(&estimate_request, None),
@@ -563,7 +589,11 @@ impl TxSender {
                             gas_used: 0,
                         })
                     }
-                    None => Err(transient("eth_estimateGas", e)),
+                    None => {
+                        // Perhaps our fees are stale (below the base fee): read them again.
+                        self.fee_cache.clear();
+                        Err(transient("eth_estimateGas", e))
+                    }
                 };
             }
         };
@@ -686,7 +716,7 @@ impl TxSender {
                     call.name
                 )));
             }
-            let market = match self.fees().await {
+            let market = match self.market_fees().await {
                 Ok((market, _)) => market,
                 Err(e) => {
                     tracing::debug!(call = call.name, %nonce, error = %e, "no fees for a replacement");
@@ -822,7 +852,7 @@ impl TxSender {
                 )),
                 None => journalled,
             };
-            let (market, _) = self.fees().await?;
+            let (market, _) = self.market_fees().await?;
             // As for any self-transfer: one bump above the cap, to replace an output at the cap.
             let limit = self.max_fee_per_gas.map(|cap| bump(cap, FEE_BUMP_PERCENT));
             let fees = replacement_fees(last, market, limit).ok_or_else(|| {
@@ -848,7 +878,7 @@ impl TxSender {
                     _ => return Err(transient("eth_sendRawTransaction", e)),
                 }
             }
-            state.next = Some(state.next.unwrap_or_default().max(tx.nonce + 1));
+            state.taken_back(tx.nonce);
             tracing::info!(call = transfer.name, replaces = ?tx.tx_hash, tx_hash = ?hash,
                 nonce = %tx.nonce, max_fee_gwei = %gwei(fees.max_fee()), "output taken back");
             (fees, hash)
@@ -900,10 +930,7 @@ impl TxSender {
         let mut state = self.nonce.lock().await;
         let generation = self.key_generation.load(Ordering::SeqCst);
         if state.key_generation != generation {
-            *state = NonceState {
-                key_generation: generation,
-                next: None,
-            };
+            *state = NonceState::new(generation);
         }
         state
     }
@@ -917,14 +944,20 @@ impl TxSender {
         fees: Fees,
     ) -> Result<(U256, H256), SendFailure> {
         let mut state = self.nonce_state().await;
-        let pending = rpc(
-            "eth_getTransactionCount",
-            self.provider
-                .get_transaction_count(call.from, Some(BlockNumber::Pending.into())),
-        )
-        .await
-        .map_err(|e| SendFailure::Other(transient("eth_getTransactionCount", e)))?;
-        let nonce = state.next.map_or(pending, |local| local.max(pending));
+        // The chain is asked only when the local count is in doubt (see `nonce.rs`).
+        let nonce = match state.local() {
+            Some(nonce) => nonce,
+            None => {
+                let pending = rpc(
+                    "eth_getTransactionCount",
+                    self.provider
+                        .get_transaction_count(call.from, Some(BlockNumber::Pending.into())),
+                )
+                .await
+                .map_err(|e| SendFailure::Other(transient("eth_getTransactionCount", e)))?;
+                state.with_chain(pending)
+            }
+        };
         let (raw, hash) = self
             .signed(wallet, call, nonce, gas, fees)
             .map_err(SendFailure::Other)?;
@@ -946,19 +979,24 @@ impl TxSender {
                     )));
                 }
                 Some(Refusal::Underpriced) => {
-                    // Another transaction of ours holds this nonce in the pool: outbid it.
+                    // Another transaction of ours holds this nonce in the pool: outbid it (or
+                    // go past it, if the chain counts it).
+                    state.ask_chain = true;
+                    self.fee_cache.clear();
                     return Err(SendFailure::Underpriced(transient(
                         "eth_sendRawTransaction",
                         e,
                     )));
                 }
                 None => {
+                    // Perhaps a fee refusal (below the base fee): the next send reads both anew.
                     state.next = None;
+                    self.fee_cache.clear();
                     return Err(SendFailure::Other(transient("eth_sendRawTransaction", e)));
                 }
             },
         }
-        state.next = Some(nonce + 1);
+        state.sent(nonce);
         tracing::info!(call = call.name, tx_hash = ?hash, %nonce, "transaction sent");
         Ok((nonce, hash))
     }
@@ -1018,9 +1056,43 @@ impl TxSender {
         tx
     }
 
-    /// The market's fees, and the base fee (legacy: the gas price) the chain charges now.
-    /// EIP-1559 fees when the latest block has a base fee, the legacy gas price otherwise.
+    /// The fees to bid, and the base fee (legacy: the gas price) the chain charges now: from the
+    /// fee cache while it holds (`fee_cache.rs`), else from the node.
     async fn fees(&self) -> Result<(Fees, U256), ChainError> {
+        let data = match self.fee_cache.get(self.heads.latest()) {
+            Some(data) => data,
+            None => {
+                let data = self.fee_data().await?;
+                self.fee_cache.put(data);
+                data
+            }
+        };
+        Ok(match data.priority_fee {
+            Some(priority_fee) => (
+                Fees::Eip1559 {
+                    max_fee: data.base_fee * 2 + priority_fee,
+                    priority_fee,
+                },
+                data.base_fee,
+            ),
+            None => (
+                Fees::Legacy {
+                    gas_price: data.base_fee,
+                },
+                data.base_fee,
+            ),
+        })
+    }
+
+    /// The market's fees now, asked of the node (replacements, take-backs, a base fee above the cap).
+    async fn market_fees(&self) -> Result<(Fees, U256), ChainError> {
+        self.fee_cache.clear();
+        self.fees().await
+    }
+
+    /// What fees are made of, from the node: the latest block's base fee and
+    /// `eth_maxPriorityFeePerGas`, or the legacy gas price when blocks carry no base fee.
+    async fn fee_data(&self) -> Result<FeeData, ChainError> {
         let block = rpc(
             "eth_getBlockByNumber",
             self.provider.get_block(BlockNumber::Latest),
@@ -1028,6 +1100,7 @@ impl TxSender {
         .await
         .map_err(|e| transient("eth_getBlockByNumber", e))?
         .ok_or_else(|| ChainError::Transient("the node has no latest block".into()))?;
+        let block_number = block.number.map_or(0, |n| n.low_u64());
         match block.base_fee_per_gas {
             Some(base_fee) => {
                 let priority_fee = rpc(
@@ -1037,17 +1110,21 @@ impl TxSender {
                 )
                 .await
                 .unwrap_or_else(|_| U256::from(FALLBACK_PRIORITY_FEE));
-                let fees = Fees::Eip1559 {
-                    max_fee: base_fee * 2 + priority_fee,
-                    priority_fee,
-                };
-                Ok((fees, base_fee))
+                Ok(FeeData {
+                    base_fee,
+                    priority_fee: Some(priority_fee),
+                    block: block_number,
+                })
             }
             None => {
                 let gas_price = rpc("eth_gasPrice", self.provider.get_gas_price())
                     .await
                     .map_err(|e| transient("eth_gasPrice", e))?;
-                Ok((Fees::Legacy { gas_price }, gas_price))
+                Ok(FeeData {
+                    base_fee: gas_price,
+                    priority_fee: None,
+                    block: block_number,
+                })
             }
         }
     }
@@ -1080,11 +1157,14 @@ impl TxSender {
                     "the base fee is above EXECUTOR_MAX_FEE_PER_GAS_GWEI; waiting for it to fall");
                 said = true;
             }
+            self.fee_cache.clear();
             tokio::time::sleep(FEE_CAP_POLL).await;
         }
     }
 
-    /// Polls the receipts of every hash sent for one nonce until one is mined or time is up.
+    /// Looks up the receipts of every hash sent for one nonce until one is mined or time is up:
+    /// once now and `RECEIPT_EARLY_POLLS` times soon after, then at each new head (`newHeads`,
+    /// and every `RECEIPT_SAFETY_POLL`), or polled with backoff while there is no subscription.
     async fn wait_for_receipt(
         &self,
         hashes: &[H256],
@@ -1092,7 +1172,11 @@ impl TxSender {
     ) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wait = RECEIPT_FIRST_POLL;
+        let mut early = RECEIPT_EARLY_POLLS;
+        let mut heads = self.heads.watch();
         loop {
+            // Seen before looking: a head announced from here on wakes the wait below.
+            let live = heads.borrow_and_update().live;
             for hash in hashes {
                 match rpc(
                     "eth_getTransactionReceipt",
@@ -1105,11 +1189,25 @@ impl TxSender {
                     Err(e) => tracing::debug!(tx_hash = ?hash, error = %e, "receipt poll failed"),
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return None;
             }
-            tokio::time::sleep(wait).await;
+            let pause = match live && early == 0 {
+                true => RECEIPT_SAFETY_POLL,
+                false => wait,
+            };
+            let until = deadline.min(now + pause);
+            early = early.saturating_sub(1);
             wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
+            if live {
+                match tokio::time::timeout_at(until, heads.changed()).await {
+                    Ok(Ok(())) | Err(_) => continue,
+                    // The subscription's task is gone: poll.
+                    Ok(Err(_)) => {}
+                }
+            }
+            tokio::time::sleep_until(until).await;
         }
     }
 

@@ -13,6 +13,7 @@ mod capnp;
 mod child;
 pub mod confine;
 mod exchange;
+mod prewarm;
 mod warm;
 
 use std::io::Write;
@@ -208,8 +209,9 @@ impl WorkerdSandbox {
         }
     }
 
-    /// Warm mode: starts the slots' workerd processes one after the other rather than at their
-    /// first jobs; returns once `first_ready` of them listen, the rest start in the background.
+    /// Warm mode: starts the slots' workerd processes (as many at once as there are cores) rather
+    /// than at their first jobs; returns once `first_ready` of them listen, the rest start in the
+    /// background.
     /// (No-op in per-job mode.)
     pub async fn prewarm(&self, slots: &[Slot], first_ready: usize) -> Result<(), SandboxError> {
         match &self.warm {

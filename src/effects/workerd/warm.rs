@@ -6,15 +6,15 @@
 //!
 //! Each process's readiness (workerd said on its control pipe that its socket listens) is
 //! watched, so that jobs go to slots whose process is ready (`ready`), and start-up brings the
-//! slots up one after the other (`prewarm`) instead of all at once: twenty processes starting
-//! together on a small machine, each in a slot with a fraction of a core, made the first job
-//! wait over a second for its slot's process.
+//! slots up a core's worth at a time (`prewarm.rs`) instead of all at once: twenty processes
+//! starting together on a small machine, each in a slot with a fraction of a core, made the
+//! first job wait over a second for its slot's process.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,10 +34,6 @@ use crate::domain::stage::{Stage, STAGE_TARGET};
 
 /// How long a run waits for the job's last log lines when the caller wants them.
 const LOG_WAIT: Duration = Duration::from_millis(200);
-
-/// How long start-up waits for one slot's process to listen before it starts the next anyway
-/// (the late one keeps starting, and jobs go to ready slots meanwhile).
-const STAGGER_WAIT: Duration = Duration::from_secs(2);
 
 /// A slot's current process: its generation (one per process started) and whether it listens.
 type Readiness = watch::Sender<(u64, bool)>;
@@ -127,64 +123,30 @@ impl WarmPool {
         slots.entry(index).or_default().clone()
     }
 
-    /// Starts the slots' processes one after the other, each once the one before listens (or
-    /// after `STAGGER_WAIT`). Returns once `first_ready` of them listen; the rest start in the
-    /// background, where a job that comes first is sent to a ready slot (`ready`).
+    /// Starts the slots' processes, a core's worth at a time (`prewarm.rs`). Returns once
+    /// `first_ready` of them listen; the rest start in the background, where a job that comes
+    /// first is sent to a ready slot (`ready`).
     pub(super) async fn prewarm(
         self: &Arc<Self>,
         slots: &[Slot],
         first_ready: usize,
     ) -> Result<(), SandboxError> {
-        let mut rest = slots.iter().cloned();
-        let mut ready = 0;
-        while ready < first_ready {
-            let Some(slot) = rest.next() else { break };
-            if self.start_and_wait(&slot).await? {
-                ready += 1;
-            }
-        }
-        let rest: Vec<Slot> = rest.collect();
-        if rest.is_empty() {
-            return Ok(());
-        }
-        // Weak: a pool dropped meanwhile (shutdown) stops the starting, and kills its processes.
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            for slot in rest {
-                let Some(pool) = Weak::upgrade(&pool) else {
-                    return;
-                };
-                let waiting = pool.start(&slot).await;
-                drop(pool);
-                match waiting {
-                    Ok(mut ready) => {
-                        let _ = tokio::time::timeout(STAGGER_WAIT, ready.wait_for(|r| r.1)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(slot = slot.index, error = %e, "cannot start warm workerd")
-                    }
-                }
-            }
-        });
-        Ok(())
+        super::prewarm::prewarm(self, slots, first_ready, super::prewarm::concurrency()).await
     }
 
-    /// Starts the slot's process unless it has one; the watch of its readiness.
-    async fn start(&self, slot: &Slot) -> Result<watch::Receiver<(u64, bool)>, SandboxError> {
+    /// Starts the slot's process unless it has one (or a job holds the slot: the job starts
+    /// its own); the watch of its readiness.
+    pub(super) async fn start(
+        &self,
+        slot: &Slot,
+    ) -> Result<watch::Receiver<(u64, bool)>, SandboxError> {
         let cell = self.cell(slot.index);
-        let mut guard = cell.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.spawn(slot)?);
+        if let Ok(mut guard) = cell.try_lock() {
+            if guard.is_none() {
+                *guard = Some(self.spawn(slot)?);
+            }
         }
         Ok(self.readiness(slot.index).subscribe())
-    }
-
-    /// Starts the slot's process unless it has one, and waits (up to `STAGGER_WAIT`) until it
-    /// listens: whether it does.
-    async fn start_and_wait(&self, slot: &Slot) -> Result<bool, SandboxError> {
-        let mut ready = self.start(slot).await?;
-        let listening = tokio::time::timeout(STAGGER_WAIT, ready.wait_for(|r| r.1)).await;
-        Ok(matches!(listening, Ok(Ok(_))))
     }
 
     /// Stops a slot's process (e.g. the self-check's, which no job uses again).
