@@ -1,6 +1,7 @@
 //! The `devnet` command: anvil, the dev contracts (v2, or the TEE generation with
-//! `--protocol tee`), an executor registered on them and a demo job whose output it prints; then
-//! it serves until Ctrl-C.
+//! `--protocol tee`), an executor registered on them and a demo job whose output it prints (on
+//! the TEE generation also a secret created, injected, acknowledged and read by a job); then it
+//! serves until Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,13 +9,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serverless_executor::client::deploy::{DeployParams, TeeDeployParams};
-use serverless_executor::client::devnet::{Devnet, DevnetOptions, ExecutorOptions};
+use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
 use serverless_executor::client::jobs::{create_job, save_code, wait_for_response};
-use serverless_executor::client::tee::create_tee_job;
+use serverless_executor::client::tee::{create_secret, create_tee_job, SecretRequest};
+use serverless_executor::client::{admin, secrets};
 use serverless_executor::domain::model::Protocol;
 
 /// The demo job: prime factorisation.
 const DEMO_CODE: &str = include_str!("../../examples/factors.js");
+/// The TEE generation's demo job: reads its secret as env.secret.
+const SECRET_CODE: &str = include_str!("../../examples/secret.js");
+/// The demo secret (what an API key would be).
+const DEMO_SECRET: &[u8] = b"hunter2";
 
 #[derive(Args)]
 pub struct DevnetArgs {
@@ -27,6 +33,9 @@ pub struct DevnetArgs {
     /// The executor's admin (operator) API port.
     #[arg(long, default_value_t = 6002)]
     admin_port: u16,
+    /// The secret listener's port (`POST /inject-secret`; with --protocol tee).
+    #[arg(long, default_value_t = 6003)]
+    secret_port: u16,
     /// Scratch directory (emptied at start): executor key, data, client settings.
     #[arg(long, default_value = ".devnet")]
     dir: PathBuf,
@@ -88,7 +97,13 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
             job_capacity: 20,
             api_port: args.api_port,
             admin_port: args.admin_port,
-            extra: vec![],
+            extra: match args.protocol {
+                Protocol::V2 => vec![],
+                Protocol::Tee => vec![(
+                    "SECRET_LISTEN_ADDR".into(),
+                    format!("127.0.0.1:{}", args.secret_port),
+                )],
+            },
         })
         .await?;
     println!(
@@ -100,7 +115,7 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
     let registry = match &devnet.tee {
         None => format!("export EXECUTOR_EXECUTORS_ADDRESS={:?}\n", d.executors),
         Some(tee) => format!(
-            "export EXECUTOR_TEE_MANAGER_ADDRESS={:?}\nexport EXECUTOR_SECRET_MANAGER_ADDRESS={:?}\n",
+            "export EXECUTOR_PROTOCOL=tee\nexport EXECUTOR_TEE_MANAGER_ADDRESS={:?}\nexport EXECUTOR_SECRET_MANAGER_ADDRESS={:?}\n",
             tee.deployment.tee_manager, tee.deployment.secret_manager
         ),
     };
@@ -143,21 +158,109 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
         r.error_code,
         r.total_time
     );
+    let public_key = match &devnet.tee {
+        Some(tee) => Some(secret_demo(&devnet, tee.deployment.secret_manager, &executor).await?),
+        None => None,
+    };
     if args.exit_after_demo {
         return executor.stop().await;
     }
     println!();
     println!("Serving. Try the client (in another shell):");
     println!("  source {}", env_file.display());
-    let protocol = match args.protocol {
-        Protocol::V2 => "",
-        Protocol::Tee => " --protocol tee",
-    };
     println!(
-        "  cargo run -q -- client run-job{protocol} --file examples/factors.js --input '{{\"num\":10}}'"
+        "  cargo run -q -- client run-job --file examples/factors.js --input '{{\"num\":10}}'"
     );
+    if let Some(public_key) = public_key {
+        println!("  cargo run -q -- client create-secret --size-limit 64   # prints the secret id");
+        println!("  printf my-api-key > my.secret");
+        println!(
+            "  OWNER_KEY={} cargo run -q -- client inject-secret --secret-id <id> \\\n      \
+             --secret-file my.secret --enclave-public-key {public_key} --url http://127.0.0.1:{}",
+            devnet.author_key(),
+            args.secret_port
+        );
+        println!("  cargo run -q -- client run-job --file examples/secret.js --secret-id <id>");
+    }
     println!("Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     executor.stop().await
+}
+
+/// The secret half of the TEE demo, as a job author does it: create a secret on SecretManager,
+/// inject it into the executor (sealed to its enclave key, signed by the author), wait for the
+/// acknowledgement on chain, run `examples/secret.js` with it. Returns the enclave public key.
+async fn secret_demo(
+    devnet: &Devnet,
+    secret_manager: ethers::types::Address,
+    executor: &DevExecutor,
+) -> Result<String> {
+    let http = devnet.anvil.http_url();
+    let author = devnet.author_key();
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let request = SecretRequest {
+        env: 1,
+        size_limit: 64.into(),
+        end_timestamp: end.into(),
+        usdc_deposit: None,
+        allowed: vec![],
+    };
+    let secret = create_secret(&http, author, secret_manager, &request).await?;
+    println!(
+        "demo secret  {} created, held by {:?}",
+        secret.secret_id, secret.selected_enclaves
+    );
+    let client = reqwest::Client::new();
+    let details = admin::get(&client, &executor.api_url, "/executor-details").await?;
+    let public_key = details["enclave_public_key"]
+        .as_str()
+        .context("the executor's details lack its enclave public key")?
+        .to_string();
+    let sealed_to = secrets::enclave_public_key(&public_key)?;
+    let body = secrets::inject_secret_body(
+        secret.secret_id,
+        DEMO_SECRET,
+        &sealed_to,
+        &serverless_executor::client::wallet(author)?,
+    )?;
+    let secret_url = match executor.running.secret_addr {
+        Some(addr) => format!("http://{addr}"),
+        None => bail!("the TEE executor does not serve injections"),
+    };
+    secrets::inject_secret(&client, &secret_url, &body).await?;
+    let wait = Duration::from_secs(60);
+    secrets::wait_for_acknowledgement(&http, secret_manager, secret.secret_id, wait).await?;
+    println!(
+        "demo secret  {:?} injected and acknowledged on chain",
+        String::from_utf8_lossy(DEMO_SECRET)
+    );
+    let codehash = save_code(&http, author, devnet.deployment.user_code, SECRET_CODE).await?;
+    let jobs = devnet.deployment.jobs;
+    let job = create_tee_job(
+        &http,
+        author,
+        jobs,
+        1,
+        secret.secret_id,
+        codehash,
+        b"",
+        5000,
+    )
+    .await?;
+    let responses = wait_for_response(&http, jobs, job.job_id, wait).await?;
+    let Some(r) = responses.first() else {
+        bail!("the secret job got no output");
+    };
+    println!(
+        "secret job   {} (examples/secret.js: length and the secret reversed) output {} (error code {}, {} ms)",
+        job.job_id,
+        String::from_utf8_lossy(&r.output),
+        r.error_code,
+        r.total_time
+    );
+    Ok(public_key)
 }

@@ -51,3 +51,35 @@ pub async fn inject_secret(http: &reqwest::Client, url: &str, body: &Value) -> R
         .await
         .context("the executor refused the secret")
 }
+
+/// Waits until every store SecretManager selected for `secret_id` has acknowledged it on chain
+/// (what a job with the secret needs); returns the stores. Fails after `timeout`, naming those
+/// still missing.
+pub async fn wait_for_acknowledgement(
+    http_url: &str,
+    secret_manager: ethers::types::Address,
+    secret_id: U256,
+    timeout: std::time::Duration,
+) -> Result<Vec<ethers::types::Address>> {
+    let provider = std::sync::Arc::new(super::provider(http_url)?);
+    let contract = crate::effects::chain::tee::SecretManager::new(secret_manager, provider);
+    let started = tokio::time::Instant::now();
+    loop {
+        let selected = contract
+            .get_selected_enclaves(secret_id)
+            .call()
+            .await
+            .context("reading SecretManager.getSelectedEnclaves")?;
+        if selected.is_empty() {
+            bail!("secret {secret_id} has no stores: it does not exist, or it was voided");
+        }
+        let missing: Vec<_> = selected.iter().filter(|s| !s.1).map(|s| s.0).collect();
+        if missing.is_empty() {
+            return Ok(selected.into_iter().map(|s| s.0).collect());
+        }
+        if started.elapsed() > timeout {
+            bail!("secret {secret_id}: stores {missing:?} did not acknowledge in {timeout:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -33,3 +33,6 @@ mod scale;
 mod secrets;
 /// The TEE generation: registration on TeeManager, jobs, drain/revive/deregister, secret events.
 mod tee;
+/// The TEE generation's secret flow on anvil: inject, acknowledge, a job reads env.secret,
+/// liveness across a restart, acknowledgeStoreFailed, drain.
+mod tee_secrets;

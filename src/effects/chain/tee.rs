@@ -47,6 +47,7 @@ abigen!(
 abigen!(
     SecretManager,
     r#"[
+        struct SelectedEnclave { address enclaveAddress; bool hasAcknowledgedStore; uint256 selectTimestamp; uint256 replacedAckTimestamp; }
         function createSecret(uint8 env, uint256 sizeLimit, uint256 endTimestamp, uint256 usdcDeposit, address[] allowedAddresses)
         function acknowledgeStore(uint256 secretId, uint256 signTimestamp, bytes signature)
         function acknowledgeStoreFailed(uint256 secretId)
@@ -55,7 +56,7 @@ abigen!(
         function updateSecretEndTimestamp(uint256 secretId, uint256 endTimestamp, uint256 usdcDeposit)
         function terminateSecret(uint256 secretId)
         function removeSecret(uint256 secretId)
-        function getSelectedEnclaves(uint256 secretId) view returns ((address,bool,uint256,uint256)[])
+        function getSelectedEnclaves(uint256 secretId) view returns (SelectedEnclave[])
         function GLOBAL_MAX_SECRET_SIZE() view returns (uint256)
         function ACKNOWLEDGEMENT_TIMEOUT() view returns (uint256)
         function MARK_ALIVE_TIMEOUT() view returns (uint256)
