@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod chain;
 pub mod clock;
 pub mod code_fetch;
+pub(crate) mod group_flush;
 pub mod metrics;
 pub mod secrets;
 pub mod signer;

@@ -17,6 +17,7 @@ use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
+use super::group_flush::GroupFlush;
 use crate::domain::dal::{JobOrder, JobQuery, JobSlice, Store, StoreError};
 use crate::domain::model::{
     ChainStatus, Deployment, Job, JobDigest, JobRecord, JobState, SupersededOutput, JOB_STATES,
@@ -75,6 +76,8 @@ pub struct SledStore {
     cipher: ChaCha20Poly1305,
     /// Serialises rewrites of the sealed gas key.
     gas_key_write: Mutex<()>,
+    /// Every durable write goes through it: concurrent jobs share flushes (group commit).
+    group: GroupFlush,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -226,6 +229,7 @@ impl SledStore {
             gas_key_file: dir.join(GAS_KEY_FILE),
             cipher: ChaCha20Poly1305::new(Key::from_slice(&sealing_key)),
             gas_key_write: Mutex::new(()),
+            group: GroupFlush::default(),
         };
         store.migrate_clear_gas_key()?;
         store.migrate()?;
@@ -270,7 +274,7 @@ impl SledStore {
         self.db
             .insert(LAYOUT, &LAYOUT_VERSION.to_be_bytes())
             .map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         if migrated > 0 {
             tracing::info!(jobs = migrated, "journal migrated to the current layout");
         }
@@ -304,7 +308,7 @@ impl SledStore {
         self.by_state.apply_batch(by_state).map_err(io)?;
         self.open.apply_batch(open).map_err(io)?;
         self.by_end.apply_batch(by_end).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 
@@ -340,7 +344,7 @@ impl SledStore {
             self.write_sealed_gas_key(clear)?;
         }
         self.db.remove(LEGACY_GAS_KEY).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         tracing::warn!(
             "the gas key was stored in clear by an earlier version: it is sealed now, but sled's \
              log may keep the clear copy until it is compacted; replace the gas key to be sure"
@@ -469,7 +473,7 @@ impl Store for SledStore {
             .db
             .compare_and_swap(OWNER, None as Option<&[u8]>, Some(owner.as_bytes()))
             .map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(swapped.is_ok())
     }
 
@@ -516,7 +520,7 @@ impl Store for SledStore {
                 )
                 .map_err(io)?;
             if swapped.is_ok() {
-                self.db.flush().map_err(io)?;
+                self.group.flush(&self.db).map_err(io)?;
                 return Ok(true);
             }
         }
@@ -543,7 +547,7 @@ impl Store for SledStore {
     fn set_chain_status(&self, status: ChainStatus) -> Result<(), StoreError> {
         let v = serde_json::to_vec(&status).map_err(io)?;
         self.db.insert(STATUS, v).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 
@@ -584,7 +588,7 @@ impl Store for SledStore {
             })
             .map_err(|e| io(format!("{e:?}")))?;
         // The journal is written before the state is acted on: make it durable now.
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 
@@ -730,7 +734,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 
@@ -746,7 +750,7 @@ impl Store for SledStore {
     fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
         let v = serde_json::to_vec(deployment).map_err(io)?;
         self.db.insert(DEPLOYMENT, v).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 
@@ -766,13 +770,13 @@ impl Store for SledStore {
         self.take_backs
             .insert(output.tx.tx_hash.as_bytes(), value)
             .map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 
     fn remove_take_back(&self, tx_hash: H256) -> Result<(), StoreError> {
         self.take_backs.remove(tx_hash.as_bytes()).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 }
