@@ -8,7 +8,7 @@ use ethers::providers::Middleware;
 use ethers::types::{Address, U256};
 use serverless_executor::client::deploy::TeeDeployParams;
 use serverless_executor::client::dev_accounts::DevAccount;
-use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
+use serverless_executor::client::devnet::{DevExecutor, Devnet, ExecutorOptions};
 use serverless_executor::client::jobs::{save_code, wait_for_response};
 use serverless_executor::client::tee::{
     create_secret, create_tee_job, tee_node_call, NodeCall, SecretRequest,
@@ -25,26 +25,7 @@ const FACTORS: &str = include_str!("../../examples/factors.js");
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn tee_devnet(dir: &std::path::Path) -> Devnet {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
-    Devnet::start_tee(
-        DevnetOptions {
-            anvil_port: None,
-            deploy: Default::default(),
-            work_dir: dir.to_path_buf(),
-        },
-        TeeDeployParams {
-            execution_buffer_secs: 5,
-            nodes_to_select: 1,
-            ..TeeDeployParams::default()
-        },
-    )
-    .await
-    .expect("TEE devnet starts")
+    crate::common::devnet::tee_devnet(dir, TeeDeployParams::default()).await
 }
 
 async fn tee_executor(net: &Devnet, account: usize) -> DevExecutor {

@@ -13,8 +13,11 @@ use serde_json::Value;
 use serverless_executor::client::deploy::TeeDeployParams;
 use serverless_executor::client::dev_accounts::DevAccount;
 use serverless_executor::client::devnet::{
-    wait_for_chain_status, DevExecutor, Devnet, DevnetOptions, ExecutorOptions,
+    wait_for_chain_status, DevExecutor, Devnet, ExecutorOptions,
 };
+use serverless_executor::client::jobs::JobResponse;
+
+use crate::common::devnet::tee_devnet;
 use serverless_executor::client::jobs::{save_code, wait_for_response};
 use serverless_executor::client::secrets::{
     enclave_public_key, inject_secret, inject_secret_body, wait_for_acknowledgement,
@@ -31,29 +34,6 @@ const SECRET_JOB: &str = include_str!("../../examples/secret.js");
 const WAIT: Duration = Duration::from_secs(60);
 // A stranger to the secret and the node: a devnet executor owner no test here registers.
 const STRANGER: usize = 4;
-
-async fn tee_devnet(dir: &std::path::Path, params: TeeDeployParams) -> Devnet {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
-    Devnet::start_tee(
-        DevnetOptions {
-            anvil_port: None,
-            deploy: Default::default(),
-            work_dir: dir.to_path_buf(),
-        },
-        TeeDeployParams {
-            execution_buffer_secs: 5,
-            nodes_to_select: 1,
-            ..params
-        },
-    )
-    .await
-    .expect("TEE devnet starts")
-}
 
 async fn node(net: &Devnet) -> DevExecutor {
     net.start_executor(ExecutorOptions {
@@ -142,6 +122,25 @@ fn id_topic(id: U256) -> H256 {
     H256(topic)
 }
 
+/// Runs `examples/secret.js` as the job author with secret `secret_id` (0: none); checks the job
+/// selects `ex` and returns its answer on chain.
+async fn run_secret_job(net: &Devnet, ex: &DevExecutor, secret_id: U256) -> JobResponse {
+    let http = net.anvil.http_url();
+    let author = net.author_key();
+    let codehash = save_code(&http, author, net.deployment.user_code, SECRET_JOB)
+        .await
+        .unwrap();
+    let jobs = net.deployment.jobs;
+    let job = create_tee_job(&http, author, jobs, 1, secret_id, codehash, b"", 5000)
+        .await
+        .expect("the secret's owner may create jobs once it is acknowledged");
+    assert_eq!(job.selected_executors, vec![ex.enclave]);
+    wait_for_response(&http, jobs, job.job_id, WAIT)
+        .await
+        .expect("the job is answered")
+        .remove(0)
+}
+
 /// The whole flow an operator and a job author go through: the node registers (start_executor),
 /// the author creates a secret and injects it (hostile injections refused first), the node
 /// acknowledges on chain, a job reads the secret; a drain deletes it, deregistration follows.
@@ -200,32 +199,8 @@ async fn a_secret_is_injected_acknowledged_read_by_a_job_and_deleted_on_drain() 
         "{replay:#}"
     );
 
-    // A job that names the secret reads it as env.secret.
-    let codehash = save_code(
-        &http,
-        net.author_key(),
-        net.deployment.user_code,
-        SECRET_JOB,
-    )
-    .await
-    .unwrap();
-    let job = create_tee_job(
-        &http,
-        net.author_key(),
-        net.deployment.jobs,
-        1,
-        secret.secret_id,
-        codehash,
-        b"",
-        5000,
-    )
-    .await
-    .expect("an acknowledged secret lets its owner create jobs");
-    assert_eq!(job.selected_executors, vec![ex.enclave]);
-    let answer = wait_for_response(&http, net.deployment.jobs, job.job_id, WAIT)
-        .await
-        .unwrap()
-        .remove(0);
+    // A job that names the secret reads it as env.secret; one without a secret gets none.
+    let answer = run_secret_job(&net, &ex, secret.secret_id).await;
     assert_eq!(
         (
             String::from_utf8_lossy(&answer.output).as_ref(),
@@ -233,23 +208,7 @@ async fn a_secret_is_injected_acknowledged_read_by_a_job_and_deleted_on_drain() 
         ),
         ("7:2retnuh", 0)
     );
-    // A job without a secret gets none.
-    let plain = create_tee_job(
-        &http,
-        net.author_key(),
-        net.deployment.jobs,
-        1,
-        U256::zero(),
-        codehash,
-        b"",
-        5000,
-    )
-    .await
-    .unwrap();
-    let answer = wait_for_response(&http, net.deployment.jobs, plain.job_id, WAIT)
-        .await
-        .unwrap()
-        .remove(0);
+    let answer = run_secret_job(&net, &ex, U256::zero()).await;
     assert!(
         String::from_utf8_lossy(&answer.output).contains("this job needs a secret"),
         "{answer:?}"
@@ -309,31 +268,8 @@ async fn a_job_whose_secret_the_node_does_not_hold_is_answered_with_error_3() {
         .unwrap()
         .await
         .unwrap();
-    let codehash = save_code(
-        &http,
-        net.author_key(),
-        net.deployment.user_code,
-        SECRET_JOB,
-    )
-    .await
-    .unwrap();
-    let job = create_tee_job(
-        &http,
-        net.author_key(),
-        net.deployment.jobs,
-        1,
-        secret.secret_id,
-        codehash,
-        b"",
-        5000,
-    )
-    .await
-    .unwrap();
-    assert_eq!(job.selected_executors, vec![ex.enclave]);
-    let answer = wait_for_response(&http, net.deployment.jobs, job.job_id, WAIT)
-        .await
-        .expect("answered, not left to time out")
-        .remove(0);
+    // Answered, not left to time out.
+    let answer = run_secret_job(&net, &ex, secret.secret_id).await;
     assert_eq!(answer.error_code, 3, "{answer:?}");
     assert_eq!(
         String::from_utf8_lossy(&answer.output),

@@ -6,19 +6,14 @@ use std::time::Duration;
 
 use ethers::types::H256;
 
-use serverless_executor::client::deploy::DeployParams;
+use serverless_executor::client::deploy::{DeployParams, TeeDeployParams};
 use serverless_executor::client::devnet::{DevExecutor, Devnet, DevnetOptions, ExecutorOptions};
 use serverless_executor::client::jobs::{create_job, wait_for_response, CreatedJob, JobResponse};
 
 /// Starts a devnet in `dir` whose Jobs has `execution_buffer_secs` of buffer and selects
 /// `executors_to_select` executors per job. `RUST_LOG` shows the executors' logs on failure.
 pub async fn devnet(dir: &Path, execution_buffer_secs: u64, executors_to_select: u8) -> Devnet {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
+    init_logs();
     Devnet::start(DevnetOptions {
         anvil_port: None,
         deploy: DeployParams {
@@ -30,6 +25,36 @@ pub async fn devnet(dir: &Path, execution_buffer_secs: u64, executors_to_select:
     })
     .await
     .expect("devnet starts")
+}
+
+/// Starts a TEE-generation devnet in `dir` (contracts/tee) with `params`, but a 5 s execution
+/// buffer and one node selected per job and per secret.
+pub async fn tee_devnet(dir: &Path, params: TeeDeployParams) -> Devnet {
+    init_logs();
+    Devnet::start_tee(
+        DevnetOptions {
+            anvil_port: None,
+            deploy: Default::default(),
+            work_dir: dir.to_path_buf(),
+        },
+        TeeDeployParams {
+            execution_buffer_secs: 5,
+            nodes_to_select: 1,
+            ..params
+        },
+    )
+    .await
+    .expect("TEE devnet starts")
+}
+
+/// `RUST_LOG` shows the executors' logs in the test output.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 /// Starts an executor on `account`'s keys that takes four jobs at once, configured and
