@@ -122,6 +122,7 @@ impl Services {
 enum Route {
     Health,
     Details,
+    TeeDetails,
     Registration,
     ImmutableConfig,
     MutableConfig,
@@ -141,6 +142,7 @@ fn route(surface: Surface, path: &str) -> Result<(Route, &'static [Method]), Str
     let found = match (surface, path) {
         (Surface::Public, "/" | "/health") => (Route::Health, GET),
         (Surface::Public, "/executor-details") => (Route::Details, GET),
+        (Surface::Public, "/tee-details") => (Route::TeeDetails, GET),
         (Surface::Public, "/signed-registration-message") => (Route::Registration, GET),
         (Surface::Public, "/jobs") => (Route::Jobs, GET),
         (Surface::Public, "/metrics") => (Route::Metrics, GET),
@@ -212,6 +214,7 @@ pub async fn handle(
         Route::Metrics => return metrics_response(executor.metrics_text()),
         Route::Health => public::health(executor),
         Route::Details => public::executor_details(executor),
+        Route::TeeDetails => public::tee_details(executor),
         Route::Registration => public::signed_registration_message(executor),
         Route::ImmutableConfig => operator::immutable_config(executor, req).await,
         Route::MutableConfig => operator::mutable_config(executor, req).await,

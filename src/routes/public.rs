@@ -1,5 +1,6 @@
 //! Read-only routes: health and readiness, executor details, and the signed registration message.
 
+use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -45,6 +46,27 @@ pub fn executor_details(executor: &Executor) -> Result<Value, ApiError> {
         "enclave_public_key": hex0x(&d.enclave_public_key),
         "gas_address": d.gas_address,
         "owner_address": d.owner_address,
+    }))
+}
+
+/// Marlin's TEE-generation name for the details (`GET /tee-details`), for its operator tooling:
+/// one gas key here pays for both the executor's and the store's transactions. Marlin's answer
+/// also carries `ws_rpc_url`, which holds its RPC API key: left out on purpose.
+pub fn tee_details(executor: &Executor) -> Result<Value, ApiError> {
+    if executor.settings().protocol != crate::domain::model::Protocol::Tee {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no route /tee-details here: this executor runs EXECUTOR_PROTOCOL=v2 (use \
+             /executor-details)",
+        ));
+    }
+    let d = executor.details()?;
+    Ok(json!({
+        "enclave_address": d.enclave_address,
+        "enclave_public_key": hex0x(&d.enclave_public_key),
+        "owner_address": d.owner_address,
+        "executor_gas_address": d.gas_address,
+        "secret_store_gas_address": d.gas_address,
     }))
 }
 

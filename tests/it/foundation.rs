@@ -150,6 +150,10 @@ async fn operator_api_configures_and_signs_a_registration_that_recovers() {
     );
     assert_eq!(details["owner_address"], zero);
     assert_eq!(details["gas_address"], zero);
+    // Marlin's TEE-generation name for them is not served by a v2 executor.
+    let (status, body) = server.get("/tee-details").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(error_of(&body).contains("EXECUTOR_PROTOCOL=v2"), "{body}");
 
     let (status, body) = server.get("/signed-registration-message").await;
     assert_eq!(status, 400, "{body}");

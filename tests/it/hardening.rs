@@ -15,6 +15,7 @@ const PATHS: &[&str] = &[
     "/",
     "/health",
     "/executor-details",
+    "/tee-details",
     "/signed-registration-message",
     "/metrics",
     "/jobs",

@@ -68,6 +68,30 @@ async fn a_tee_node_registers_runs_a_plain_job_and_follows_drain_revive_deregist
             .await
             .unwrap();
     assert_eq!(message["storage_capacity"], 100_000_000u64);
+    // Marlin's operator tooling reads /tee-details: the same facts, one gas address for both
+    // roles, and never the RPC URL (Marlin's carries its API key).
+    let details: serde_json::Value = reqwest::get(format!("{}/executor-details", ex.api_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tee_details: serde_json::Value = reqwest::get(format!("{}/tee-details", ex.api_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for field in ["enclave_address", "enclave_public_key", "owner_address"] {
+        assert_eq!(tee_details[field], details[field], "{field}");
+    }
+    assert_eq!(tee_details["executor_gas_address"], details["gas_address"]);
+    assert_eq!(
+        tee_details["secret_store_gas_address"],
+        details["gas_address"]
+    );
+    assert_ne!(details["gas_address"], format!("{:?}", Address::zero()));
+    assert!(tee_details.get("ws_rpc_url").is_none(), "{tee_details}");
 
     // A plain job (secret id 0) runs and its output is accepted by the TEE Jobs.
     let codehash = save_code(&http, net.author_key(), net.deployment.user_code, FACTORS)
