@@ -37,12 +37,16 @@ COPY --from=build /src/target/release/serverless-executor /usr/local/bin/serverl
 COPY --from=tools /tools/node_modules/@cloudflare/workerd-linux-64/bin/workerd /usr/local/bin/workerd
 # Just what starting workerd as `sandbox` takes (and cgroupfs writes in a delegated subtree).
 RUN setcap cap_setuid,cap_setgid,cap_chown,cap_kill,cap_dac_override+ep /usr/local/bin/serverless-executor
-# The public API (read-only routes, metrics, health) is exposed; the admin API stays on the
-# container's loopback: configure with `docker exec <container> serverless-executor client …`.
+# The public API (read-only routes, metrics, health) is exposed, and in tee mode the secret
+# listener (POST /inject-secret; not bound in v2 mode); the admin API stays on the container's
+# loopback: configure with `docker exec <container> serverless-executor client …`.
+# EXECUTOR_SECRET_LISTEN_ADDR is an address, not a secret (DL3064 goes by the name).
+# hadolint ignore=DL3064
 ENV EXECUTOR_LISTEN_ADDR=0.0.0.0 \
     EXECUTOR_PORT=6001 \
     EXECUTOR_ADMIN_LISTEN_ADDR=127.0.0.1 \
     EXECUTOR_ADMIN_PORT=6002 \
+    EXECUTOR_SECRET_LISTEN_ADDR=0.0.0.0:6003 \
     EXECUTOR_WORKERD_PATH=/usr/local/bin/workerd \
     EXECUTOR_DATA_DIR=/var/lib/executor/data \
     EXECUTOR_SANDBOX_DIR=/var/lib/executor/sandbox \
@@ -51,7 +55,7 @@ ENV EXECUTOR_LISTEN_ADDR=0.0.0.0 \
     EXECUTOR_SANDBOX_GID=10002
 USER 10001
 WORKDIR /var/lib/executor
-EXPOSE 6001
+EXPOSE 6001 6003
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:6001/health"]
 ENTRYPOINT ["/usr/local/bin/serverless-executor"]
