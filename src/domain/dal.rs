@@ -62,6 +62,12 @@ pub trait Store: Send + Sync {
     fn job(&self, id: U256) -> Result<Option<JobRecord>, StoreError>;
     /// Journals `record` as `JobRecord::trimmed` keeps it, durably.
     fn put_job(&self, record: &JobRecord) -> Result<(), StoreError>;
+    /// Journals `record` as `put_job` does, durable only at the next `flush` (or `put_job`): for
+    /// a writer that holds the journal lock, so that it flushes after letting go and concurrent
+    /// jobs share one flush. Unless overridden it is `put_job`.
+    fn write_job(&self, record: &JobRecord) -> Result<(), StoreError> {
+        self.put_job(record)
+    }
     /// Removes a job and its index entries; durable at the next `flush` or `put_job`.
     fn remove_job(&self, id: U256) -> Result<(), StoreError>;
     /// One page of the journal: at most `query.limit` jobs past `query.after` in `query.order`,

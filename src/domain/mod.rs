@@ -260,12 +260,17 @@ impl Executor {
         id: U256,
         change: impl FnOnce(&mut model::JobRecord),
     ) -> Result<(), DomainError> {
-        let _journal = self.journal_lock();
-        if let Some(mut record) = self.ports.store.job(id)? {
+        {
+            let _journal = self.journal_lock();
+            let Some(mut record) = self.ports.store.job(id)? else {
+                return Ok(());
+            };
             change(&mut record);
-            self.ports.store.put_job(&record)?;
+            self.ports.store.write_job(&record)?;
         }
-        Ok(())
+        // Durable before the caller acts on it; flushed outside the lock so that jobs
+        // changing state at the same moment share the flush.
+        Ok(self.ports.store.flush()?)
     }
 
     /// Waits until no job is running or submitting, or `timeout_ms` passes; true if idle.

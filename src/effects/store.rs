@@ -560,6 +560,13 @@ impl Store for SledStore {
     }
 
     fn put_job(&self, record: &JobRecord) -> Result<(), StoreError> {
+        self.write_job(record)?;
+        // The journal is written before the state is acted on: make it durable now.
+        self.group.flush(&self.db).map_err(io)?;
+        Ok(())
+    }
+
+    fn write_job(&self, record: &JobRecord) -> Result<(), StoreError> {
         let record = record.clone().trimmed();
         let id = record.job.id;
         let value = encode(&record)?;
@@ -587,8 +594,6 @@ impl Store for SledStore {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(|e| io(format!("{e:?}")))?;
-        // The journal is written before the state is acted on: make it durable now.
-        self.group.flush(&self.db).map_err(io)?;
         Ok(())
     }
 

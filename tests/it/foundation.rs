@@ -779,6 +779,27 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
     assert!(err.contains("EXECUTOR_PORT"), "{err}");
 }
 
+/// A record written without a flush is durable once `flush` returns: reopened, it is there.
+#[test]
+fn a_job_written_then_flushed_survives_reopening_the_store() {
+    use serverless_executor::domain::dal::Store;
+    use serverless_executor::domain::model::{JobRecord, JobState};
+    use serverless_executor::domain::testing::sample_job;
+    let dir = tempfile::tempdir().unwrap();
+    let record = JobRecord::new(
+        sample_job(5, vec![Address::repeat_byte(1)], 1),
+        JobState::Queued,
+    );
+    {
+        let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+        store.write_job(&record).unwrap();
+        store.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+    assert_eq!(store.job(5.into()).unwrap(), Some(record.trimmed()));
+    assert_eq!(store.open_jobs().unwrap().len(), 1, "indexed as open");
+}
+
 #[test]
 fn the_real_store_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();

@@ -351,11 +351,13 @@ impl Executor {
                         };
                     }
                     record.note_sent(tx);
-                    self.ports.store.put_job(&record).map(|()| false)
+                    self.ports.store.write_job(&record).map(|()| false)
                 }
                 _ => self.ports.store.put_take_back(&superseded).map(|()| true),
             })
-        };
+        }
+        // The record is flushed outside the journal lock (shared with other jobs' writes).
+        .and_then(|superseded| self.ports.store.flush().map(|()| superseded));
         match result {
             Ok(false) => tracing::info!(job = %job.id, tx = ?tx.tx_hash, "output sent"),
             Ok(true) => self.take_back_outputs(vec![superseded]),
@@ -366,17 +368,23 @@ impl Executor {
     /// Journals a job's new state, keeping what the journal knows of it on chain. Fails with
     /// `Superseded` when the journal no longer holds this very job (a reorg).
     pub(crate) fn set_state(&self, job: &Job, state: JobState) -> Result<(), DomainError> {
-        let _journal = self.journal_lock();
-        let mut record = match self.ports.store.job(job.id)? {
-            Some(record) if record.job.same_job(job) => record,
-            _ => return Err(DomainError::Superseded(job.id)),
+        let (record, was_final) = {
+            let _journal = self.journal_lock();
+            let mut record = match self.ports.store.job(job.id)? {
+                Some(record) if record.job.same_job(job) => record,
+                _ => return Err(DomainError::Superseded(job.id)),
+            };
+            let was_final = matches!(
+                record.state,
+                JobState::Confirmed { .. } | JobState::Abandoned { .. }
+            );
+            record.state = state;
+            self.ports.store.write_job(&record)?;
+            (record, was_final)
         };
-        let was_final = matches!(
-            record.state,
-            JobState::Confirmed { .. } | JobState::Abandoned { .. }
-        );
-        record.state = state;
-        self.ports.store.put_job(&record)?;
+        // Durable before the caller acts on it; flushed outside the lock so that jobs
+        // changing state at the same moment share the flush.
+        self.ports.store.flush()?;
         if !was_final {
             self.count_job_end(job, &record.state);
         }

@@ -78,6 +78,10 @@ pub fn memory_store() -> MockStore {
         s.jobs.insert(record.job.id, record.clone().trimmed());
         Ok(())
     });
+    with!(expect_write_job, |s, record| {
+        s.jobs.insert(record.job.id, record.clone().trimmed());
+        Ok(())
+    });
     with!(expect_remove_job, |s, id| {
         s.jobs.remove(&id);
         Ok(())
@@ -224,7 +228,9 @@ pub fn store_contract(store: &dyn Store) {
         },
     };
     record.output_count = 2;
-    store.put_job(&record).unwrap();
+    // Written without a flush (then flushed): read back and indexed as `put_job` does.
+    store.write_job(&record).unwrap();
+    store.flush().unwrap();
     assert_eq!(
         store.job(U256::from(2)).unwrap(),
         Some(record.clone()),
