@@ -39,14 +39,23 @@ pub fn health(executor: &Executor) -> Result<Value, ApiError> {
     }))
 }
 
-pub fn executor_details(executor: &Executor) -> Result<Value, ApiError> {
+/// The enclave and owner fields both details bodies carry, plus the gas address under each of
+/// `gas_names` (the generations name the gas account differently).
+fn details_body(executor: &Executor, gas_names: &[&str]) -> Result<Value, ApiError> {
     let d = executor.details()?;
-    Ok(json!({
+    let mut body = json!({
         "enclave_address": d.enclave_address,
         "enclave_public_key": hex0x(&d.enclave_public_key),
-        "gas_address": d.gas_address,
         "owner_address": d.owner_address,
-    }))
+    });
+    for name in gas_names {
+        body[*name] = json!(d.gas_address);
+    }
+    Ok(body)
+}
+
+pub fn executor_details(executor: &Executor) -> Result<Value, ApiError> {
+    details_body(executor, &["gas_address"])
 }
 
 /// Marlin's TEE-generation name for the details (`GET /tee-details`), for its operator tooling:
@@ -60,14 +69,10 @@ pub fn tee_details(executor: &Executor) -> Result<Value, ApiError> {
              /executor-details)",
         ));
     }
-    let d = executor.details()?;
-    Ok(json!({
-        "enclave_address": d.enclave_address,
-        "enclave_public_key": hex0x(&d.enclave_public_key),
-        "owner_address": d.owner_address,
-        "executor_gas_address": d.gas_address,
-        "secret_store_gas_address": d.gas_address,
-    }))
+    details_body(
+        executor,
+        &["executor_gas_address", "secret_store_gas_address"],
+    )
 }
 
 pub fn signed_registration_message(executor: &Executor) -> Result<Value, ApiError> {
