@@ -18,6 +18,10 @@
 //! - `logging`: `tracing` set-up with a filter changeable at run time.
 //! - `client`: devnet, operator and job-author tooling (the `client` and `devnet` commands).
 
+// Outside input (HTTP bodies, chain data, job output) must never panic the executor: errors are
+// returned, never unwrapped. Tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod bootstrap;
 pub mod client;
 pub mod config;

@@ -1,5 +1,7 @@
 //! The executor's binary: parse the command line and hand over to `cli`.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

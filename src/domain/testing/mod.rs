@@ -3,6 +3,9 @@
 //! the real adapters in `tests/`). Compiled with the `mocks` feature (on in every test build).
 //! One module per port.
 
+// Test support: a broken expectation should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod chain;
 mod clock;
 mod code;
