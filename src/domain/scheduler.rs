@@ -156,8 +156,9 @@ impl Executor {
                 continue;
             }
             // Journalled before the run starts, so that a second queue entry for the id (a
-            // job superseded by a reorg) finds it taken.
-            if let Err(e) = self.set_state(&job, JobState::Running) {
+            // job superseded by a reorg) finds it taken; not flushed (recovery re-runs a
+            // `running` job as a `queued` one).
+            if let Err(e) = self.set_state_deferred(&job, JobState::Running) {
                 tracing::error!(job = %job.id, error = %e, "cannot journal the run; job not started");
                 continue;
             }

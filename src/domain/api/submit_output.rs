@@ -57,7 +57,7 @@ impl Executor {
         }
         let signed = self.sign_output(job, &outcome)?;
         tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Signed.name());
-        let journalled = self.set_state(
+        let journalled = self.set_state_deferred(
             job,
             JobState::Executed {
                 output: signed.clone(),
@@ -368,6 +368,18 @@ impl Executor {
     /// Journals a job's new state, keeping what the journal knows of it on chain. Fails with
     /// `Superseded` when the journal no longer holds this very job (a reorg).
     pub(crate) fn set_state(&self, job: &Job, state: JobState) -> Result<(), DomainError> {
+        self.write_state(job, state, true)
+    }
+
+    /// `set_state` for a state that recovery treats as the one before it (`running` as `queued`,
+    /// a first `executed` as `running`: the job is run again), so it need not be durable before
+    /// the job goes on: it becomes durable with the next flush (at the latest the `submitted`
+    /// before the output is broadcast), and a job saves one flush of the journal.
+    pub(crate) fn set_state_deferred(&self, job: &Job, state: JobState) -> Result<(), DomainError> {
+        self.write_state(job, state, false)
+    }
+
+    fn write_state(&self, job: &Job, state: JobState, flush: bool) -> Result<(), DomainError> {
         let (record, was_final) = {
             let _journal = self.journal_lock();
             let mut record = match self.ports.store.job(job.id)? {
@@ -384,7 +396,9 @@ impl Executor {
         };
         // Durable before the caller acts on it; flushed outside the lock so that jobs
         // changing state at the same moment share the flush.
-        self.ports.store.flush()?;
+        if flush {
+            self.ports.store.flush()?;
+        }
         if !was_final {
             self.count_job_end(job, &record.state);
         }

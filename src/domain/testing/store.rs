@@ -457,10 +457,12 @@ pub fn store_contract(store: &dyn Store) {
 }
 
 /// The in-memory store whose next `n` writes fail (`fail_next_writes`), like a full or
-/// read-only disk that comes back; reads keep working.
+/// read-only disk that comes back; reads keep working. It also traces the job writes and the
+/// flushes (`journal_trace`), to tell what is made durable when.
 pub struct FlakyStore {
     inner: MockStore,
     failures_left: AtomicU64,
+    trace: std::sync::Mutex<Vec<String>>,
 }
 
 impl Default for FlakyStore {
@@ -468,6 +470,7 @@ impl Default for FlakyStore {
         Self {
             inner: memory_store(),
             failures_left: AtomicU64::new(0),
+            trace: Default::default(),
         }
     }
 }
@@ -475,6 +478,16 @@ impl Default for FlakyStore {
 impl FlakyStore {
     pub fn fail_next_writes(&self, n: u64) {
         self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Every successful `put_job` (`put {id} {state}`), `write_job` (`write {id} {state}`)
+    /// and `flush` (`flush`), in order.
+    pub fn journal_trace(&self) -> Vec<String> {
+        self.trace.lock().unwrap().clone()
+    }
+
+    fn note(&self, entry: String) {
+        self.trace.lock().unwrap().push(entry);
     }
 
     fn write(&self) -> Result<(), crate::domain::dal::StoreError> {
@@ -535,7 +548,15 @@ impl Store for FlakyStore {
     }
     fn put_job(&self, record: &JobRecord) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
-        self.inner.put_job(record)
+        self.inner.put_job(record)?;
+        self.note(format!("put {} {}", record.job.id, record.state.name()));
+        Ok(())
+    }
+    fn write_job(&self, record: &JobRecord) -> Result<(), crate::domain::dal::StoreError> {
+        self.write()?;
+        self.inner.write_job(record)?;
+        self.note(format!("write {} {}", record.job.id, record.state.name()));
+        Ok(())
     }
     fn remove_job(&self, id: U256) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
@@ -560,7 +581,9 @@ impl Store for FlakyStore {
     }
     fn flush(&self) -> Result<(), crate::domain::dal::StoreError> {
         self.write()?;
-        self.inner.flush()
+        self.inner.flush()?;
+        self.note("flush".into());
+        Ok(())
     }
     fn deployment(&self) -> Result<Option<Deployment>, crate::domain::dal::StoreError> {
         self.inner.deployment()

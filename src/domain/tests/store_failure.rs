@@ -1,4 +1,4 @@
-//! A failing store.
+//! A failing store, and what the journal makes durable when.
 
 use super::*;
 
@@ -111,4 +111,44 @@ fn a_follower_far_behind_the_head_is_not_ready() {
     assert!(readiness
         .follower_problem
         .is_some_and(|p| p.contains("blocks behind")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn running_and_executed_wait_for_the_next_flush_and_submitted_is_flushed_before_it_returns() {
+    let (h, store) = flaky_harness();
+    registered(&h);
+    let job = job_now(1, vec![enclave()], b"x");
+    h.executor
+        .on_chain_event(log(2, ChainEvent::JobCreated(job)))
+        .unwrap();
+    settle_all(&h).await;
+    assert_eq!(h.chain.outputs.lock().unwrap().len(), 1);
+    let trace: Vec<String> = store
+        .journal_trace()
+        .into_iter()
+        .filter(|entry| {
+            entry == "flush" || entry.starts_with("put 1 ") || entry.starts_with("write 1 ")
+        })
+        .collect();
+    let at = |entry: &str| {
+        trace
+            .iter()
+            .position(|e| e == entry)
+            .unwrap_or_else(|| panic!("no {entry} in {trace:?}"))
+    };
+    let (running, executed, submitted) = (
+        at("write 1 running"),
+        at("write 1 executed"),
+        at("write 1 submitted"),
+    );
+    // Recovery re-runs a job it finds queued or running: neither state costs a flush.
+    assert!(running < executed && executed < submitted, "{trace:?}");
+    assert!(
+        trace[running..submitted].iter().all(|e| e != "flush"),
+        "running and executed are not flushed on their own: {trace:?}"
+    );
+    // The journal knew the output was sent (durably) before the job went on.
+    assert_eq!(trace[submitted + 1], "flush", "{trace:?}");
+    let confirmed = at("write 1 confirmed");
+    assert_eq!(trace[confirmed + 1], "flush", "{trace:?}");
 }
