@@ -769,9 +769,17 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
     let backfilled_to = devnet.head().await;
 
     let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
+    // Its HTTP requests are counted: anvil gives each log its block's timestamp, so no job
+    // needs a block request for its start time.
+    let target: SocketAddr = format!("127.0.0.1:{}", devnet.anvil.port())
+        .parse()
+        .expect("address");
+    let proxy = Proxy::start(target).await;
+    let mut config = devnet.chain_config();
+    config.rpc_http_url = proxy.http_url();
     // Scans only at (re)connect within this test: live logs must come from the subscription.
-    let follower = LogFollower::new(devnet.chain_config(), my_address)
-        .with_poll_interval(Duration::from_secs(120));
+    let follower =
+        LogFollower::new(config, my_address).with_poll_interval(Duration::from_secs(120));
     let (tx, mut rx) = mpsc::channel(64);
     let task = tokio::spawn(follower.run(Some(0), tx));
     let mut items = Vec::new();
@@ -869,6 +877,14 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
         .filter(|i| matches!(i, FollowerItem::Log(l) if matches!(l.event, ChainEvent::JobResponded { .. })))
         .count();
     assert_eq!(responded, 1);
+    // Six jobs, three backfilled (eth_getLogs) and three live (the subscription).
+    assert!(proxy.calls("eth_getLogs") >= 1, "{:?}", proxy.all_calls());
+    assert_eq!(
+        proxy.calls("eth_getBlockByHash"),
+        0,
+        "{:?}",
+        proxy.all_calls()
+    );
 
     // The follower stops when its receiver is dropped.
     drop(rx);

@@ -18,6 +18,9 @@
 //! chain. When it changed, it walks down to the last height that still matches, delivers the
 //! removal of every log it had delivered from the replaced blocks, reports
 //! `FollowerItem::Rewound` and scans again from the first replaced block.
+//!
+//! A job's start time is its block's timestamp: taken from the log where the node sends
+//! `blockTimestamp`, else asked for by block hash (cached).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -26,9 +29,10 @@ use std::time::Duration;
 
 use ethers::contract::EthEvent;
 use ethers::providers::{Http, Middleware, Provider, ProviderError, Ws};
-use ethers::types::{Address, BlockNumber, Filter, Log, ValueOrArray, H256, U256};
+use ethers::types::{Address, BlockNumber, Filter, Log, ValueOrArray, H256, U256, U64};
 use futures::{FutureExt, StreamExt};
 use lru::LruCache;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -114,6 +118,30 @@ async fn rpc<T>(
         Err(_) => Err(SessionEnd::Failed(format!(
             "{what} timed out after {RPC_TIMEOUT:?}"
         ))),
+    }
+}
+
+/// A log as the node sends it. Newer nodes (anvil, reth, recent geth) add the timestamp of the
+/// log's block, which spares the follower one block request per job it sees.
+// Serialize: ethers' `request` asks it of answers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+struct NodeLog {
+    #[serde(flatten)]
+    log: Log,
+    #[serde(
+        rename = "blockTimestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    block_timestamp: Option<U64>,
+}
+
+impl From<Log> for NodeLog {
+    fn from(log: Log) -> Self {
+        Self {
+            log,
+            block_timestamp: None,
+        }
     }
 }
 
@@ -308,7 +336,11 @@ impl LogFollower {
             Provider::<Ws>::connect_with_reconnects(url, 0).await
         })
         .await?;
-        let mut live = rpc("eth_subscribe logs", ws.subscribe_logs(&self.filter())).await?;
+        let mut live = rpc(
+            "eth_subscribe logs",
+            ws.subscribe::<_, NodeLog>(("logs", self.filter())),
+        )
+        .await?;
         tracing::info!(url, cursor = ?state.cursor, "subscribed to chain logs; backfilling");
 
         self.scan(http, state, tx).await?;
@@ -363,7 +395,11 @@ impl LogFollower {
                 .filter()
                 .from_block(BlockNumber::Number(from.into()))
                 .to_block(BlockNumber::Number(to.into()));
-            let mut logs = match rpc("eth_getLogs", http.get_logs(&filter)).await {
+            let logs = rpc(
+                "eth_getLogs",
+                http.request::<_, Vec<NodeLog>>("eth_getLogs", [&filter]),
+            );
+            let mut logs = match logs.await {
                 Ok(logs) => logs,
                 Err(SessionEnd::Failed(reason)) if range > 1 => {
                     range = (range / 2).max(1);
@@ -372,10 +408,10 @@ impl LogFollower {
                 }
                 Err(e) => return Err(e),
             };
-            logs.sort_by_key(|log| {
+            logs.sort_by_key(|node_log| {
                 (
-                    log.block_number.map(|n| n.as_u64()),
-                    log.log_index.map(|i| i.low_u64()),
+                    node_log.log.block_number.map(|n| n.as_u64()),
+                    node_log.log.log_index.map(|i| i.low_u64()),
                 )
             });
             for log in logs {
@@ -472,7 +508,10 @@ impl LogFollower {
         http: &Provider<Http>,
         state: &mut State,
         tx: &mpsc::Sender<FollowerItem>,
-        log: Log,
+        NodeLog {
+            log,
+            block_timestamp,
+        }: NodeLog,
     ) -> SessionResult {
         let (Some(block_hash), Some(block_number), Some(log_index)) =
             (log.block_hash, log.block_number, log.log_index)
@@ -500,6 +539,10 @@ impl LogFollower {
                 return Ok(());
             }
         };
+        // Zero is no timestamp (a node that fills the field in without knowing it).
+        if let Some(time) = block_timestamp.map(|t| t.as_u64()).filter(|t| *t > 0) {
+            state.block_times.put(block_hash, time);
+        }
         let event = match event {
             ChainEvent::JobCreated(mut job) => {
                 job.exec_start_time = self.block_time(http, state, block_hash, removed).await?;
@@ -723,7 +766,10 @@ mod tests {
     async fn delivered(follower: &LogFollower, state: &mut State, log: Log) -> Vec<FollowerItem> {
         let http = Provider::<Http>::try_from("http://127.0.0.1:9").unwrap();
         let (tx, mut rx) = mpsc::channel(8);
-        assert!(follower.deliver(&http, state, &tx, log).await.is_ok());
+        assert!(follower
+            .deliver(&http, state, &tx, log.into())
+            .await
+            .is_ok());
         drop(tx);
         let mut items = Vec::new();
         while let Some(item) = rx.recv().await {
@@ -950,6 +996,65 @@ mod tests {
             delivered(&f, &mut state, removed).await.as_slice(),
             [FollowerItem::Log(ChainLog { removed: true, .. })]
         ));
+    }
+
+    /// A `JobCreated` log as a node sends it, `blockTimestamp` as given (None: no field).
+    fn job_created_json(block_timestamp: Option<&str>) -> serde_json::Value {
+        let data = encode(&[
+            Token::FixedBytes(vec![0x11; 32]),
+            Token::Bytes(b"in".to_vec()),
+            Token::Uint(5_000.into()),
+            Token::Array(vec![Token::Address(ENCLAVE)]),
+        ]);
+        let mut json = serde_json::json!({
+            "address": format!("{JOBS:?}"),
+            "topics": [
+                format!("{:?}", JobCreatedFilter::signature()),
+                format!("{:?}", H256::from_low_u64_be(7)),
+                format!("{:?}", H256::from_low_u64_be(1)),
+                format!("{:?}", H256::from(Address::repeat_byte(0x0b))),
+            ],
+            "data": format!("0x{}", hex::encode(data)),
+            "blockHash": format!("{:?}", H256::repeat_byte(9)),
+            "blockNumber": "0x9",
+            "transactionHash": format!("{:?}", H256::repeat_byte(2)),
+            "transactionIndex": "0x0",
+            "logIndex": "0x0",
+            "removed": false
+        });
+        if let Some(time) = block_timestamp {
+            json["blockTimestamp"] = serde_json::Value::from(time);
+        }
+        json
+    }
+
+    /// The job's start time comes from the log's `blockTimestamp` where the node sends one: no
+    /// block request (the node here refuses every connection). Without it, or with zero, the
+    /// block is asked for.
+    #[tokio::test]
+    async fn a_job_start_time_comes_from_the_log_when_the_node_sends_it() {
+        let f = follower();
+        let http = Provider::<Http>::try_from("http://127.0.0.1:9").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let timed: NodeLog = serde_json::from_value(job_created_json(Some("0x6b14cde4"))).unwrap();
+        let mut state = State::new(Some(0));
+        assert!(f.deliver(&http, &mut state, &tx, timed).await.is_ok());
+        match rx.try_recv() {
+            Ok(FollowerItem::Log(ChainLog {
+                event: ChainEvent::JobCreated(job),
+                ..
+            })) => {
+                assert_eq!(job.id, U256::from(7));
+                assert_eq!(job.exec_start_time, 0x6b14cde4);
+            }
+            other => panic!("expected the job, got {other:?}"),
+        }
+        for untimed in [job_created_json(None), job_created_json(Some("0x0"))] {
+            let untimed: NodeLog = serde_json::from_value(untimed).unwrap();
+            let mut state = State::new(Some(0));
+            let result = f.deliver(&http, &mut state, &tx, untimed).await;
+            assert!(result.is_err(), "the block had to be asked for");
+        }
     }
 
     #[test]
