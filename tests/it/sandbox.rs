@@ -865,11 +865,18 @@ async fn cgroup_slots_are_made_limited_and_removed() {
         CgroupVersion::V2 => {
             assert_eq!(read("memory.max").as_deref(), Some("67108864"));
             assert_eq!(read("cpu.max").as_deref(), Some("5000 20000"));
+            // Where the kernel has CFS burst (5.14 on), a slot carries one quota over.
+            if let Some(burst) = read("cpu.max.burst") {
+                assert_eq!(burst, "5000");
+            }
         }
         CgroupVersion::V1 => {
             assert_eq!(read("memory.limit_in_bytes").as_deref(), Some("67108864"));
             assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("5000"));
             assert_eq!(read("cpu.cfs_period_us").as_deref(), Some("20000"));
+            if let Some(burst) = read("cpu.cfs_burst_us") {
+                assert_eq!(burst, "5000");
+            }
             let oom = read("memory.oom_control").unwrap();
             assert!(oom.contains("oom_kill_disable 0"), "{oom}");
             if let Some(memsw) = read("memory.memsw.limit_in_bytes") {

@@ -37,7 +37,12 @@ pub fn sandbox_config(mode: SandboxMode, work_dir: &Path, name: &str) -> Sandbox
     }
 }
 
-pub async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) -> Result<()> {
+pub async fn sandbox_latency(
+    mode: SandboxMode,
+    runs: usize,
+    gap_ms: u64,
+    work_dir: &Path,
+) -> Result<()> {
     let config = sandbox_config(mode, work_dir, &format!("{mode:?}").to_lowercase());
     let sandbox = WorkerdSandbox::new(&config)?;
     let slots = CgroupSlots::new(1, &config);
@@ -57,14 +62,21 @@ pub async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) ->
         sandbox.run(&slot, code, input, None, 30_000).await?;
         let mut total = Vec::with_capacity(runs);
         let mut ready = Vec::with_capacity(runs);
-        let mut throttled_runs = 0;
+        let (mut throttled_runs, mut burst_runs) = (0, 0);
         for _ in 0..runs {
-            let throttled = nr_throttled(&slots, slot.index);
+            if gap_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(gap_ms)).await;
+            }
+            let before = cpu_stat(&slots, slot.index);
             let report = sandbox
                 .run_detailed(&slot, code, input, None, 30_000)
                 .await?;
-            if nr_throttled(&slots, slot.index) > throttled {
+            let after = cpu_stat(&slots, slot.index);
+            if after.throttled > before.throttled {
                 throttled_runs += 1;
+            }
+            if after.bursts > before.bursts {
+                burst_runs += 1;
             }
             if report.result != RunResult::Output(expected.to_vec()) {
                 bail!("{mode:?} {name}: unexpected result {:?}", report.result);
@@ -81,9 +93,9 @@ pub async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) ->
             mean,
             pct(&mut ready, 0.5),
             if slots.enforced() {
-                format!("{throttled_runs} of {runs}")
+                format!("{throttled_runs} of {runs} | {burst_runs} of {runs}")
             } else {
-                "no cgroup".into()
+                "no cgroup | no cgroup".into()
             }
         );
     }
@@ -93,12 +105,28 @@ pub async fn sandbox_latency(mode: SandboxMode, runs: usize, work_dir: &Path) ->
     Ok(())
 }
 
-/// How many CFS periods the slot's CPU quota has throttled so far (`cpu.stat`).
-fn nr_throttled(slots: &CgroupSlots, index: usize) -> u64 {
-    slots
+/// What the slot's `cpu.stat` counts so far.
+#[derive(Default)]
+struct CpuStat {
+    /// CFS periods in which the quota ran out.
+    throttled: u64,
+    /// Periods that used quota carried over (CFS burst; 0 where the kernel lacks it).
+    bursts: u64,
+}
+
+fn cpu_stat(slots: &CgroupSlots, index: usize) -> CpuStat {
+    let mut stat = CpuStat::default();
+    for text in slots
         .slot_dirs(index)
         .iter()
         .filter_map(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
-        .filter_map(|s| parse_nr_throttled(&s))
-        .sum()
+    {
+        stat.throttled += parse_nr_throttled(&text).unwrap_or(0);
+        stat.bursts += text
+            .lines()
+            .find_map(|line| line.strip_prefix("nr_bursts "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    stat
 }

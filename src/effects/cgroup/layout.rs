@@ -13,6 +13,14 @@ use super::CgroupError;
 /// (p50 up by half); 20 ms lets it finish inside one period. The share is the same.
 pub const CPU_PERIOD_US: u64 = 20_000;
 
+/// The CFS burst, as a share of the quota: a slot may carry unused quota over, up to one more
+/// period's worth, into the next period (`cpu.max.burst`, v1 `cpu.cfs_burst_us`; Linux ≥ 5.14,
+/// written where the kernel offers it). A warm slot idles between jobs, so a trivial job that
+/// needs a little more than one period's quota (isolate creation on several threads) finishes
+/// without waiting for the next period; the average share stays the quota, and a job that
+/// runs on spends the carried-over quota once.
+pub const CPU_BURST_PERCENT_OF_QUOTA: u64 = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersion {
     V1,
@@ -37,13 +45,16 @@ pub struct LimitFile {
 }
 
 /// The files that set a slot's limits: `memory_bytes` of memory and no swap, the OOM killer
-/// enabled, and `cpu_percent` % of one core (`quota = percent × 200` µs per 20 ms period).
+/// enabled, and `cpu_percent` % of one core (`quota = percent × 200` µs per 20 ms period, with
+/// a burst of one quota where the kernel has it).
 pub fn render_limits(
     version: CgroupVersion,
     memory_bytes: u64,
     cpu_percent: u32,
 ) -> Vec<LimitFile> {
     let quota = u64::from(cpu_percent) * CPU_PERIOD_US / 100;
+    // The kernel refuses a burst above the quota.
+    let burst = quota * CPU_BURST_PERCENT_OF_QUOTA.min(100) / 100;
     let file = |controller, file, value: String, required| LimitFile {
         controller,
         file,
@@ -57,6 +68,7 @@ pub fn render_limits(
             file(Memory, "memory.swap.max", "0".into(), false),
             file(Memory, "memory.oom.group", "1".into(), false),
             file(Cpu, "cpu.max", format!("{quota} {CPU_PERIOD_US}"), true),
+            file(Cpu, "cpu.max.burst", burst.to_string(), false),
         ],
         CgroupVersion::V1 => vec![
             file(
@@ -77,6 +89,7 @@ pub fn render_limits(
             file(Memory, "memory.oom_control", "0".into(), false),
             file(Cpu, "cpu.cfs_period_us", CPU_PERIOD_US.to_string(), true),
             file(Cpu, "cpu.cfs_quota_us", quota.to_string(), true),
+            file(Cpu, "cpu.cfs_burst_us", burst.to_string(), false),
         ],
     }
 }
@@ -288,6 +301,10 @@ mod tests {
 0::/
 ";
 
+    fn pos_of(limits: &[LimitFile], file: &str) -> usize {
+        limits.iter().position(|x| x.file == file).unwrap()
+    }
+
     #[test]
     fn v1_limits() {
         let l = render_limits(CgroupVersion::V1, 100 << 20, 50);
@@ -297,6 +314,9 @@ mod tests {
         assert_eq!(get("memory.oom_control"), Some("0"));
         assert_eq!(get("cpu.cfs_period_us"), Some("20000"));
         assert_eq!(get("cpu.cfs_quota_us"), Some("10000"));
+        assert_eq!(get("cpu.cfs_burst_us"), Some("10000"));
+        // The burst is written after the quota it may not exceed.
+        assert!(pos_of(&l, "cpu.cfs_quota_us") < pos_of(&l, "cpu.cfs_burst_us"));
         // The limit comes before memsw (memsw may never be below it).
         let pos = |f: &str| l.iter().position(|x| x.file == f).unwrap();
         assert!(pos("memory.limit_in_bytes") < pos("memory.memsw.limit_in_bytes"));
@@ -309,6 +329,8 @@ mod tests {
         assert_eq!(get("memory.max"), Some("104857600"));
         assert_eq!(get("memory.swap.max"), Some("0"));
         assert_eq!(get("cpu.max"), Some("50000 20000"));
+        assert_eq!(get("cpu.max.burst"), Some("50000"));
+        assert!(pos_of(&l, "cpu.max") < pos_of(&l, "cpu.max.burst"));
         assert!(l
             .iter()
             .filter(|x| x.required)
