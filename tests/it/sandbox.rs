@@ -1019,6 +1019,31 @@ async fn prewarm_starts_slots_side_by_side() {
     finish(sandbox, &work);
 }
 
+/// Shutdown while slots are still being started in the background: no slot gets a process
+/// after `stop` (one would keep its slot's cgroup busy, so the executor could not remove it).
+#[tokio::test]
+async fn stop_ends_prewarming_still_in_progress() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slots: Vec<Slot> = (0..8).map(slot).collect();
+    sandbox.prewarm(&slots, 1).await.unwrap();
+    sandbox.stop().await;
+    // Long enough for the background to have started every slot, had it gone on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut running = Vec::new();
+    for s in &slots {
+        if let Some(pid) = sandbox.warm_pid(s.index).await {
+            running.push((s.index, pid));
+        }
+    }
+    assert!(
+        running.is_empty(),
+        "slots with a process after stop: {running:?}"
+    );
+    finish(sandbox, &work);
+}
+
 #[tokio::test]
 async fn warm_deadline_restarts_only_its_own_slot() {
     sandbox_init_logs();

@@ -54,7 +54,9 @@ pub(super) async fn prewarm(
                     let started = pool.start(&slot).await;
                     drop(pool);
                     let listening = match started {
-                        Ok(mut ready) => matches!(
+                        // The pool is stopping (shutdown): not a failure.
+                        Ok(None) => false,
+                        Ok(Some(mut ready)) => matches!(
                             tokio::time::timeout(START_WAIT, ready.wait_for(|r| r.1)).await,
                             Ok(Ok(_))
                         ),

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub(super) struct WarmPool {
     slots: Mutex<HashMap<usize, Arc<AsyncMutex<Option<WarmProcess>>>>>,
     readiness: Mutex<HashMap<usize, Readiness>>,
     generation: AtomicU64,
+    /// Set by `stop_all`: slots still to be prewarmed are not started any more.
+    stopping: AtomicBool,
 }
 
 /// One slot's workerd and its directory. Fields drop in order: workerd is killed first.
@@ -101,6 +103,7 @@ impl WarmPool {
             slots: Mutex::new(HashMap::new()),
             readiness: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -135,18 +138,29 @@ impl WarmPool {
     }
 
     /// Starts the slot's process unless it has one (or a job holds the slot: the job starts
-    /// its own); the watch of its readiness.
+    /// its own); the watch of its readiness. None once the pool is stopping: a process started
+    /// after `stop_all` went by would keep its slot's cgroup busy past shutdown.
     pub(super) async fn start(
         &self,
         slot: &Slot,
-    ) -> Result<watch::Receiver<(u64, bool)>, SandboxError> {
+    ) -> Result<Option<watch::Receiver<(u64, bool)>>, SandboxError> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         let cell = self.cell(slot.index);
         if let Ok(mut guard) = cell.try_lock() {
             if guard.is_none() {
                 *guard = Some(self.spawn(slot)?);
             }
+            // `stop_all` may have passed this cell while it was held: the process is ours to stop.
+            if self.stopping.load(Ordering::SeqCst) {
+                if let Some(mut process) = guard.take() {
+                    process.workerd.kill_and_reap().await;
+                }
+                return Ok(None);
+            }
         }
-        Ok(self.readiness(slot.index).subscribe())
+        Ok(Some(self.readiness(slot.index).subscribe()))
     }
 
     /// Stops a slot's process (e.g. the self-check's, which no job uses again).
@@ -171,6 +185,8 @@ impl WarmPool {
     /// A slot still running a job past the shutdown grace is not waited for: its job must not
     /// finish now (it runs again after the restart), and its process ends with the executor.
     pub(super) async fn stop_all(&self) {
+        // First, so that prewarming still in the background starts no more slots.
+        self.stopping.store(true, Ordering::SeqCst);
         let cells: Vec<_> = self
             .slots
             .lock()
