@@ -214,7 +214,9 @@ pub struct Slot {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Slots: Send + Sync {
     fn capacity(&self) -> usize;
-    /// Takes a free slot, or None when all are busy. Never blocks.
+    /// Takes a free slot, or None when all are busy. Never blocks. It may also answer None
+    /// while some are free, for a bounded time, to hold them back for a busy slot that is ready
+    /// (sooner free than a cold one starts); the caller then asks again within a few ms.
     fn try_acquire(&self) -> Option<Slot>;
     fn release(&self, slot: Slot);
     fn busy(&self) -> usize;

@@ -15,6 +15,11 @@ use super::model::{Job, JobState};
 use super::stage::STAGE_TARGET;
 use super::Executor;
 
+/// The dispatcher's safety tick: new jobs and released slots wake it sooner.
+const DISPATCH_TICK_MS: u64 = 1_000;
+/// How soon the dispatcher looks again when the slots held free ones back for a ready one.
+const SLOT_RECHECK_MS: u64 = 5;
+
 #[derive(Default)]
 pub(crate) struct Scheduler {
     /// Jobs waiting for a slot, by the end of their window (earliest first).
@@ -122,7 +127,13 @@ impl Executor {
                 continue;
             };
             let Some(slot) = self.ports.slots.try_acquire() else {
-                self.wait_dispatch().await;
+                if self.ports.slots.busy() < self.ports.slots.capacity() {
+                    // Free slots held back for a busy one that is ready (the port's choice);
+                    // a slot becoming ready wakes nobody: look again shortly.
+                    self.wait_dispatch_ms(SLOT_RECHECK_MS).await;
+                } else {
+                    self.wait_dispatch_ms(DISPATCH_TICK_MS).await;
+                }
                 continue;
             };
             lock(&self.scheduler.queue).pop();
@@ -172,10 +183,14 @@ impl Executor {
     }
 
     async fn wait_dispatch(&self) {
-        // Woken by a new job or a released slot; the periodic tick is a safety net only.
+        self.wait_dispatch_ms(DISPATCH_TICK_MS).await;
+    }
+
+    /// Woken by a new job or a released slot, or after `ms`.
+    async fn wait_dispatch_ms(&self, ms: u64) {
         tokio::select! {
             _ = self.scheduler.dispatch_wake.notified() => {}
-            _ = self.ports.clock.sleep_ms(1_000) => {}
+            _ = self.ports.clock.sleep_ms(ms) => {}
         }
     }
 

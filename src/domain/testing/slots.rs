@@ -7,12 +7,24 @@ use std::sync::{Arc, Mutex};
 
 /// A `MockSlots` pool of `capacity` slots without cgroups.
 pub fn counting_slots(capacity: usize) -> crate::domain::dal::MockSlots {
+    declining_slots(capacity, 0)
+}
+
+/// `counting_slots` whose first `declines` requests get None though slots are free, as a pool
+/// holding free slots back for a busy one that is ready answers.
+pub fn declining_slots(capacity: usize, declines: usize) -> crate::domain::dal::MockSlots {
     use crate::domain::dal::Slot;
     let free = Arc::new(Mutex::new((0..capacity).rev().collect::<Vec<usize>>()));
+    let declines = Arc::new(Mutex::new(declines));
     let mut slots = crate::domain::dal::MockSlots::new();
     slots.expect_capacity().return_const(capacity);
     let f = free.clone();
     slots.expect_try_acquire().returning(move || {
+        let mut left = declines.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return None;
+        }
         f.lock().unwrap().pop().map(|index| Slot {
             index,
             cgroup_procs: vec![],

@@ -324,3 +324,33 @@ async fn secret_events_are_accepted_and_change_nothing_yet() {
     assert_eq!(h.executor.chain_status().unwrap(), ChainStatus::Serving);
     assert_eq!(h.executor.load().0, 0, "no job from a secret event");
 }
+
+/// A pool that holds its free slots back (for a busy one that is ready) answers None while not
+/// every slot is busy, and nothing wakes the dispatcher when that changes: it asks again within
+/// milliseconds, not at its 1 s safety tick.
+#[tokio::test(start_paused = true)]
+async fn slots_held_back_for_a_ready_one_are_asked_for_again_soon() {
+    let h = harness_on_slots(crate::domain::testing::declining_slots(2, 3));
+    registered(&h);
+    let started = tokio::time::Instant::now();
+    h.executor
+        .on_chain_event(log(
+            2,
+            ChainEvent::JobCreated(job_now(1, vec![enclave()], b"x")),
+        ))
+        .unwrap();
+    tokio::spawn(h.executor.clone().run_dispatcher());
+    while h.chain.outputs.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the job never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Paused time: only the dispatcher's own waits move it (three declines).
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(100),
+        "the job waited {waited:?} for a free slot"
+    );
+}

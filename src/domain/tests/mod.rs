@@ -89,7 +89,11 @@ fn harness_of(
         secrets: Arc::new(memory_secrets()),
         code: Arc::new(code),
         sandbox: Arc::new(sandbox),
-        slots: Arc::new(counting_slots(slots)),
+        slots: Arc::new(
+            SLOTS_OVERRIDE
+                .with(|o| o.borrow_mut().take())
+                .unwrap_or_else(|| counting_slots(slots)),
+        ),
         chain: Arc::new(writer),
         reader: Arc::new(reader),
         probe: Arc::new(probed_chain(Some(100), true)),
@@ -123,6 +127,15 @@ thread_local! {
     /// A change to the settings of the next harness built on this thread (`harness_adjusted`).
     static SETTINGS_OVERRIDE: std::cell::RefCell<Option<AdjustSettings>> =
         const { std::cell::RefCell::new(None) };
+    /// The slots of the next harness built on this thread, instead of `counting_slots`.
+    static SLOTS_OVERRIDE: std::cell::RefCell<Option<crate::domain::dal::MockSlots>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `harness()` on `slots`.
+fn harness_on_slots(slots: crate::domain::dal::MockSlots) -> Harness {
+    SLOTS_OVERRIDE.with(|o| *o.borrow_mut() = Some(slots));
+    harness()
 }
 
 /// `harness()` with its settings changed by `adjust` (e.g. the TEE generation).

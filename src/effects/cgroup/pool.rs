@@ -4,13 +4,15 @@
 //!
 //! The free list is a mutex-protected stack: a slot is held by exactly one run at a time.
 //! `try_acquire` takes the topmost free slot that `prefer` says is ready (the composition root
-//! passes the sandbox's answer: whether the slot's warm process listens), else the topmost one.
+//! passes the sandbox's answer: whether the slot's warm process listens), else the topmost one;
+//! but while no free slot is ready and a busy one is, it hands out nothing for up to
+//! `READY_WAIT`: the busy slot is free again within a job's time, sooner than a cold start.
 //! `cleanup` (also on drop) removes the slot cgroups and any parent it created.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::layout::{
     detect_layout, oom_events_file, parse_oom_kills, render_limits, same_limit, slot_dir_name,
@@ -19,6 +21,12 @@ use super::layout::{
 use super::CgroupError;
 use crate::config::SandboxConfig;
 use crate::domain::dal::{Slot, Slots};
+
+/// How long free slots that still start are held back while a busy slot is ready. A warm job
+/// frees its slot in milliseconds; a workerd started cold takes 60–150 ms on 2 cores, more when
+/// several start at once (the jobs recovered after a restart). Past it, slots that still start
+/// are handed out until a ready one is taken again (a long job must not hold every job back).
+pub const READY_WAIT: Duration = Duration::from_millis(100);
 
 /// A hierarchy with the slot cgroups made in it.
 #[derive(Debug)]
@@ -48,6 +56,9 @@ pub struct CgroupSlots {
     limits: Limits,
     cleaned: AtomicBool,
     prefer: OnceLock<Preference>,
+    ready_wait: Duration,
+    /// Since when free slots have been held back for a busy ready one (None: not holding).
+    holding_since: Mutex<Option<Instant>>,
 }
 
 /// Which slots `try_acquire` takes first.
@@ -92,7 +103,15 @@ impl CgroupSlots {
             limits,
             cleaned: AtomicBool::new(false),
             prefer: OnceLock::new(),
+            ready_wait: READY_WAIT,
+            holding_since: Mutex::new(None),
         }
+    }
+
+    /// `READY_WAIT` otherwise (zero: never hold a free slot back).
+    pub fn with_ready_wait(mut self, wait: Duration) -> Self {
+        self.ready_wait = wait;
+        self
     }
 
     /// From now on `try_acquire` takes a free slot for which `ready` holds when there is one
@@ -225,13 +244,29 @@ impl Slots for CgroupSlots {
     fn try_acquire(&self) -> Option<Slot> {
         let index = {
             let mut free = self.free.lock().ok()?;
-            let preferred = self
-                .prefer
-                .get()
-                .and_then(|p| free.iter().rposition(|&i| (p.0)(i)));
-            match preferred {
-                Some(at) => free.remove(at),
+            match self.prefer.get() {
                 None => free.pop()?,
+                Some(Preference(ready)) => {
+                    let mut holding = self.holding_since.lock().ok()?;
+                    if let Some(at) = free.iter().rposition(|&i| ready(i)) {
+                        *holding = None;
+                        free.remove(at)
+                    } else if free.is_empty() {
+                        return None;
+                    } else if (0..self.capacity).any(|i| !free.contains(&i) && ready(i)) {
+                        // None free is ready, a busy one is: it is free again sooner than a
+                        // free one starts, unless its job runs long.
+                        let since = *holding.get_or_insert_with(Instant::now);
+                        if since.elapsed() < self.ready_wait {
+                            return None;
+                        }
+                        free.pop()?
+                    } else {
+                        // Nothing is ready: starting one is the only way.
+                        *holding = None;
+                        free.pop()?
+                    }
+                }
             }
         };
         let cgroup_procs = self
@@ -639,15 +674,21 @@ mod tests {
         assert!(err.contains("delegated cgroup v2 subtree"), "{err}");
     }
 
-    #[test]
-    fn ready_slots_are_taken_first() {
-        let slots = CgroupSlots {
+    fn three_unlimited_slots(ready_wait: Duration) -> CgroupSlots {
+        CgroupSlots {
             capacity: 3,
             free: Mutex::new(vec![2, 1, 0]),
             limits: Limits::Unenforced { why: "test".into() },
             cleaned: AtomicBool::new(false),
             prefer: OnceLock::new(),
-        };
+            ready_wait,
+            holding_since: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn ready_slots_are_taken_first() {
+        let slots = three_unlimited_slots(Duration::ZERO);
         // Without a preference: the top of the stack.
         let first = slots.try_acquire().unwrap();
         assert_eq!(first.index, 0);
@@ -655,9 +696,40 @@ mod tests {
         // Slot 0 (on top) still starts; 2 listens.
         slots.prefer(|index| index == 2);
         assert_eq!(slots.try_acquire().unwrap().index, 2);
-        // None of the free ones is ready: the top one.
+        // None of the free ones is ready (and no wait for the busy one): the top one.
         assert_eq!(slots.try_acquire().unwrap().index, 0);
         assert_eq!(slots.try_acquire().unwrap().index, 1);
         assert!(slots.try_acquire().is_none());
+    }
+
+    #[test]
+    fn free_slots_that_still_start_wait_briefly_for_a_busy_ready_one() {
+        let slots = three_unlimited_slots(Duration::from_millis(200));
+        // Only slot 2 listens, and a job holds it.
+        slots.prefer(|index| index == 2);
+        let ready = slots.try_acquire().unwrap();
+        assert_eq!(ready.index, 2);
+        assert!(
+            slots.try_acquire().is_none(),
+            "held back for the busy ready slot"
+        );
+        // Its job ends: the ready slot goes out again, not one that still starts.
+        slots.release(ready);
+        let again = slots.try_acquire().unwrap();
+        assert_eq!(again.index, 2);
+        // A long job: once the wait is over, the slots that still start go out, one after
+        // the other without a new wait.
+        assert!(slots.try_acquire().is_none());
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(slots.try_acquire().unwrap().index, 0);
+        assert_eq!(slots.try_acquire().unwrap().index, 1);
+    }
+
+    #[test]
+    fn with_nothing_ready_a_slot_that_still_starts_goes_out_at_once() {
+        let slots = three_unlimited_slots(Duration::from_secs(60));
+        slots.prefer(|_| false);
+        assert_eq!(slots.try_acquire().unwrap().index, 0);
+        assert_eq!(slots.try_acquire().unwrap().index, 1);
     }
 }
