@@ -59,6 +59,51 @@ struct ExecutorProcess {
     settings: HashMap<String, String>,
 }
 
+/// A killed executor runs no shutdown code: its slot cgroups stay behind (empty once its
+/// workerd processes, which die with it, are gone). Removes them, so test runs leave no
+/// cgroups on the machine; only the test's own unique parent (a restart makes it anew).
+impl Drop for ExecutorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let Some(parent) = self.settings.get("CGROUP_PARENT") else {
+            return;
+        };
+        if !parent.starts_with("serverless-executor-devnet-") {
+            return;
+        }
+        let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(mounts) = std::fs::read_dir("/sys/fs/cgroup") {
+            roots.extend(mounts.flatten().map(|m| m.path()));
+        }
+        for dir in roots.iter().map(|root| root.join(parent)) {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let slots = entries.flatten().map(|e| e.path()).filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("slot-"))
+            });
+            for slot in slots {
+                rmdir_patiently(&slot);
+            }
+            rmdir_patiently(&dir);
+        }
+    }
+}
+
+/// rmdir, retrying for up to a second while the last processes in the cgroup go away.
+fn rmdir_patiently(dir: &std::path::Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => return,
+        }
+    }
+}
+
 impl ExecutorProcess {
     /// Starts `serverless-executor serve` with these settings (`EXECUTOR_*` without the prefix).
     fn spawn(settings: &HashMap<String, String>) -> ExecutorProcess {
