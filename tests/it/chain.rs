@@ -17,7 +17,7 @@ use serverless_executor::client;
 use serverless_executor::client::deploy::DeployParams;
 use serverless_executor::client::jobs;
 use serverless_executor::client::jobs::CodeForm;
-use serverless_executor::config::Config;
+use serverless_executor::config::{ChainConfig, Config};
 use serverless_executor::domain::dal::{
     ignore_sent, ChainError, ChainWriter, CodeFetchError, CodeSource, OutputPlan, Revert, TxOutcome,
 };
@@ -335,14 +335,21 @@ async fn an_unmined_transaction_is_replaced_with_the_same_nonce() {
     assert_eq!(nonce, U256::one(), "exactly one transaction was mined");
 }
 
-/// A sender whose HTTP requests go through a counting proxy (its `newHeads` straight to anvil).
-async fn counted_sender(devnet: &Devnet) -> (TxSender, Proxy) {
+/// The devnet's chain config with its HTTP requests through a counting proxy (WebSocket
+/// straight to anvil), and the proxy.
+async fn counted_config(devnet: &Devnet) -> (ChainConfig, Proxy) {
     let target: SocketAddr = format!("127.0.0.1:{}", devnet.anvil.port())
         .parse()
         .expect("address");
     let proxy = Proxy::start(target).await;
     let mut config = devnet.chain_config();
     config.rpc_http_url = proxy.http_url();
+    (config, proxy)
+}
+
+/// A sender whose HTTP requests go through a counting proxy (its `newHeads` straight to anvil).
+async fn counted_sender(devnet: &Devnet) -> (TxSender, Proxy) {
+    let (config, proxy) = counted_config(devnet).await;
     (TxSender::new(config).expect("sender"), proxy)
 }
 
@@ -771,12 +778,7 @@ async fn follower_backfills_then_streams_each_log_once_in_order() {
     let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
     // Its HTTP requests are counted: anvil gives each log its block's timestamp, so no job
     // needs a block request for its start time.
-    let target: SocketAddr = format!("127.0.0.1:{}", devnet.anvil.port())
-        .parse()
-        .expect("address");
-    let proxy = Proxy::start(target).await;
-    let mut config = devnet.chain_config();
-    config.rpc_http_url = proxy.http_url();
+    let (config, proxy) = counted_config(&devnet).await;
     // Scans only at (re)connect within this test: live logs must come from the subscription.
     let follower =
         LogFollower::new(config, my_address).with_poll_interval(Duration::from_secs(120));

@@ -21,6 +21,7 @@ use serverless_executor::client::devnet::{wait_for_chain_status, Devnet, Executo
 use serverless_executor::client::jobs::{
     create_job, save_code, wait_for_response, CreatedJob, JobResponse,
 };
+use serverless_executor::effects::cgroup::rmdir_patiently;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -85,21 +86,9 @@ impl Drop for ExecutorProcess {
                         .is_some_and(|n| n.to_string_lossy().starts_with("slot-"))
             });
             for slot in slots {
-                rmdir_patiently(&slot);
+                let _ = rmdir_patiently(&slot);
             }
-            rmdir_patiently(&dir);
-        }
-    }
-}
-
-/// rmdir, retrying for up to a second while the last processes in the cgroup go away.
-fn rmdir_patiently(dir: &std::path::Path) {
-    for _ in 0..50 {
-        match std::fs::remove_dir(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => return,
+            let _ = rmdir_patiently(&dir);
         }
     }
 }

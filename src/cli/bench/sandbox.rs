@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use serverless_executor::config::{default_workerd_path, EgressPolicy, SandboxConfig, SandboxMode};
 use serverless_executor::domain::dal::{RunResult, Sandbox, Slots};
-use serverless_executor::effects::cgroup::{parse_nr_throttled, CgroupSlots};
+use serverless_executor::effects::cgroup::{parse_cpu_stat, CgroupSlots};
 use serverless_executor::effects::workerd::WorkerdSandbox;
 
 use super::{pct, ECHO_JOB, FACTORS_JOB, LARGE_NUMBER, LARGE_NUMBER_FACTORS};
@@ -121,12 +121,8 @@ fn cpu_stat(slots: &CgroupSlots, index: usize) -> CpuStat {
         .iter()
         .filter_map(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
     {
-        stat.throttled += parse_nr_throttled(&text).unwrap_or(0);
-        stat.bursts += text
-            .lines()
-            .find_map(|line| line.strip_prefix("nr_bursts "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        stat.throttled += parse_cpu_stat(&text, "nr_throttled").unwrap_or(0);
+        stat.bursts += parse_cpu_stat(&text, "nr_bursts").unwrap_or(0);
     }
     stat
 }

@@ -271,10 +271,11 @@ pub fn oom_events_file(version: CgroupVersion) -> &'static str {
     }
 }
 
-/// The number after `nr_throttled` in `cpu.stat`: CFS periods in which the quota throttled.
-pub fn parse_nr_throttled(text: &str) -> Option<u64> {
+/// The count named `key` in `cpu.stat`: e.g. `nr_throttled` (CFS periods in which the quota
+/// throttled) or `nr_bursts` (periods that used carried-over quota; Linux ≥ 5.14).
+pub fn parse_cpu_stat(text: &str, key: &str) -> Option<u64> {
     text.lines()
-        .filter_map(|l| l.strip_prefix("nr_throttled "))
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
         .find_map(|n| n.trim().parse().ok())
 }
 
@@ -391,8 +392,13 @@ mod tests {
     #[test]
     fn throttled_periods_are_parsed() {
         let stat = "usage_usec 100\nnr_periods 10\nnr_throttled 4\nthrottled_usec 9\n";
-        assert_eq!(parse_nr_throttled(stat), Some(4));
-        assert_eq!(parse_nr_throttled("nr_periods 1\n"), None);
+        assert_eq!(parse_cpu_stat(stat, "nr_throttled"), Some(4));
+        assert_eq!(parse_cpu_stat("nr_periods 1\n", "nr_throttled"), None);
+        // A key is a whole word: `nr_throttled` is not `nr_throttled_extra`.
+        assert_eq!(
+            parse_cpu_stat("nr_throttled_extra 9\n", "nr_throttled"),
+            None
+        );
         assert_eq!(oom_events_file(CgroupVersion::V2), "memory.events");
     }
 

@@ -12,11 +12,10 @@ mod pool;
 use std::path::PathBuf;
 
 pub use layout::{
-    detect_layout, oom_events_file, parse_nr_throttled, parse_oom_kills, render_limits,
-    slot_dir_name, CgroupVersion, Controller, Hierarchy, Layout, LimitFile, CPU_PERIOD_US,
-    EXECUTOR_LEAF,
+    detect_layout, oom_events_file, parse_cpu_stat, parse_oom_kills, render_limits, slot_dir_name,
+    CgroupVersion, Controller, Hierarchy, Layout, LimitFile, CPU_PERIOD_US, EXECUTOR_LEAF,
 };
-pub use pool::CgroupSlots;
+pub use pool::{rmdir_patiently, CgroupSlots};
 
 /// Why the slot cgroups could not be set up (the slots then run without limits).
 #[derive(Debug, thiserror::Error)]

@@ -518,7 +518,7 @@ fn undo(made: &Made) {
 }
 
 /// rmdir, retrying briefly while the last process in it is still going away.
-fn rmdir_patiently(dir: &Path) -> std::io::Result<()> {
+pub fn rmdir_patiently(dir: &Path) -> std::io::Result<()> {
     let mut last = None;
     for _ in 0..25 {
         match std::fs::remove_dir(dir) {
