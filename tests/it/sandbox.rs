@@ -977,6 +977,179 @@ async fn warm_jobs_share_no_state_and_see_no_host_bindings() {
     finish(sandbox, &work);
 }
 
+/// Counts its own requests and says when its top-level code ran, and with which input.
+const COUNTING_JOB: &str = r#"
+console.error("top-level code ran");
+let requests = 0;
+export default {
+  async fetch(request) {
+    requests += 1;
+    return new Response(JSON.stringify({ requests, input: await request.text() }));
+  },
+};
+"#;
+
+/// The same code again in a slot runs on an isolate made before the job came (the request
+/// prepared after the last job), and that isolate is still the job's alone: made for it, its
+/// handler never called before, its top-level log lines the job's. Any other job (other code,
+/// a secret) gets an isolate of its own as before.
+#[tokio::test]
+async fn a_repeated_code_runs_on_an_isolate_prepared_for_it_alone() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slot = unlimited_slot();
+    let mut reports = Vec::new();
+    for input in ["one", "two", "three"] {
+        // Idle time between jobs, as on a chain: the prepared isolate has started by then.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = sandbox
+            .run_detailed(&slot, COUNTING_JOB, input.as_bytes(), None, 30_000)
+            .await
+            .unwrap();
+        let expected = format!(r#"{{"requests":1,"input":"{input}"}}"#);
+        assert_eq!(report.result, RunResult::Output(expected.into_bytes()));
+        assert!(
+            report.stderr.contains("top-level code ran"),
+            "{:?}",
+            report.stderr
+        );
+        reports.push(report);
+    }
+    assert!(!reports[0].prepared, "the first job had nothing prepared");
+    assert!(reports[1].prepared && reports[2].prepared, "{reports:?}");
+    assert!(reports.iter().all(|r| r.pid == reports[0].pid));
+
+    // Other code, then a job with a secret: neither takes the isolate prepared for another.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other = sandbox
+        .run_detailed(&slot, ECHO_JOB, b"echo", None, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(other.result, RunResult::Output(b"echo".to_vec()));
+    assert!(!other.prepared);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let with_secret = sandbox
+        .run_detailed(&slot, SECRET_JOB, b"", Some(b"s3cret"), 30_000)
+        .await
+        .unwrap();
+    assert_eq!(with_secret.result, RunResult::Output(b"s3cret".to_vec()));
+    assert!(!with_secret.prepared);
+    // Nothing is prepared after a job with a secret.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = sandbox
+        .run_detailed(&slot, SECRET_JOB, b"", Some(b"other"), 30_000)
+        .await
+        .unwrap();
+    assert_eq!(again.result, RunResult::Output(b"other".to_vec()));
+    assert!(!again.prepared);
+    assert_eq!(again.pid, reports[0].pid, "no process was replaced");
+    finish(sandbox, &work);
+}
+
+/// Top-level code that never ends one time in two (top-level code need not run the same way
+/// twice: `Math.random` works there), after printing the line by which the host worker says a
+/// prepared isolate started (without its nonce).
+const STUCK_SOMETIMES_JOB: &str = r#"
+if (Math.random() < 0.5) {
+  console.error("serverless-executor: prepared 0123456789abcdef");
+  for (;;) {}
+}
+export default { fetch() { return new Response("ran"); } };
+"#;
+
+/// Runs [`STUCK_SOMETIMES_JOB`] until a run ends with its output (the runs whose own start got
+/// stuck meet their deadline), then `next`; whether the isolate prepared after that run got
+/// stuck, as `next` finds out.
+async fn after_a_clean_run_of_stuck_sometimes<F, Fut>(
+    sandbox: &WorkerdSandbox,
+    slot: &Slot,
+    next: F,
+) -> bool
+where
+    F: FnOnce(RunReport) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..50 {
+        let first = sandbox
+            .run_detailed(slot, STUCK_SOMETIMES_JOB, b"", None, 1_000)
+            .await
+            .unwrap();
+        match first.result {
+            RunResult::Output(ref out) if out == b"ran" => return next(first).await,
+            RunResult::DeadlineExceeded => continue,
+            ref other => panic!("unexpected result {other:?}"),
+        }
+    }
+    panic!("no run of the job ended with its output");
+}
+
+/// Attack: a job's code whose top-level code hangs when the slot prepares it for a next job.
+/// The next job, of other code, must not wait behind it until its own deadline (an executor
+/// is slashed for the jobs it does not answer), whatever the job prints: the slot's process is
+/// replaced once the prepared isolate has not started within its limit (1 s).
+#[tokio::test]
+async fn a_prepared_isolate_stuck_in_top_level_code_does_not_hold_up_the_next_job() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slot = unlimited_slot();
+    let mut stuck_seen = 0;
+    for _ in 0..20 {
+        let (sandbox, slot) = (&sandbox, &slot);
+        let stuck = after_a_clean_run_of_stuck_sometimes(sandbox, slot, |first| async move {
+            // Soon after (as on a chain: by then the prepared isolate is starting), a job of
+            // other code, with a deadline far past the limit.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let next = sandbox
+                .run_detailed(slot, ECHO_JOB, b"next", None, 10_000)
+                .await
+                .unwrap();
+            assert_eq!(next.result, RunResult::Output(b"next".to_vec()));
+            // Replaced: the prepared isolate had not started (nothing else replaces it here).
+            next.pid != first.pid
+        })
+        .await;
+        if stuck {
+            stuck_seen += 1;
+            break;
+        }
+    }
+    assert_eq!(stuck_seen, 1, "no prepared isolate got stuck in 20 tries");
+    finish(sandbox, &work);
+}
+
+/// The same attack with no job coming: the stuck process is replaced all the same, so that its
+/// top-level code does not keep burning the slot's CPU share while the slot looks idle.
+#[tokio::test]
+async fn a_prepared_isolate_stuck_in_top_level_code_is_replaced_while_the_slot_idles() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slot = unlimited_slot();
+    let mut replaced = false;
+    for _ in 0..20 {
+        replaced = after_a_clean_run_of_stuck_sometimes(&sandbox, &slot, |first| async move {
+            // The limit, and time for the replacement; a prepared isolate that started is
+            // never replaced.
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            process_gone(first.pid)
+        })
+        .await;
+        if replaced {
+            break;
+        }
+    }
+    assert!(replaced, "no stuck process was replaced in 20 tries");
+    assert!(sandbox.warm_pid(slot.index).await.is_some());
+    let next = sandbox
+        .run_detailed(&slot, ECHO_JOB, b"next", None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(next.result, RunResult::Output(b"next".to_vec()));
+    finish(sandbox, &work);
+}
+
 #[tokio::test]
 async fn prewarm_starts_slots_side_by_side() {
     sandbox_init_logs();

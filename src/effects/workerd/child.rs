@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::capnp::{CONFIG_FILE, JOB_DONE_LINE, SOCKET_NAME};
+use super::capnp::{CONFIG_FILE, JOB_DONE_LINE, PREPARED_LINE, SOCKET_NAME};
 use super::confine::Confinement;
 use crate::domain::dal::{SandboxError, Slot};
 
@@ -36,6 +36,8 @@ pub(super) struct Workerd {
     pipes: Vec<JoinHandle<()>>,
     /// How many "job done" lines the warm host worker has written so far.
     jobs_done: tokio::sync::watch::Receiver<u64>,
+    /// The nonce of the last prepared request whose isolate the host worker said has started.
+    prepared: tokio::sync::watch::Receiver<String>,
     /// Read end of `--control-fd`: workerd writes a line on it once its socket listens.
     control: Option<tokio::net::unix::pipe::Receiver>,
 }
@@ -153,7 +155,11 @@ impl Workerd {
         let pid = child.id().unwrap_or_default();
         let stderr = Arc::new(Mutex::new(String::new()));
         let (done_tx, jobs_done) = tokio::sync::watch::channel(0u64);
-        let done_tx = Arc::new(done_tx);
+        let (prepared_tx, prepared) = tokio::sync::watch::channel(String::new());
+        let host = Arc::new(HostLines {
+            jobs_done: done_tx,
+            prepared: prepared_tx,
+        });
         let mut pipes = Vec::new();
         if let Some(out) = child.stdout.take() {
             pipes.push(tokio::spawn(forward(
@@ -161,7 +167,7 @@ impl Workerd {
                 pid,
                 "stdout",
                 None,
-                done_tx.clone(),
+                host.clone(),
             )));
         }
         if let Some(err) = child.stderr.take() {
@@ -170,7 +176,7 @@ impl Workerd {
                 pid,
                 "stderr",
                 Some(stderr.clone()),
-                done_tx,
+                host,
             )));
         }
         tracing::debug!(pid, slot = slot.index, "workerd started");
@@ -181,6 +187,7 @@ impl Workerd {
             stderr,
             pipes,
             jobs_done,
+            prepared,
             control,
         })
     }
@@ -238,6 +245,19 @@ impl Workerd {
     /// that every log line of those jobs has been read.
     pub(super) async fn wait_jobs_done(&mut self, count: u64, limit: Duration) {
         let _ = tokio::time::timeout(limit, self.jobs_done.wait_for(|n| *n >= count)).await;
+    }
+
+    /// Whether the host worker said that the isolate of the prepared request `nonce` started.
+    pub(super) fn is_prepared(&self, nonce: &str) -> bool {
+        *self.prepared.borrow() == nonce
+    }
+
+    /// Waits until the isolate of the prepared request `nonce` started, at most until `until`;
+    /// whether it did.
+    pub(super) async fn wait_prepared(&mut self, nonce: &str, until: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(until, self.prepared.wait_for(|n| n == nonce))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// workerd's resident anonymous memory (heaps; not its mapped binary), bytes (None once
@@ -309,14 +329,20 @@ impl Drop for Workerd {
     }
 }
 
-/// Logs each line of a pipe at debug level; keeps the start of stderr for the report; counts
-/// the warm host worker's "job done" lines instead of logging them.
+/// What the warm host worker's own lines have said so far.
+struct HostLines {
+    jobs_done: tokio::sync::watch::Sender<u64>,
+    prepared: tokio::sync::watch::Sender<String>,
+}
+
+/// Logs each line of a pipe at debug level; keeps the start of stderr for the report; takes
+/// note of the warm host worker's "job done" and "prepared" lines instead of logging them.
 async fn forward(
     pipe: impl AsyncRead + Unpin,
     pid: u32,
     stream: &'static str,
     keep: Option<Arc<Mutex<String>>>,
-    jobs_done: Arc<tokio::sync::watch::Sender<u64>>,
+    host: Arc<HostLines>,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::new();
@@ -328,7 +354,15 @@ async fn forward(
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end();
                 if text == JOB_DONE_LINE {
-                    jobs_done.send_modify(|n| *n += 1);
+                    host.jobs_done.send_modify(|n| *n += 1);
+                    continue;
+                }
+                if let Some(nonce) = text
+                    .strip_prefix(PREPARED_LINE)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                {
+                    // A job may print this line too, but cannot know the nonce.
+                    host.prepared.send_replace(nonce.to_string());
                     continue;
                 }
                 tracing::debug!(pid, stream, "workerd: {text}");

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -20,26 +21,31 @@ pub(super) enum Answer {
 /// Sends the request and reads the answer. An error means the connection failed before a
 /// whole answer arrived (typically: workerd died or never served).
 pub(super) async fn post(stream: UnixStream, input: Bytes, limit: usize) -> Result<Answer, String> {
-    post_with(stream, input, &[], None, limit)
+    post_with(stream, Full::new(input), &[], None, limit)
         .await
         .map(|(answer, _)| answer)
 }
 
-/// [`post`] with extra request headers, returning also the value of the response header
-/// `read_header` (when asked for and present).
-pub(super) async fn post_with(
+/// [`post`] with any body (a prepared request streams its input later) and extra request
+/// headers, returning also the value of the response header `read_header` (when asked for and
+/// present).
+pub(super) async fn post_with<B>(
     stream: UnixStream,
-    body: Bytes,
+    body: B,
     headers: &[(&'static str, String)],
     read_header: Option<&'static str>,
     limit: usize,
-) -> Result<(Answer, Option<String>), String> {
+) -> Result<(Answer, Option<String>), String>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let mut request = Request::post("/")
         .header(HOST, "localhost")
-        .body(Full::new(body))
+        .body(body)
         .map_err(|e| format!("request: {e}"))?;
     for (name, value) in headers {
         let value = HeaderValue::from_str(value).map_err(|e| format!("header: {e}"))?;

@@ -13,6 +13,7 @@ mod capnp;
 mod child;
 pub mod confine;
 mod exchange;
+mod prepared;
 mod prewarm;
 mod warm;
 
@@ -81,8 +82,10 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Wall time from the start of the run until the job could be handed over: workerd
     /// listening (per-job mode), the slot's process taken and connected (warm mode; the
-    /// job's isolate is made after this).
+    /// job's isolate is made after this, unless `prepared`).
     pub ready: Option<Duration>,
+    /// Whether the job ran on an isolate made before it came (warm mode, `prepared.rs`).
+    pub prepared: bool,
 }
 
 /// How the race between the answer, workerd's exit and the deadline ended.
@@ -390,6 +393,7 @@ impl WorkerdSandbox {
             stderr,
             elapsed: started.elapsed(),
             ready,
+            prepared: false,
         };
         tracing::debug!(
             slot = slot.index,

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::Either;
+use http_body_util::Full;
 use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::capnp::{
@@ -27,6 +29,7 @@ use super::capnp::{
 use super::child::{describe_exit, Workerd};
 use super::confine::Confinement;
 use super::exchange::{self, Answer};
+use super::prepared::Prepared;
 use super::{classify_exit, race, result_name, Phase, RunDir, RunReport};
 use crate::config::SandboxConfig;
 use crate::domain::dal::{RunResult, SandboxError, Slot};
@@ -34,6 +37,13 @@ use crate::domain::stage::{Stage, STAGE_TARGET};
 
 /// How long a run waits for the job's last log lines when the caller wants them.
 const LOG_WAIT: Duration = Duration::from_millis(200);
+/// A job's code is prepared for the slot's next job only after a clean run this short: its
+/// top-level code, evaluated again then, is not expected to take long.
+const PREPARE_AFTER_RUNS_UNDER: Duration = Duration::from_millis(250);
+/// How long a prepared isolate may take to start. Past it the slot's process is replaced: the
+/// job's top-level code may be stuck on workerd's thread (it need not run the same way twice),
+/// and a job of other code must not wait behind it.
+const PREPARE_LIMIT: Duration = Duration::from_secs(1);
 
 /// A slot's current process: its generation (one per process started) and whether it listens.
 type Readiness = watch::Sender<(u64, bool)>;
@@ -63,6 +73,8 @@ struct WarmProcess {
     socket: PathBuf,
     cgroup_procs: Vec<PathBuf>,
     jobs: u64,
+    /// The request prepared for the slot's next job, if any.
+    prepared: Option<Prepared>,
     _dir: RunDir,
 }
 
@@ -252,6 +264,7 @@ impl WarmPool {
             socket,
             cgroup_procs: slot.cgroup_procs.clone(),
             jobs: 0,
+            prepared: None,
             _dir: dir,
         })
     }
@@ -260,7 +273,7 @@ impl WarmPool {
     /// lines (the report's `stderr`), which the executor's hot path does not need. The job's
     /// secret travels in its own request only (never kept by the pool or the host worker).
     pub(super) async fn run(
-        &self,
+        self: &Arc<Self>,
         slot: &Slot,
         code: &str,
         input: &[u8],
@@ -292,42 +305,58 @@ impl WarmPool {
             *lease.guard = None;
             *lease.guard = Some(self.spawn(slot)?);
         }
+        // The request prepared after the slot's last job: this job's if it fits; else dropped
+        // once the process is free of its start-up.
+        let prepared = match lease.guard.as_mut().and_then(|p| p.prepared.take()) {
+            Some(p) if p.fits(code, secret.is_some()) => Some(p),
+            Some(p) => {
+                self.settle(&mut lease.guard, slot, p, deadline).await;
+                None
+            }
+            None => None,
+        };
         let Some(process) = lease.guard.as_mut() else {
             return Err(SandboxError("no warm process".into()));
         };
         process.jobs += 1;
         let jobs_done = process.workerd.jobs_done();
-        // Lines logged between jobs belong to no job.
-        process.workerd.take_stderr();
         let pid = process.workerd.pid();
+        let was_prepared = prepared.is_some();
 
-        let stream = tokio::net::UnixStream::connect(&process.socket)
-            .await
-            .map_err(|e| {
-                SandboxError(format!(
-                    "cannot connect to {}: {e}",
-                    process.socket.display()
-                ))
-            })?;
+        let mut headers = vec![(CODE_BYTES_HEADER, code.len().to_string())];
+        let exchange = if let Some(prepared) = prepared {
+            // Its isolate's start-up lines belong to this job: the stderr kept is not emptied.
+            Either::Left(prepared.send_input(input))
+        } else {
+            // Lines logged between jobs belong to no job.
+            process.workerd.take_stderr();
+            let stream = tokio::net::UnixStream::connect(&process.socket)
+                .await
+                .map_err(|e| {
+                    SandboxError(format!(
+                        "cannot connect to {}: {e}",
+                        process.socket.display()
+                    ))
+                })?;
+            // code | secret | input, framed by the two lengths (no secret header: no secret).
+            let secret_len = secret.map_or(0, <[u8]>::len);
+            let mut body = Vec::with_capacity(code.len() + secret_len + input.len());
+            body.extend_from_slice(code.as_bytes());
+            body.extend_from_slice(secret.unwrap_or_default());
+            body.extend_from_slice(input);
+            if secret.is_some() {
+                headers.push((SECRET_BYTES_HEADER, secret_len.to_string()));
+            }
+            Either::Right(exchange::post_with(
+                stream,
+                Full::new(Bytes::from(body)),
+                &headers,
+                Some(OUTCOME_HEADER),
+                self.output_limit,
+            ))
+        };
         let ready = Some(started.elapsed());
         tracing::debug!(target: STAGE_TARGET, stage = Stage::SandboxReady.name(), slot = slot.index);
-        // code | secret | input, framed by the two lengths (no secret header: no secret).
-        let secret_len = secret.map_or(0, <[u8]>::len);
-        let mut body = Vec::with_capacity(code.len() + secret_len + input.len());
-        body.extend_from_slice(code.as_bytes());
-        body.extend_from_slice(secret.unwrap_or_default());
-        body.extend_from_slice(input);
-        let mut headers = vec![(CODE_BYTES_HEADER, code.len().to_string())];
-        if secret.is_some() {
-            headers.push((SECRET_BYTES_HEADER, secret_len.to_string()));
-        }
-        let exchange = exchange::post_with(
-            stream,
-            Bytes::from(body),
-            &headers,
-            Some(OUTCOME_HEADER),
-            self.output_limit,
-        );
         tokio::pin!(exchange);
         let workerd = &mut process.workerd;
         let phase = race(&mut exchange, workerd, deadline).await;
@@ -396,7 +425,11 @@ impl WarmPool {
                     jobs = process.jobs,
                     "warm workerd's heaps grew past half the slot's memory; replacing it"
                 );
-                self.restart(&mut lease, slot).await;
+                self.restart(&mut lease.guard, slot).await;
+            }
+            let clean = matches!(result, RunResult::Output(_));
+            if clean && secret.is_none() && started.elapsed() < PREPARE_AFTER_RUNS_UNDER {
+                self.prepare(&mut lease.guard, slot, code).await;
             }
         } else {
             exit = process.workerd.try_exited().map(describe_exit);
@@ -410,10 +443,11 @@ impl WarmPool {
                 result = result_name(&result),
                 "warm workerd killed after its job; starting a new one for the slot"
             );
-            self.restart(&mut lease, slot).await;
+            self.restart(&mut lease.guard, slot).await;
             lease.keep = true;
         }
-        let report = report(result, pid, exit, stderr, started, ready);
+        let mut report = report(result, pid, exit, stderr, started, ready);
+        report.prepared = was_prepared;
         tracing::debug!(
             slot = slot.index,
             pid,
@@ -424,15 +458,108 @@ impl WarmPool {
         Ok(report)
     }
 
-    /// Replaces the leased slot's process with a new one (killed and reaped first).
-    async fn restart(&self, lease: &mut Lease, slot: &Slot) {
-        if let Some(mut old) = lease.guard.take() {
+    /// Replaces the slot's process with a new one (killed and reaped first).
+    async fn restart(&self, process: &mut Option<WarmProcess>, slot: &Slot) {
+        if let Some(mut old) = process.take() {
             old.workerd.kill_and_reap().await;
         }
         match self.spawn(slot) {
-            Ok(process) => *lease.guard = Some(process),
+            Ok(new) => *process = Some(new),
             // The next run of the slot tries again.
             Err(e) => tracing::error!(slot = slot.index, error = %e, "cannot restart warm workerd"),
+        }
+    }
+
+    /// Opens a request with `code` for the slot's next job (`prepared.rs`), and has it
+    /// watched: a process whose prepared isolate has not started within `PREPARE_LIMIT` is
+    /// replaced even if no job comes, since the job's top-level code may be using the slot's CPU.
+    async fn prepare(self: &Arc<Self>, process: &mut Option<WarmProcess>, slot: &Slot, code: &str) {
+        let Some(process) = process.as_mut() else {
+            return;
+        };
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match Prepared::open(&process.socket, code, self.output_limit).await {
+            Ok(prepared) => {
+                let nonce = prepared.nonce().to_string();
+                process.prepared = Some(prepared);
+                let pool = Arc::downgrade(self);
+                let slot = slot.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(PREPARE_LIMIT).await;
+                    if let Some(pool) = pool.upgrade() {
+                        pool.replace_if_stuck(&slot, &nonce).await;
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::debug!(slot = slot.index, error = %e, "cannot prepare the slot's next isolate")
+            }
+        }
+    }
+
+    /// Drops a prepared request that does not fit the job, once the slot's process is free of
+    /// its start-up; a process still in it at `PREPARE_LIMIT` (or the job's deadline) is
+    /// replaced.
+    async fn settle(
+        &self,
+        process: &mut Option<WarmProcess>,
+        slot: &Slot,
+        prepared: Prepared,
+        deadline: tokio::time::Instant,
+    ) {
+        let Some(current) = process.as_mut() else {
+            return;
+        };
+        let until = (prepared.opened + PREPARE_LIMIT).min(deadline);
+        if prepared.settled(&current.workerd)
+            || current.workerd.wait_prepared(prepared.nonce(), until).await
+            || prepared.settled(&current.workerd)
+        {
+            return;
+        }
+        tracing::warn!(
+            slot = slot.index,
+            pid = current.workerd.pid(),
+            "the isolate prepared for the slot's next job did not start in time; replacing the slot's process"
+        );
+        drop(prepared);
+        self.restart(process, slot).await;
+    }
+
+    /// The watch of a prepared request: replaces the slot's idle process if the request's
+    /// isolate has still not started. A job holding the slot settles it itself.
+    async fn replace_if_stuck(&self, slot: &Slot, nonce: &str) {
+        let cell = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot.index)
+            .cloned();
+        let Some(cell) = cell else { return };
+        let Ok(mut guard) = cell.try_lock() else {
+            return;
+        };
+        let stuck = guard.as_ref().is_some_and(|process| {
+            process
+                .prepared
+                .as_ref()
+                .is_some_and(|p| p.nonce() == nonce && !p.settled(&process.workerd))
+        });
+        if !stuck {
+            return;
+        }
+        tracing::warn!(
+            slot = slot.index,
+            "the isolate prepared for the slot's next job did not start within {PREPARE_LIMIT:?}; replacing the slot's process"
+        );
+        if self.stopping.load(Ordering::SeqCst) {
+            if let Some(mut process) = guard.take() {
+                process.workerd.kill_and_reap().await;
+            }
+        } else {
+            self.restart(&mut guard, slot).await;
         }
     }
 }
@@ -452,5 +579,6 @@ fn report(
         stderr,
         elapsed: started.elapsed(),
         ready,
+        prepared: false,
     }
 }
