@@ -1047,6 +1047,42 @@ async fn a_repeated_code_runs_on_an_isolate_prepared_for_it_alone() {
     finish(sandbox, &work);
 }
 
+/// A slot whose prepared isolate is still starting is not ready (the pool then prefers a slot
+/// whose isolate is there already), and is again once it has started.
+#[tokio::test]
+async fn a_slot_is_not_ready_while_its_prepared_isolate_starts() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slot = unlimited_slot();
+    // Top-level work of some ms, so that the start is not over by the time we look.
+    let code = "let x = 0; for (let i = 0; i < 20000000; i++) x += i;\nexport default { fetch() { return new Response(String(x > 0)); } };";
+    let first = sandbox
+        .run_detailed(&slot, code, b"", None, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(first.result, RunResult::Output(b"true".to_vec()));
+    assert!(
+        !sandbox.ready(slot.index),
+        "ready while its next isolate starts"
+    );
+    let started = async {
+        while !sandbox.ready(slot.index) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), started)
+        .await
+        .expect("never ready again");
+    let next = sandbox
+        .run_detailed(&slot, code, b"", None, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(next.result, RunResult::Output(b"true".to_vec()));
+    assert!(next.prepared);
+    finish(sandbox, &work);
+}
+
 /// Top-level code that never ends one time in two (top-level code need not run the same way
 /// twice: `Math.random` works there), after printing the line by which the host worker says a
 /// prepared isolate started (without its nonce).

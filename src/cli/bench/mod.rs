@@ -150,9 +150,9 @@ async fn bench(args: &BenchArgs, modes: &[SandboxMode], work_dir: &Path) -> Resu
         args.sandbox_runs, args.sandbox_gap_ms
     );
     println!(
-        "| mode | job | p50 | p99 | max | mean | ready p50 | runs throttled | runs on burst |"
+        "| mode | job | p50 | p99 | max | mean | ready p50 | runs on a prepared isolate | runs throttled | runs on burst |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for mode in modes {
         sandbox_latency(*mode, args.sandbox_runs, args.sandbox_gap_ms, work_dir).await?;
     }

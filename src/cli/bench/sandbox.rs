@@ -62,7 +62,7 @@ pub async fn sandbox_latency(
         sandbox.run(&slot, code, input, None, 30_000).await?;
         let mut total = Vec::with_capacity(runs);
         let mut ready = Vec::with_capacity(runs);
-        let (mut throttled_runs, mut burst_runs) = (0, 0);
+        let (mut throttled_runs, mut burst_runs, mut prepared_runs) = (0, 0, 0);
         for _ in 0..runs {
             if gap_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(gap_ms)).await;
@@ -78,6 +78,9 @@ pub async fn sandbox_latency(
             if after.bursts > before.bursts {
                 burst_runs += 1;
             }
+            if report.prepared {
+                prepared_runs += 1;
+            }
             if report.result != RunResult::Output(expected.to_vec()) {
                 bail!("{mode:?} {name}: unexpected result {:?}", report.result);
             }
@@ -86,7 +89,7 @@ pub async fn sandbox_latency(
         }
         let mean = total.iter().sum::<f64>() / total.len() as f64;
         println!(
-            "| {mode:?} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+            "| {mode:?} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {prepared_runs} of {runs} | {} |",
             pct(&mut total, 0.5),
             pct(&mut total, 0.99),
             pct(&mut total, 1.0),

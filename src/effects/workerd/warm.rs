@@ -126,11 +126,35 @@ impl WarmPool {
             .clone()
     }
 
-    /// Whether the slot's process listens now (false while it starts, or if it has none).
-    /// Never blocks: the slot pool asks it to prefer ready slots.
+    /// Whether the slot's process listens now (false while it starts, or if it has none) and
+    /// is not busy starting the isolate prepared for its next job (a few ms; a job sent then
+    /// waits for it, while another slot's prepared isolate may be there already). Never
+    /// blocks: the slot pool asks it to prefer ready slots.
     pub(super) fn ready(&self, index: usize) -> bool {
-        let all = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(&index).is_some_and(|r| r.borrow().1)
+        let listening = {
+            let all = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+            all.get(&index).is_some_and(|r| r.borrow().1)
+        };
+        if !listening {
+            return false;
+        }
+        let cell = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&index)
+            .cloned();
+        let Some(cell) = cell else { return true };
+        // Held: a job runs there (or is about to); its process listens.
+        let Ok(guard) = cell.try_lock() else {
+            return true;
+        };
+        guard.as_ref().is_none_or(|process| {
+            process
+                .prepared
+                .as_ref()
+                .is_none_or(|p| p.settled(&process.workerd))
+        })
     }
 
     fn cell(&self, index: usize) -> Arc<AsyncMutex<Option<WarmProcess>>> {
