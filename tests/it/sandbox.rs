@@ -1285,6 +1285,52 @@ async fn warm_deadline_restarts_only_its_own_slot() {
     finish(sandbox, &work);
 }
 
+/// Attack: code whose top-level statements keep 40 MB, so that the isolate prepared for its
+/// next job holds them in the slot while it idles. A job of other code then comes to that slot
+/// and needs 40 MB itself: it must not be killed for the memory the prepared isolate held (the
+/// dropped isolate is freed only when the host worker collects its garbage), so the slot's
+/// process is replaced first when its heaps are past half the slot's memory.
+#[tokio::test]
+async fn memory_held_by_a_dropped_prepared_isolate_does_not_starve_the_next_job() {
+    sandbox_init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
+    let slots = cgroup_slots(1, work.path(), "warm-prepared-memory");
+    if let Some(skip) = skip_reason(&slots) {
+        println!("{skip} (no slot memory limit to exhaust)");
+        return;
+    }
+    let slot = slots.try_acquire().unwrap();
+    sandbox
+        .prewarm(std::slice::from_ref(&slot), 1)
+        .await
+        .unwrap();
+    const MB40: usize = 40 * 1024 * 1024;
+    let keeper = format!(
+        "const kept = new Uint8Array({MB40}); kept.fill(7);\nexport default {{ fetch() {{ return new Response(String(kept[{MB40} - 1])); }} }};"
+    );
+    let needer = format!(
+        "export default {{ fetch() {{ const mine = new Uint8Array({MB40}); mine.fill(9); return new Response(String(mine[{MB40} - 1])); }} }};"
+    );
+    for _ in 0..3 {
+        let kept = sandbox
+            .run_detailed(&slot, &keeper, b"", None, 20_000)
+            .await
+            .unwrap();
+        assert_eq!(kept.result, RunResult::Output(b"7".to_vec()));
+        // Time for the prepared isolate to start and fill its 40 MB.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let needs = sandbox
+            .run_detailed(&slot, &needer, b"", None, 20_000)
+            .await
+            .unwrap();
+        assert_eq!(needs.result, RunResult::Output(b"9".to_vec()));
+    }
+    slots.release(slot);
+    finish(sandbox, &work);
+    slots.cleanup();
+}
+
 #[tokio::test]
 async fn warm_out_of_memory_restarts_only_its_own_slot() {
     sandbox_init_logs();

@@ -524,8 +524,8 @@ impl WarmPool {
     }
 
     /// Drops a prepared request that does not fit the job, once the slot's process is free of
-    /// its start-up; a process still in it at `PREPARE_LIMIT` (or the job's deadline) is
-    /// replaced.
+    /// its start-up; a process still in it at `PREPARE_LIMIT` (or the job's deadline), or whose
+    /// heaps are past half the slot's memory then, is replaced.
     async fn settle(
         &self,
         process: &mut Option<WarmProcess>,
@@ -537,18 +537,30 @@ impl WarmPool {
             return;
         };
         let until = (prepared.opened + PREPARE_LIMIT).min(deadline);
-        if prepared.settled(&current.workerd)
+        let started = prepared.settled(&current.workerd)
             || current.workerd.wait_prepared(prepared.nonce(), until).await
-            || prepared.settled(&current.workerd)
-        {
-            return;
-        }
-        tracing::warn!(
-            slot = slot.index,
-            pid = current.workerd.pid(),
-            "the isolate prepared for the slot's next job did not start in time; replacing the slot's process"
-        );
+            || prepared.settled(&current.workerd);
         drop(prepared);
+        if !started {
+            tracing::warn!(
+                slot = slot.index,
+                pid = current.workerd.pid(),
+                "the isolate prepared for the slot's next job did not start in time; replacing the slot's process"
+            );
+        } else {
+            // The dropped isolate's memory goes only when the host worker collects garbage:
+            // what its top-level code kept must not crowd out this job.
+            let rss = current.workerd.anon_rss_bytes().unwrap_or(0);
+            if rss <= self.recycle_rss_bytes {
+                return;
+            }
+            tracing::info!(
+                slot = slot.index,
+                pid = current.workerd.pid(),
+                rss,
+                "the isolate prepared for the slot's next job, not used, holds memory; replacing the slot's process"
+            );
+        }
         self.restart(process, slot).await;
     }
 
