@@ -411,8 +411,12 @@ mod tests {
         assert!(js.contains("env: jobEnv,"));
         assert!(js.contains("globalOutbound: env.INTERNET,"));
         assert!(js.contains(&format!("compatibilityDate: \"{COMPATIBILITY_DATE}\"")));
-        // The job's modules are per-job mode's, the entry check included.
-        assert!(js.contains(&serde_json::to_string(ENTRY_JS).unwrap()));
+        // The job's modules are per-job mode's, the entry check included, plus an entrypoint
+        // that starts the isolate without calling the job.
+        let entry = format!("{ENTRY_JS}{WARMUP_EXPORT}");
+        assert!(js.contains(&serde_json::to_string(&entry).unwrap()));
+        assert!(!WARMUP_EXPORT.contains("handler") && !WARMUP_EXPORT.contains("job"));
+        assert!(js.contains("await job.getEntrypoint(\"warmup\").fetch("));
         assert!(js.contains(&format!("\"{JOB_MODULE}\": code")));
     }
 
@@ -477,20 +481,39 @@ mod tests {
         // No header, no key: `env` is empty. A header: only the secret, as an ArrayBuffer copy.
         assert!(js.contains("const jobEnv = secretHeader === null\n      ? {}\n"));
         assert!(js.contains(&format!(
-            ": {{ {SECRET_BINDING}: body.slice(codeBytes, inputStart).buffer }};"
+            ": {{ {SECRET_BINDING}: head.slice(codeBytes, inputStart).buffer }};"
         )));
         assert!(js.contains("const inputStart = codeBytes + secretBytes;"));
-        assert!(js.contains("body: body.slice(inputStart),"));
-        assert!(js.contains("codeBytes + secretBytes > body.length"));
+        assert!(js.contains("input = head.slice(inputStart);"));
+        assert!(js.contains("codeBytes + secretBytes > head.length"));
+        // A prepared request never carries a secret (its isolate is made before the job).
+        assert!(js.contains("(nonce !== null && (secretHeader !== null ||"));
         // Nothing outside the handler can hold a secret between requests: the module's only
-        // top-level bindings are the two constants, and nothing is assigned to globalThis.
+        // top-level bindings are two constants and three functions, and nothing is assigned
+        // to globalThis.
         let top = &js[..js.find("\nexport default {").unwrap()];
         let names: Vec<String> = top
             .lines()
-            .filter(|l| !l.starts_with("//") && !l.trim().is_empty())
-            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.starts_with("//") && !l.starts_with(' ') && !l.starts_with('}'))
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.split(['(', '='])
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            })
             .collect();
-        assert_eq!(names, ["const ENTRY_JS", "const decoder"]);
-        assert!(!js.contains("globalThis") && !js.contains("let ") && !js.contains("var "));
+        assert_eq!(
+            names,
+            [
+                "const ENTRY_JS",
+                "const decoder",
+                "function concat",
+                "async function readUpTo",
+                "function load"
+            ]
+        );
+        assert!(!js.contains("globalThis") && !js.contains("var "));
     }
 }
