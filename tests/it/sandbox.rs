@@ -1020,29 +1020,34 @@ async fn a_repeated_code_runs_on_an_isolate_prepared_for_it_alone() {
     assert!(reports[1].prepared && reports[2].prepared, "{reports:?}");
     assert!(reports.iter().all(|r| r.pid == reports[0].pid));
 
-    // Other code, then a job with a secret: neither takes the isolate prepared for another.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let other = sandbox
-        .run_detailed(&slot, ECHO_JOB, b"echo", None, 30_000)
-        .await
-        .unwrap();
-    assert_eq!(other.result, RunResult::Output(b"echo".to_vec()));
-    assert!(!other.prepared);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let with_secret = sandbox
-        .run_detailed(&slot, SECRET_JOB, b"", Some(b"s3cret"), 30_000)
-        .await
-        .unwrap();
-    assert_eq!(with_secret.result, RunResult::Output(b"s3cret".to_vec()));
-    assert!(!with_secret.prepared);
-    // Nothing is prepared after a job with a secret.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let again = sandbox
-        .run_detailed(&slot, SECRET_JOB, b"", Some(b"other"), 30_000)
-        .await
-        .unwrap();
-    assert_eq!(again.result, RunResult::Output(b"other".to_vec()));
-    assert!(!again.prepared);
+    // Other code, then a job with a secret, then one again (nothing is prepared after a job
+    // with a secret): none takes an isolate prepared for another.
+    let others = [
+        (ECHO_JOB, "echo", None, "echo"),
+        (SECRET_JOB, "", Some("s3cret"), "s3cret"),
+        (SECRET_JOB, "", Some("other"), "other"),
+    ];
+    let mut again = None;
+    for (code, input, secret, expected) in others {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = sandbox
+            .run_detailed(
+                &slot,
+                code,
+                input.as_bytes(),
+                secret.map(str::as_bytes),
+                30_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            report.result,
+            RunResult::Output(expected.as_bytes().to_vec())
+        );
+        assert!(!report.prepared, "{code}");
+        again = Some(report);
+    }
+    let again = again.unwrap();
     assert_eq!(again.pid, reports[0].pid, "no process was replaced");
     finish(sandbox, &work);
 }
@@ -1056,12 +1061,25 @@ async fn a_slot_is_not_ready_while_its_prepared_isolate_starts() {
     let sandbox = sandbox_new(&work, EgressPolicy::Public, SandboxMode::Warm);
     let slot = unlimited_slot();
     // Top-level work of some ms, so that the start is not over by the time we look.
-    let code = "let x = 0; for (let i = 0; i < 20000000; i++) x += i;\nexport default { fetch() { return new Response(String(x > 0)); } };";
-    let first = sandbox
-        .run_detailed(&slot, code, b"", None, 30_000)
-        .await
-        .unwrap();
-    assert_eq!(first.result, RunResult::Output(b"true".to_vec()));
+    let code = "let x = 0; for (let i = 0; i < 5000000; i++) x += i;\nexport default { fetch() { return new Response(String(x > 0)); } };";
+    // Only a run under 250 ms has its code prepared; on a machine busy with other tests a run
+    // may take longer, and is tried again.
+    let mut prepared_after = false;
+    for _ in 0..20 {
+        let first = sandbox
+            .run_detailed(&slot, code, b"", None, 30_000)
+            .await
+            .unwrap();
+        assert_eq!(first.result, RunResult::Output(b"true".to_vec()));
+        if first.elapsed < Duration::from_millis(200) {
+            prepared_after = true;
+            break;
+        }
+    }
+    assert!(
+        prepared_after,
+        "no run was short enough to be prepared after"
+    );
     assert!(
         !sandbox.ready(slot.index),
         "ready while its next isolate starts"

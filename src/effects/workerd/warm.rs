@@ -138,13 +138,9 @@ impl WarmPool {
         if !listening {
             return false;
         }
-        let cell = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&index)
-            .cloned();
-        let Some(cell) = cell else { return true };
+        let Some(cell) = self.existing_cell(index) else {
+            return true;
+        };
         // Held: a job runs there (or is about to); its process listens.
         let Ok(guard) = cell.try_lock() else {
             return true;
@@ -155,6 +151,12 @@ impl WarmPool {
                 .as_ref()
                 .is_none_or(|p| p.settled(&process.workerd))
         })
+    }
+
+    /// The slot's cell if it has one (never makes one: a stopped slot stays gone).
+    fn existing_cell(&self, index: usize) -> Option<Arc<AsyncMutex<Option<WarmProcess>>>> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get(&index).cloned()
     }
 
     fn cell(&self, index: usize) -> Arc<AsyncMutex<Option<WarmProcess>>> {
@@ -567,13 +569,9 @@ impl WarmPool {
     /// The watch of a prepared request: replaces the slot's idle process if the request's
     /// isolate has still not started. A job holding the slot settles it itself.
     async fn replace_if_stuck(&self, slot: &Slot, nonce: &str) {
-        let cell = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&slot.index)
-            .cloned();
-        let Some(cell) = cell else { return };
+        let Some(cell) = self.existing_cell(slot.index) else {
+            return;
+        };
         let Ok(mut guard) = cell.try_lock() else {
             return;
         };
