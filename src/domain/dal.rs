@@ -64,7 +64,9 @@ pub trait Store: Send + Sync {
     fn put_job(&self, record: &JobRecord) -> Result<(), StoreError>;
     /// Journals `record` as `put_job` does, durable only at the next `flush` (or `put_job`): for
     /// a writer that holds the journal lock, so that it flushes after letting go and concurrent
-    /// jobs share one flush. Unless overridden it is `put_job`.
+    /// jobs share one flush, or for a record whose loss a later write covers. Writes become
+    /// durable in the order they were made: once one is, every earlier one is too (a crash
+    /// keeps a prefix). Unless overridden it is `put_job`.
     fn write_job(&self, record: &JobRecord) -> Result<(), StoreError> {
         self.put_job(record)
     }
@@ -404,7 +406,8 @@ pub enum TakeBack {
 pub trait ChainReader: Send + Sync {
     /// Whether the `JobCreated` log that announced `job` (its origin) is on the canonical chain
     /// now: a reorg may have removed it, or given the job's id to another job. True for a job
-    /// without a recorded origin (nothing to check).
+    /// without a recorded origin (nothing to check). Asked while a job runs and again before
+    /// its output is sent: an adapter may keep a yes for as long as the chain has not moved.
     async fn job_is_canonical(&self, job: &Job) -> Result<bool, ChainError>;
     /// SecretManager's `ACKNOWLEDGEMENT_TIMEOUT()` and `MARK_ALIVE_TIMEOUT()`; None when no
     /// SecretManager is configured (the v2 generation).

@@ -260,17 +260,33 @@ impl Executor {
         id: U256,
         change: impl FnOnce(&mut model::JobRecord),
     ) -> Result<(), DomainError> {
-        {
-            let _journal = self.journal_lock();
-            let Some(mut record) = self.ports.store.job(id)? else {
-                return Ok(());
-            };
-            change(&mut record);
-            self.ports.store.write_job(&record)?;
-        }
+        self.write_update(id, change)?;
         // Durable before the caller acts on it; flushed outside the lock so that jobs
         // changing state at the same moment share the flush.
         Ok(self.ports.store.flush()?)
+    }
+
+    /// `update_job` without a flush of its own: durable with the journal's next flush, for a
+    /// change that a state written right after makes durable (or whose loss costs nothing).
+    pub(crate) fn update_job_deferred(
+        &self,
+        id: U256,
+        change: impl FnOnce(&mut model::JobRecord),
+    ) -> Result<(), DomainError> {
+        self.write_update(id, change)
+    }
+
+    fn write_update(
+        &self,
+        id: U256,
+        change: impl FnOnce(&mut model::JobRecord),
+    ) -> Result<(), DomainError> {
+        let _journal = self.journal_lock();
+        let Some(mut record) = self.ports.store.job(id)? else {
+            return Ok(());
+        };
+        change(&mut record);
+        Ok(self.ports.store.write_job(&record)?)
     }
 
     /// Waits until no job is running or submitting, or `timeout_ms` passes; true if idle.

@@ -2,7 +2,8 @@
 //! indexes (by state, open jobs, by end of execution time; layout in the README, "What survives
 //! a restart"); beside it, the gas key sealed (ChaCha20-Poly1305) under a key derived from the
 //! enclave key, in a file rewritten in place so a replaced key leaves no copy. The directory is
-//! kept at mode 0700.
+//! kept at mode 0700. Unflushed writes reach the disk in order (sled's log is recovered up to
+//! its first torn message), which the domain's unflushed writes rely on (`Store::write_job`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -378,6 +378,9 @@ async fn a_job_running_when_the_executor_is_killed_is_answered_once_after_restar
     let job = world.job(code, "3000:a", 20_000).await;
 
     executor.wait_for_log("job running", Some(job.job_id)).await;
+    // The queued record is not flushed on its own (the follower would read its log again): it
+    // is durable with the journal's next flush, at most 500 ms later. The job runs 3 s.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let restarted = executor.respawn_after_kill().await;
     let recovered = restarted.wait_for_log("journal recovered", None).await;
     assert!(
@@ -390,6 +393,26 @@ async fn a_job_running_when_the_executor_is_killed_is_answered_once_after_restar
     restarted
         .wait_for_log("output on chain", Some(job.job_id))
         .await;
+}
+
+#[tokio::test]
+async fn a_job_killed_the_moment_it_is_seen_is_answered_once_after_restart() {
+    // Its journal record may not be durable yet: then neither is the cursor past its log, and
+    // the restarted executor reads the log again; else recovery re-queues it. Either way, once.
+    let mut world = World::new().await;
+    let settings = world.settings(2, &[]);
+    let executor = world.start_executor(&settings).await;
+    let code = world.save(SLOW_ECHO).await;
+    let job = world.job(code, "1000:s", 20_000).await;
+
+    executor.wait_for_log("job seen", Some(job.job_id)).await;
+    let restarted = executor.respawn_after_kill().await;
+    restarted
+        .wait_for_log("output on chain", Some(job.job_id))
+        .await;
+    let output = world.only_output(&job).await;
+    assert_eq!(output_text(&output), "done 1000:s");
+    restarted.kill().await;
 }
 
 impl ExecutorProcess {

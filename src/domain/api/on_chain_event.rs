@@ -205,9 +205,12 @@ impl Executor {
         } else {
             JobState::Queued
         };
+        // Not flushed: the cursor past this log is written after it, and the journal becomes
+        // durable in the order it is written, so until this record is durable the follower
+        // reads the log again after a restart. The flushes that matter come later (`submitted`).
         self.ports
             .store
-            .put_job(&JobRecord::new(job.clone(), state.clone()))?;
+            .write_job(&JobRecord::new(job.clone(), state.clone()))?;
         // Started before the new job runs: the old nonces are taken before its output is sent.
         self.take_back_outputs(superseded);
         tracing::info!(job = %job.id, selected, state = state.name(), "job seen");

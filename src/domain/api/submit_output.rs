@@ -269,12 +269,14 @@ impl Executor {
     }
 
     /// Adds the gas a transaction for job `id` cost to its journal record and the metrics.
+    /// Not flushed on its own: what follows an outcome writes the job's next state (or its next
+    /// send) with a flush.
     pub(crate) fn count_gas(&self, id: U256, gas: u64) {
         if gas == 0 {
             return;
         }
         self.ports.metrics.gas_spent(gas);
-        if let Err(e) = self.update_job(id, |record| {
+        if let Err(e) = self.update_job_deferred(id, |record| {
             record.gas_spent = record.gas_spent.saturating_add(gas)
         }) {
             tracing::error!(job = %id, error = %e, gas, "cannot journal the gas spent");

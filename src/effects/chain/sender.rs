@@ -111,7 +111,7 @@ pub struct TxSender {
     /// SecretManager (TEE generation), where the secret store's transactions go.
     secret_manager: Option<Address>,
     fee_cache: FeeCache,
-    heads: Heads,
+    heads: Arc<Heads>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +216,38 @@ impl Fees {
             ) => enough(max_fee, m) && enough(priority_fee, p),
             (Fees::Legacy { gas_price }, Fees::Legacy { gas_price: g }) => enough(gas_price, g),
             _ => true,
+        }
+    }
+}
+
+/// Tells `OnSent` of each broadcast transaction on a blocking thread (it writes and flushes
+/// the journal), one at a time and in order, so the wait for a receipt need not wait for it.
+struct SentJournal<'a> {
+    on_sent: &'a Arc<dyn OnSent>,
+    hearing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<'a> SentJournal<'a> {
+    fn new(on_sent: &'a Arc<dyn OnSent>) -> Self {
+        SentJournal {
+            on_sent,
+            hearing: None,
+        }
+    }
+
+    /// Starts telling of `tx`, once the last one was heard.
+    async fn hear(&mut self, tx: SentTx) {
+        self.settle().await;
+        let on_sent = self.on_sent.clone();
+        self.hearing = Some(tokio::task::spawn_blocking(move || on_sent.sent(tx)));
+    }
+
+    /// Returns once every transaction told of was heard.
+    async fn settle(&mut self) {
+        if let Some(hearing) = self.hearing.take() {
+            if let Err(e) = hearing.await {
+                tracing::error!(error = %e, "journalling a sent transaction failed");
+            }
         }
     }
 }
@@ -408,9 +440,14 @@ impl TxSender {
             max_fee_per_gas: None,
             secret_manager: None,
             fee_cache: FeeCache::new(DEFAULT_FEE_CACHE),
-            heads: Heads::new(config.rpc_ws_url.clone()),
+            heads: Arc::new(Heads::new(config.rpc_ws_url.clone())),
             config,
         })
+    }
+
+    /// The node's `newHeads`, shared with whoever else needs to know the chain moved.
+    pub fn heads(&self) -> Arc<Heads> {
+        self.heads.clone()
     }
 
     /// Sends the secret store's transactions to `secret_manager` (None: they are refused).
@@ -431,14 +468,8 @@ impl TxSender {
             .secret_manager
             .ok_or(ChainError::NoContract("SecretManager"))?;
         let until_ms = now_ms().saturating_add(SLASH_PATIENCE.as_millis() as u64);
-        self.send_to(
-            to,
-            name,
-            data,
-            Budget::Margin { until_ms },
-            ignore_sent().as_ref(),
-        )
-        .await
+        self.send_to(to, name, data, Budget::Margin { until_ms }, &ignore_sent())
+            .await
     }
 
     /// Reuses fee data for `ttl` (`EXECUTOR_FEE_CACHE_MS`; zero: asks the node every time).
@@ -525,7 +556,7 @@ impl TxSender {
         name: &'static str,
         data: Vec<u8>,
         budget: Budget,
-        sent: &dyn OnSent,
+        sent: &Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError> {
         self.send_to(self.config.jobs_address, name, data, budget, sent)
             .await
@@ -538,7 +569,7 @@ impl TxSender {
         name: &'static str,
         data: Vec<u8>,
         budget: Budget,
-        sent: &dyn OnSent,
+        sent: &Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError> {
         let wallet = self.wallet()?;
         let call = Call {
@@ -562,7 +593,7 @@ impl TxSender {
         wallet: &LocalWallet,
         call: &Call,
         budget: Budget,
-        on_sent: &dyn OnSent,
+        on_sent: &Arc<dyn OnSent>,
     ) -> Result<TxOutcome, ChainError> {
         let until_ms = budget.until_ms();
         let mut fees = self.fees_under_cap(call.name, until_ms).await?;
@@ -637,11 +668,24 @@ impl TxSender {
                 | Err(SendFailure::Other(e)) => return Err(e),
             }
         };
-        on_sent.sent(call.sent(first_hash, nonce, fees));
-        self.follow_nonce(
-            wallet, call, nonce, gas, fees, first_hash, until_ms, on_sent,
-        )
-        .await
+        // Heard off the async workers while the receipt is looked up (the caller journals it,
+        // a flush of its own), and heard in full before the outcome goes back.
+        let mut journal = SentJournal::new(on_sent);
+        journal.hear(call.sent(first_hash, nonce, fees)).await;
+        let outcome = self
+            .follow_nonce(
+                wallet,
+                call,
+                nonce,
+                gas,
+                fees,
+                first_hash,
+                until_ms,
+                &mut journal,
+            )
+            .await;
+        journal.settle().await;
+        outcome
     }
 
     /// Follows the transactions sent with `nonce` until one is mined: replaced with higher fees
@@ -656,7 +700,7 @@ impl TxSender {
         mut fees: Fees,
         first_hash: H256,
         until_ms: u64,
-        on_sent: &dyn OnSent,
+        journal: &mut SentJournal<'_>,
     ) -> Result<TxOutcome, ChainError> {
         let cancel = call.cancel();
         let mut sent = vec![first_hash];
@@ -752,7 +796,7 @@ impl TxSender {
             {
                 Ok(_) => {
                     if !late {
-                        on_sent.sent(call.sent(hash, nonce, next));
+                        journal.hear(call.sent(hash, nonce, next)).await;
                     }
                 }
                 Err(e) => match classify(&e) {
@@ -892,7 +936,7 @@ impl TxSender {
                 fees,
                 first_hash,
                 now_ms(),
-                ignore_sent().as_ref(),
+                &mut SentJournal::new(&ignore_sent()),
             )
             .await?;
         Ok(match outcome {
@@ -1294,7 +1338,7 @@ impl ChainWriter for TxSender {
             sign_timestamp: U256::from(output.sign_timestamp),
         }
         .encode();
-        self.send(SUBMIT_OUTPUT, data, Budget::Output(plan), sent.as_ref())
+        self.send(SUBMIT_OUTPUT, data, Budget::Output(plan), &sent)
             .await
     }
 
@@ -1305,7 +1349,7 @@ impl ChainWriter for TxSender {
             "slashOnExecutionTimeout",
             data,
             Budget::Margin { until_ms },
-            ignore_sent().as_ref(),
+            &ignore_sent(),
         )
         .await
     }
