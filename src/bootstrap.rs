@@ -114,7 +114,9 @@ pub async fn start(config: Config) -> Result<Running> {
     );
     let code = Arc::new(UserCodeSource::new(&config.chain)?);
     let reader = Arc::new(
-        OriginChecker::new(&config.chain)?.with_secret_manager(config.secret_manager_address),
+        OriginChecker::new(&config.chain)?
+            .with_secret_manager(config.secret_manager_address)
+            .with_heads(chain.heads()),
     );
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 

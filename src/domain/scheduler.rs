@@ -199,7 +199,22 @@ impl Executor {
             return;
         };
         tracing::info!(job = %job.id, slot = slot.index, "job running");
-        let outcome = self.execute_job(&job, slot).await;
+        // The check the send makes first, asked while the job runs: the reader keeps a yes
+        // until the chain moves, so a short job's send need not ask again. Never waited for:
+        // unanswered when the job ends, it is dropped and the send asks itself.
+        let outcome = {
+            let run = self.execute_job(&job, slot);
+            let check = self.ports.reader.job_is_canonical(&job);
+            tokio::pin!(run, check);
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut run => break outcome,
+                    _ = &mut check, if !asked => asked = true,
+                }
+            }
+        };
         // The slot is free for the next job while this one's output is submitted.
         drop(lease);
         match outcome {

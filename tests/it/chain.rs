@@ -1064,3 +1064,72 @@ async fn follower_follows_a_reorg_the_node_does_not_report_and_origins_tell_jobs
     drop(rx);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
+
+#[tokio::test]
+async fn a_yes_from_the_origin_checker_lasts_until_the_node_announces_another_head() {
+    use serverless_executor::domain::dal::ChainReader;
+    use serverless_executor::effects::chain::heads::Heads;
+    init_tracing();
+    let devnet = Devnet::start(params(1)).await;
+    let mine = random_enclave();
+    devnet.register(&mine, OPERATOR, 10).await;
+    let codehash = devnet.save_code(OK_CODE).await;
+    let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
+    let follower = LogFollower::new(devnet.chain_config(), my_address)
+        .with_poll_interval(Duration::from_millis(100));
+    let (tx, mut rx) = mpsc::channel(256);
+    let task = tokio::spawn(follower.run(Some(0), tx));
+    let heads = Arc::new(Heads::new(devnet.ws_url()));
+    let mut watch = heads.watch();
+    let checker = OriginChecker::new(&devnet.chain_config())
+        .unwrap()
+        .with_heads(heads.clone());
+
+    let provider = devnet.provider();
+    let snapshot: serde_json::Value = provider.request("evm_snapshot", ()).await.unwrap();
+    let created = devnet.create_job(codehash, b"kept", 60_000).await;
+    let mut items = Vec::new();
+    collect_until(&mut rx, &mut items, Duration::from_secs(20), |items| {
+        job_ids(items).contains(&created.job_id)
+    })
+    .await;
+    let (_, job) = created_jobs(&items).into_iter().next().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        watch.wait_for(|s| s.live && s.latest.is_some_and(|h| h.number >= created.block_number)),
+    )
+    .await
+    .expect("the job's block is announced")
+    .unwrap();
+    assert!(checker.job_is_canonical(&job).await.unwrap());
+
+    // The block is gone, but no head says so yet: the yes is kept (asking now would say no).
+    let reverted: bool = provider.request("evm_revert", [snapshot]).await.unwrap();
+    assert!(reverted);
+    let unannounced = heads.latest();
+    // anvil announces no head for `evm_revert`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(heads.latest(), unannounced);
+    assert!(
+        checker.job_is_canonical(&job).await.unwrap(),
+        "kept while the announced head stands"
+    );
+    let fresh = OriginChecker::new(&devnet.chain_config()).unwrap();
+    assert!(
+        !fresh.job_is_canonical(&job).await.unwrap(),
+        "the node no longer has the log"
+    );
+
+    // The next block is announced: the checker asks again and hears no.
+    devnet.anvil.mine().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        watch.wait_for(|s| s.latest != unannounced),
+    )
+    .await
+    .expect("the new head is announced")
+    .unwrap();
+    assert!(!checker.job_is_canonical(&job).await.unwrap());
+    drop(rx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}

@@ -88,6 +88,7 @@ mod tests {
     fn head(number: u64, base: Option<u64>) -> Option<Head> {
         Some(Head {
             number,
+            hash: None,
             base_fee: base.map(U256::from),
         })
     }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ethers::providers::{Middleware, Provider, Ws};
-use ethers::types::U256;
+use ethers::types::{H256, U256};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,6 +25,7 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub number: u64,
+    pub hash: Option<H256>,
     pub base_fee: Option<U256>,
 }
 
@@ -68,6 +69,13 @@ impl Heads {
     /// The latest head seen (None before the subscription delivered one).
     pub fn latest(&self) -> Option<Head> {
         self.state.get().and_then(|rx| rx.borrow().latest)
+    }
+
+    /// The latest head, if the subscription is up now (else None: the chain may have moved).
+    pub fn live_latest(&self) -> Option<Head> {
+        self.state
+            .get()
+            .and_then(|rx| rx.borrow().live.then(|| rx.borrow().latest).flatten())
     }
 
     /// Whether the subscription is up now.
@@ -123,6 +131,7 @@ async fn session(url: &str, tx: &watch::Sender<HeadState>) -> String {
         let Some(number) = block.number else { continue };
         let head = Head {
             number: number.low_u64(),
+            hash: block.hash,
             base_fee: block.base_fee_per_gas,
         };
         tx.send_modify(|s| s.latest = Some(head));

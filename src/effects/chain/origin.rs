@@ -1,8 +1,11 @@
 //! Whether a job's creating log is on the canonical chain now: the receipt of its `createJob`
 //! transaction, looked up by hash, must be in the same block and hold the same `JobCreated` log
-//! (v2's or the TEE generation's, by the configured protocol). Also reads SecretManager's two
-//! timeouts (TEE generation).
+//! (v2's or the TEE generation's, by the configured protocol). A yes is kept while `newHeads`
+//! announces no other block (the chain has not moved since), so a check made while the job runs
+//! serves for its send. Also reads SecretManager's two timeouts (TEE generation).
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,12 +15,18 @@ use ethers::types::transaction::eip2718::TypedTransaction;
 use ethers::types::{Address, TransactionRequest, H256, U256};
 
 use super::bindings::JobCreatedFilter;
+use super::heads::{Head, Heads};
 use crate::config::ChainConfig;
 use crate::domain::dal::{ChainError, ChainReader};
-use crate::domain::model::{Job, Protocol, SecretTimeouts};
+use crate::domain::model::{Job, JobOrigin, Protocol, SecretTimeouts};
 
 /// The longest `eth_getTransactionReceipt` may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Yes answers kept at once (one per job running or sending; the oldest goes first).
+const KEPT_ANSWERS: NonZeroUsize = match NonZeroUsize::new(256) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 
 pub struct OriginChecker {
     provider: Provider<Http>,
@@ -25,6 +34,10 @@ pub struct OriginChecker {
     /// topic0 of the generation's `JobCreated`.
     job_created: H256,
     secret_manager: Option<Address>,
+    /// The node's heads; without them no answer is kept.
+    heads: Option<Arc<Heads>>,
+    /// Jobs found on the canonical chain, each with the head announced before it was asked.
+    canonical: Mutex<lru::LruCache<(U256, H256), Head>>,
 }
 
 impl OriginChecker {
@@ -40,7 +53,53 @@ impl OriginChecker {
                 Protocol::Tee => super::tee::JobCreatedFilter::signature(),
             },
             secret_manager: None,
+            heads: None,
+            canonical: Mutex::new(lru::LruCache::new(KEPT_ANSWERS)),
         })
+    }
+
+    /// Keeps yes answers while `heads` announces no new block.
+    pub fn with_heads(mut self, heads: Arc<Heads>) -> Self {
+        self.heads = Some(heads);
+        self
+    }
+
+    /// The head announced now, if the subscription is live and says which block it is.
+    fn head(&self) -> Option<Head> {
+        self.heads
+            .as_ref()
+            .and_then(|heads| heads.live_latest())
+            .filter(|head| head.hash.is_some())
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(U256, H256), Head>> {
+        self.canonical.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks the creating log up on the node.
+    async fn ask(&self, job: &Job, origin: JobOrigin) -> Result<bool, ChainError> {
+        let receipt = tokio::time::timeout(
+            RPC_TIMEOUT,
+            self.provider.get_transaction_receipt(origin.tx_hash),
+        )
+        .await
+        .map_err(|_| ChainError::Transient("eth_getTransactionReceipt timed out".into()))?
+        .map_err(|e| ChainError::Transient(format!("eth_getTransactionReceipt: {e}")))?;
+        // Nodes answer receipts of canonical transactions only.
+        let Some(receipt) = receipt else {
+            return Ok(false);
+        };
+        if receipt.block_hash != Some(origin.block_hash) {
+            return Ok(false);
+        }
+        let mut id = [0u8; 32];
+        job.id.to_big_endian(&mut id);
+        Ok(receipt.logs.iter().any(|log| {
+            log.log_index.map(|i| i.low_u64()) == Some(origin.log_index)
+                && log.address == self.jobs
+                && log.topics.first() == Some(&self.job_created)
+                && log.topics.get(1) == Some(&H256(id))
+        }))
     }
 
     /// Reads SecretManager's timeouts from `secret_manager` (None: there is none).
@@ -80,28 +139,25 @@ impl ChainReader for OriginChecker {
         let Some(origin) = job.origin else {
             return Ok(true);
         };
-        let receipt = tokio::time::timeout(
-            RPC_TIMEOUT,
-            self.provider.get_transaction_receipt(origin.tx_hash),
-        )
-        .await
-        .map_err(|_| ChainError::Transient("eth_getTransactionReceipt timed out".into()))?
-        .map_err(|e| ChainError::Transient(format!("eth_getTransactionReceipt: {e}")))?;
-        // Nodes answer receipts of canonical transactions only.
-        let Some(receipt) = receipt else {
-            return Ok(false);
-        };
-        if receipt.block_hash != Some(origin.block_hash) {
-            return Ok(false);
+        let key = (job.id, origin.block_hash);
+        // Taken before asking: a block announced while the node answers is a new one.
+        let before = self.head();
+        if let Some(head) = before {
+            if self.kept().get(&key) == Some(&head) {
+                return Ok(true);
+            }
         }
-        let mut id = [0u8; 32];
-        job.id.to_big_endian(&mut id);
-        Ok(receipt.logs.iter().any(|log| {
-            log.log_index.map(|i| i.low_u64()) == Some(origin.log_index)
-                && log.address == self.jobs
-                && log.topics.first() == Some(&self.job_created)
-                && log.topics.get(1) == Some(&H256(id))
-        }))
+        let canonical = self.ask(job, origin).await?;
+        let mut kept = self.kept();
+        match before {
+            Some(head) if canonical => {
+                kept.put(key, head);
+            }
+            _ => {
+                kept.pop(&key);
+            }
+        }
+        Ok(canonical)
     }
 
     async fn secret_timeouts(&self) -> Result<Option<SecretTimeouts>, ChainError> {
