@@ -118,6 +118,8 @@ pub async fn start(config: Config) -> Result<Running> {
             .with_secret_manager(config.secret_manager_address)
             .with_heads(chain.heads()),
     );
+    // Subscribed from the start: the first job's checks and receipt already follow new heads.
+    chain.heads().watch();
     let metrics = Arc::new(PromMetrics::new().context("cannot set up the metrics")?);
 
     let ports = Ports {

@@ -574,27 +574,33 @@ impl Store for SledStore {
         let state = record.state.code();
         let is_open = record.is_open();
         let end = end_key(job_end_ms(&record), id);
-        // The record and its index entries change together or not at all.
-        (&self.jobs, &self.by_state, &self.open, &self.by_end)
-            .transaction(|(jobs, by_state, open, by_end)| {
-                jobs.insert(&job_key(id), value.as_slice())?;
-                for other in 0..JOB_STATES.len() as u8 {
-                    if other != state {
-                        by_state.remove(&state_key(other, id)[..])?;
-                    }
-                }
-                if state != OBSERVED {
-                    by_state.insert(&state_key(state, id)[..], EMPTY)?;
-                }
-                if is_open {
-                    open.insert(&job_key(id), EMPTY)?;
-                } else {
-                    open.remove(&job_key(id))?;
-                }
-                by_end.insert(&end[..], EMPTY)?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| io(format!("{e:?}")))?;
+        // Not a sled transaction: each one writes (and syncs) two log buffers of its own, even
+        // unflushed. Instead the entries a record needs are written before it and the ones it
+        // no longer needs after it; writes reach the disk in order, so after a crash every
+        // record still has its entries and a stale entry at most, which readers skip (each
+        // looks at the record behind an entry). Writes that change nothing cost nothing.
+        if state != OBSERVED {
+            self.by_state
+                .insert(&state_key(state, id)[..], EMPTY)
+                .map_err(io)?;
+        }
+        if is_open {
+            self.open.insert(&job_key(id), EMPTY).map_err(io)?;
+        }
+        self.by_end.insert(&end[..], EMPTY).map_err(io)?;
+        self.jobs
+            .insert(&job_key(id), value.as_slice())
+            .map_err(io)?;
+        for other in 0..JOB_STATES.len() as u8 {
+            if other != state {
+                self.by_state
+                    .remove(&state_key(other, id)[..])
+                    .map_err(io)?;
+            }
+        }
+        if !is_open {
+            self.open.remove(&job_key(id)).map_err(io)?;
+        }
         Ok(())
     }
 
@@ -703,11 +709,18 @@ impl Store for SledStore {
     }
 
     fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let ids = self
-            .open
-            .iter()
-            .map(|entry| entry.map(|(key, _)| U256::from_big_endian(&key)));
-        self.records_of(ids, usize::MAX, JobRecord::is_open)
+        let mut out = Vec::new();
+        for entry in self.open.iter() {
+            let (key, _) = entry.map_err(io)?;
+            match self.job(U256::from_big_endian(&key))? {
+                Some(record) if record.is_open() => out.push(record),
+                // Left behind by a crash between a record's write and its entry's removal.
+                _ => {
+                    self.open.remove(&key).map_err(io)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn expired_jobs(

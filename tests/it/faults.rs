@@ -567,6 +567,43 @@ async fn rpc_errors_are_retried_with_backoff_until_the_output_lands() {
 }
 
 #[tokio::test]
+async fn a_jobs_send_reuses_the_reorg_check_made_while_it_ran() {
+    let mut world = World::new().await;
+    let proxy = Proxy::start(world.anvil_addr()).await;
+    let settings = world.settings(
+        2,
+        &[
+            ("RPC_HTTP_URL", proxy.http_url()),
+            (
+                "LOG_LEVEL",
+                "info,serverless_executor::effects::chain=debug".into(),
+            ),
+        ],
+    );
+    let executor = world.start_executor(&settings).await;
+    let code = world.save(SLOW_ECHO).await;
+    let job = world.job(code, "300:check", 20_000).await;
+    executor
+        .wait_for_log("output on chain", Some(job.job_id))
+        .await;
+    // No block came while it ran: the creating log's receipt is looked up once, while the job
+    // runs, and that answer serves the send.
+    let asked = executor.entries("creating log looked up", Some(job.job_id));
+    let kept = executor.entries("creating log on the chain (kept)", Some(job.job_id));
+    assert_eq!(
+        (asked.len(), kept.len()),
+        (1, 1),
+        "asked {asked:?}, kept {kept:?}; calls: {:?}",
+        proxy.all_calls()
+    );
+    assert_eq!(
+        output_text(&world.only_output(&job).await),
+        "done 300:check"
+    );
+    executor.kill().await;
+}
+
+#[tokio::test]
 async fn more_jobs_than_slots_are_all_answered() {
     let mut world = World::new().await;
     let settings = world.settings(6, &[("SLOTS", "1".to_string())]);

@@ -800,6 +800,61 @@ fn a_job_written_then_flushed_survives_reopening_the_store() {
     assert_eq!(store.open_jobs().unwrap().len(), 1, "indexed as open");
 }
 
+/// A job's write is no sled transaction: its new index entries go first and the old ones are
+/// removed after, so a crash between them leaves stale entries, never a missing one. Readers
+/// skip them; recovery's scan of open jobs drops them.
+#[test]
+fn stale_index_entries_left_by_a_crash_are_skipped_by_every_reader() {
+    use serverless_executor::domain::dal::{JobOrder, JobQuery, Store};
+    use serverless_executor::domain::model::{JobRecord, JobState};
+    use serverless_executor::domain::testing::sample_job;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+    let mut record = JobRecord::new(
+        sample_job(9, vec![Address::repeat_byte(1)], 1),
+        JobState::Confirmed {
+            output: None,
+            tx_hash: None,
+        },
+    );
+    record.settled = true;
+    store.put_job(&record).unwrap();
+    assert!(store.open_jobs().unwrap().is_empty());
+
+    // What a crash right after the record's write leaves: its queued entries still there.
+    let db = store.sled_db();
+    let mut id = [0u8; 32];
+    ethers::types::U256::from(9).to_big_endian(&mut id);
+    let queued = [&[1u8][..], &id[..]].concat();
+    db.open_tree("jobs_open")
+        .unwrap()
+        .insert(id, &[][..])
+        .unwrap();
+    db.open_tree("jobs_by_state")
+        .unwrap()
+        .insert(queued, &[][..])
+        .unwrap();
+
+    let listed = store
+        .list_jobs(&JobQuery {
+            state: Some("queued"),
+            limit: 10,
+            after: None,
+            order: JobOrder::Ascending,
+        })
+        .unwrap();
+    assert!(listed.records.is_empty(), "not listed as queued");
+    assert!(store.open_jobs().unwrap().is_empty(), "not recovered");
+    assert!(
+        db.open_tree("jobs_open").unwrap().is_empty(),
+        "the stale open entry is dropped"
+    );
+    assert_eq!(
+        store.job(9.into()).unwrap().map(|r| r.state.name()),
+        Some("confirmed")
+    );
+}
+
 #[test]
 fn the_real_store_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,8 @@
 //! Whether a job's creating log is on the canonical chain now: the receipt of its `createJob`
 //! transaction, looked up by hash, must be in the same block and hold the same `JobCreated` log
 //! (v2's or the TEE generation's, by the configured protocol). A yes is kept while `newHeads`
-//! announces no other block (the chain has not moved since), so a check made while the job runs
-//! serves for its send. Also reads SecretManager's two timeouts (TEE generation).
+//! announces no other block than the one it was given under, or the job's own (the chain has
+//! not moved past it), so a check made while the job runs serves for its send. Also reads SecretManager's two timeouts (TEE generation).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -143,11 +143,20 @@ impl ChainReader for OriginChecker {
         // Taken before asking: a block announced while the node answers is a new one.
         let before = self.head();
         if let Some(head) = before {
-            if self.kept().get(&key) == Some(&head) {
+            // Kept while no other block was announced, or once the job's own block is the
+            // newest (its announcement may come after the log's, when the yes was given).
+            let own = head.number == origin.block_number && head.hash == Some(origin.block_hash);
+            if self
+                .kept()
+                .get(&key)
+                .is_some_and(|kept| *kept == head || own)
+            {
+                tracing::debug!(job = %job.id, head = head.number, "creating log on the chain (kept)");
                 return Ok(true);
             }
         }
         let canonical = self.ask(job, origin).await?;
+        tracing::debug!(job = %job.id, head = ?before.map(|h| h.number), canonical, "creating log looked up");
         let mut kept = self.kept();
         match before {
             Some(head) if canonical => {
