@@ -585,11 +585,11 @@ impl Store for SledStore {
                 .map_err(io)?;
         }
         if is_open {
-            self.open.insert(&job_key(id), EMPTY).map_err(io)?;
+            self.open.insert(job_key(id), EMPTY).map_err(io)?;
         }
         self.by_end.insert(&end[..], EMPTY).map_err(io)?;
         self.jobs
-            .insert(&job_key(id), value.as_slice())
+            .insert(job_key(id), value.as_slice())
             .map_err(io)?;
         for other in 0..JOB_STATES.len() as u8 {
             if other != state {
@@ -599,7 +599,7 @@ impl Store for SledStore {
             }
         }
         if !is_open {
-            self.open.remove(&job_key(id)).map_err(io)?;
+            self.open.remove(job_key(id)).map_err(io)?;
         }
         Ok(())
     }
