@@ -69,7 +69,8 @@ impl Executor {
                 output_count,
             } if !log.removed => {
                 let mut ended = None;
-                self.update_job(job_id, |record| {
+                // Not flushed: until it is durable, neither is the cursor past this log.
+                self.update_job_deferred(job_id, |record| {
                     record.output_count = record.output_count.max(output_count);
                     if record.job.fully_answered(record.output_count) {
                         record.settled = true;

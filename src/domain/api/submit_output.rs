@@ -123,7 +123,9 @@ impl Executor {
                 Ok(TxOutcome::Mined { tx_hash, .. }) => {
                     tracing::info!(job = %job.id, tx = ?tx_hash, "output on chain");
                     tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Mined.name());
-                    return self.set_state(
+                    // No flush of its own: recovery treats it as `submitted` (re-sent, refused as
+                    // a duplicate at the estimate, confirmed), and the next flush covers it.
+                    return self.set_state_deferred(
                         job,
                         JobState::Confirmed {
                             output: Some(signed),
@@ -137,7 +139,7 @@ impl Executor {
                 }) => {
                     // An earlier attempt (before a restart or a resend) already landed.
                     tracing::info!(job = %job.id, "output was already on chain");
-                    return self.set_state(
+                    return self.set_state_deferred(
                         job,
                         JobState::Confirmed {
                             output: Some(signed),
@@ -357,11 +359,23 @@ impl Executor {
                 }
                 _ => self.ports.store.put_take_back(&superseded).map(|()| true),
             })
-        }
-        // The record is flushed outside the journal lock (shared with other jobs' writes).
-        .and_then(|superseded| self.ports.store.flush().map(|()| superseded));
+        };
         match result {
-            Ok(false) => tracing::info!(job = %job.id, tx = ?tx.tx_hash, "output sent"),
+            // Flushed off the send's path, while the receipt is looked up: the transaction is
+            // out already, so the flush guards only against a crash in between (then the job
+            // runs again, and one of its two outputs is refused as a duplicate).
+            Ok(false) => {
+                let (store, id, tx_hash) = (self.ports.store.clone(), job.id, tx.tx_hash);
+                self.spawn_in_flight(async move {
+                    match tokio::task::spawn_blocking(move || store.flush()).await {
+                        Ok(Ok(())) => tracing::info!(job = %id, tx = ?tx_hash, "output sent"),
+                        Ok(Err(e)) => {
+                            tracing::error!(job = %id, error = %e, "cannot journal the sent output")
+                        }
+                        Err(e) => tracing::error!(job = %id, error = %e, "journal flush failed"),
+                    }
+                });
+            }
             Ok(true) => self.take_back_outputs(vec![superseded]),
             Err(e) => tracing::error!(job = %job.id, error = %e, "cannot journal the sent output"),
         }

@@ -114,7 +114,7 @@ fn a_follower_far_behind_the_head_is_not_ready() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn running_and_executed_wait_for_the_next_flush_and_submitted_is_flushed_before_it_returns() {
+async fn nothing_before_the_send_is_flushed_on_its_own_and_the_sent_output_is_flushed_after() {
     let (h, store) = flaky_harness();
     registered(&h);
     let job = job_now(1, vec![enclave()], b"x");
@@ -136,19 +136,23 @@ async fn running_and_executed_wait_for_the_next_flush_and_submitted_is_flushed_b
             .position(|e| e == entry)
             .unwrap_or_else(|| panic!("no {entry} in {trace:?}"))
     };
-    let (running, executed, submitted) = (
+    let (queued, running, executed, submitted, confirmed) = (
+        at("write 1 queued"),
         at("write 1 running"),
         at("write 1 executed"),
         at("write 1 submitted"),
+        at("write 1 confirmed"),
     );
-    // Recovery re-runs a job it finds queued or running: neither state costs a flush.
-    assert!(running < executed && executed < submitted, "{trace:?}");
     assert!(
-        trace[running..submitted].iter().all(|e| e != "flush"),
-        "running and executed are not flushed on their own: {trace:?}"
+        queued < running && running < executed && executed < submitted && submitted < confirmed,
+        "{trace:?}"
     );
-    // The journal knew the output was sent (durably) before the job went on.
-    assert_eq!(trace[submitted + 1], "flush", "{trace:?}");
-    let confirmed = at("write 1 confirmed");
-    assert_eq!(trace[confirmed + 1], "flush", "{trace:?}");
+    // Its first record: the cursor past its log is not durable before it either. Running and
+    // executed: recovery runs a job it finds queued or running again.
+    assert!(
+        trace[queued..submitted].iter().all(|e| e != "flush"),
+        "nothing before the send is flushed on its own: {trace:?}"
+    );
+    // The sent output is flushed, in the background (the receipt is not held up for it).
+    assert!(trace[submitted..].iter().any(|e| e == "flush"), "{trace:?}");
 }

@@ -220,38 +220,6 @@ impl Fees {
     }
 }
 
-/// Tells `OnSent` of each broadcast transaction on a blocking thread (it writes and flushes
-/// the journal), one at a time and in order, so the wait for a receipt need not wait for it.
-struct SentJournal<'a> {
-    on_sent: &'a Arc<dyn OnSent>,
-    hearing: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl<'a> SentJournal<'a> {
-    fn new(on_sent: &'a Arc<dyn OnSent>) -> Self {
-        SentJournal {
-            on_sent,
-            hearing: None,
-        }
-    }
-
-    /// Starts telling of `tx`, once the last one was heard.
-    async fn hear(&mut self, tx: SentTx) {
-        self.settle().await;
-        let on_sent = self.on_sent.clone();
-        self.hearing = Some(tokio::task::spawn_blocking(move || on_sent.sent(tx)));
-    }
-
-    /// Returns once every transaction told of was heard.
-    async fn settle(&mut self) {
-        if let Some(hearing) = self.hearing.take() {
-            if let Err(e) = hearing.await {
-                tracing::error!(error = %e, "journalling a sent transaction failed");
-            }
-        }
-    }
-}
-
 /// The fees of the next replacement of a transaction last sent with `last`: the market's or a
 /// bump, whichever is higher, never above `limit`; None when that is no valid replacement
 /// (at the cap: the transaction waits for the base fee to fall).
@@ -468,8 +436,14 @@ impl TxSender {
             .secret_manager
             .ok_or(ChainError::NoContract("SecretManager"))?;
         let until_ms = now_ms().saturating_add(SLASH_PATIENCE.as_millis() as u64);
-        self.send_to(to, name, data, Budget::Margin { until_ms }, &ignore_sent())
-            .await
+        self.send_to(
+            to,
+            name,
+            data,
+            Budget::Margin { until_ms },
+            ignore_sent().as_ref(),
+        )
+        .await
     }
 
     /// Reuses fee data for `ttl` (`EXECUTOR_FEE_CACHE_MS`; zero: asks the node every time).
@@ -556,7 +530,7 @@ impl TxSender {
         name: &'static str,
         data: Vec<u8>,
         budget: Budget,
-        sent: &Arc<dyn OnSent>,
+        sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
         self.send_to(self.config.jobs_address, name, data, budget, sent)
             .await
@@ -569,7 +543,7 @@ impl TxSender {
         name: &'static str,
         data: Vec<u8>,
         budget: Budget,
-        sent: &Arc<dyn OnSent>,
+        sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
         let wallet = self.wallet()?;
         let call = Call {
@@ -593,7 +567,7 @@ impl TxSender {
         wallet: &LocalWallet,
         call: &Call,
         budget: Budget,
-        on_sent: &Arc<dyn OnSent>,
+        on_sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
         let until_ms = budget.until_ms();
         let mut fees = self.fees_under_cap(call.name, until_ms).await?;
@@ -668,24 +642,11 @@ impl TxSender {
                 | Err(SendFailure::Other(e)) => return Err(e),
             }
         };
-        // Heard off the async workers while the receipt is looked up (the caller journals it,
-        // a flush of its own), and heard in full before the outcome goes back.
-        let mut journal = SentJournal::new(on_sent);
-        journal.hear(call.sent(first_hash, nonce, fees)).await;
-        let outcome = self
-            .follow_nonce(
-                wallet,
-                call,
-                nonce,
-                gas,
-                fees,
-                first_hash,
-                until_ms,
-                &mut journal,
-            )
-            .await;
-        journal.settle().await;
-        outcome
+        on_sent.sent(call.sent(first_hash, nonce, fees));
+        self.follow_nonce(
+            wallet, call, nonce, gas, fees, first_hash, until_ms, on_sent,
+        )
+        .await
     }
 
     /// Follows the transactions sent with `nonce` until one is mined: replaced with higher fees
@@ -700,7 +661,7 @@ impl TxSender {
         mut fees: Fees,
         first_hash: H256,
         until_ms: u64,
-        journal: &mut SentJournal<'_>,
+        on_sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
         let cancel = call.cancel();
         let mut sent = vec![first_hash];
@@ -796,7 +757,7 @@ impl TxSender {
             {
                 Ok(_) => {
                     if !late {
-                        journal.hear(call.sent(hash, nonce, next)).await;
+                        on_sent.sent(call.sent(hash, nonce, next));
                     }
                 }
                 Err(e) => match classify(&e) {
@@ -936,7 +897,7 @@ impl TxSender {
                 fees,
                 first_hash,
                 now_ms(),
-                &mut SentJournal::new(&ignore_sent()),
+                ignore_sent().as_ref(),
             )
             .await?;
         Ok(match outcome {
@@ -1338,7 +1299,7 @@ impl ChainWriter for TxSender {
             sign_timestamp: U256::from(output.sign_timestamp),
         }
         .encode();
-        self.send(SUBMIT_OUTPUT, data, Budget::Output(plan), &sent)
+        self.send(SUBMIT_OUTPUT, data, Budget::Output(plan), sent.as_ref())
             .await
     }
 
@@ -1349,7 +1310,7 @@ impl ChainWriter for TxSender {
             "slashOnExecutionTimeout",
             data,
             Budget::Margin { until_ms },
-            &ignore_sent(),
+            ignore_sent().as_ref(),
         )
         .await
     }
