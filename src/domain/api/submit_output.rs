@@ -271,8 +271,8 @@ impl Executor {
     }
 
     /// Adds the gas a transaction for job `id` cost to its journal record and the metrics.
-    /// Not flushed on its own: what follows an outcome writes the job's next state (or its next
-    /// send) with a flush.
+    /// Not flushed on its own: durable with the journal's next flush. A crash before it loses
+    /// the count (accounting), never the job's state.
     pub(crate) fn count_gas(&self, id: U256, gas: u64) {
         if gas == 0 {
             return;

@@ -2,7 +2,8 @@
 //! transaction, looked up by hash, must be in the same block and hold the same `JobCreated` log
 //! (v2's or the TEE generation's, by the configured protocol). A yes is kept while `newHeads`
 //! announces no other block than the one it was given under, or the job's own (the chain has
-//! not moved past it), so a check made while the job runs serves for its send. Also reads SecretManager's two timeouts (TEE generation).
+//! not moved past it), so a check made while the job runs serves for its send. Also reads
+//! SecretManager's two timeouts (TEE generation).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,7 @@ impl OriginChecker {
         })
     }
 
-    /// Keeps yes answers while `heads` announces no new block.
+    /// Keeps yes answers while `heads` announces no other block (without: every call asks).
     pub fn with_heads(mut self, heads: Arc<Heads>) -> Self {
         self.heads = Some(heads);
         self
