@@ -433,7 +433,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -182,8 +182,8 @@ pub async fn run_devnet(args: DevnetArgs) -> Result<()> {
         );
         println!("  cargo run -q -- client run-job --file examples/secret.js --secret-id <id>");
     }
-    println!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
+    println!("Ctrl-C (or SIGTERM) stops everything.");
+    serverless_executor::bootstrap::wait_for_signal().await?;
     println!("stopping");
     executor.stop().await
 }
