@@ -967,10 +967,10 @@ fn created_jobs(items: &[FollowerItem]) -> Vec<(bool, serverless_executor::domai
         .collect()
 }
 
-#[tokio::test]
-async fn follower_follows_a_reorg_the_node_does_not_report_and_origins_tell_jobs_apart() {
-    use serverless_executor::domain::dal::ChainReader;
-    use serverless_executor::effects::chain::OriginChecker;
+/// A devnet with an enclave registered and `OK_CODE` saved, and a follower of its logs from
+/// block 0 (polling every 100 ms besides the WebSocket): its items, and its task.
+async fn following_a_registered_enclave(
+) -> (Devnet, H256, mpsc::Receiver<FollowerItem>, JoinHandle<()>) {
     init_tracing();
     let devnet = Devnet::start(params(1)).await;
     let mine = random_enclave();
@@ -979,8 +979,16 @@ async fn follower_follows_a_reorg_the_node_does_not_report_and_origins_tell_jobs
     let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
     let follower = LogFollower::new(devnet.chain_config(), my_address)
         .with_poll_interval(Duration::from_millis(100));
-    let (tx, mut rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::channel(256);
     let task = tokio::spawn(follower.run(Some(0), tx));
+    (devnet, codehash, rx, task)
+}
+
+#[tokio::test]
+async fn follower_follows_a_reorg_the_node_does_not_report_and_origins_tell_jobs_apart() {
+    use serverless_executor::domain::dal::ChainReader;
+    use serverless_executor::effects::chain::OriginChecker;
+    let (devnet, codehash, mut rx, task) = following_a_registered_enclave().await;
 
     let provider = devnet.provider();
     let snapshot: serde_json::Value = provider
@@ -1069,16 +1077,7 @@ async fn follower_follows_a_reorg_the_node_does_not_report_and_origins_tell_jobs
 async fn a_yes_from_the_origin_checker_lasts_until_the_node_announces_another_head() {
     use serverless_executor::domain::dal::ChainReader;
     use serverless_executor::effects::chain::heads::Heads;
-    init_tracing();
-    let devnet = Devnet::start(params(1)).await;
-    let mine = random_enclave();
-    devnet.register(&mine, OPERATOR, 10).await;
-    let codehash = devnet.save_code(OK_CODE).await;
-    let my_address = serverless_executor::domain::dal::EnclaveSigner::address(&mine);
-    let follower = LogFollower::new(devnet.chain_config(), my_address)
-        .with_poll_interval(Duration::from_millis(100));
-    let (tx, mut rx) = mpsc::channel(256);
-    let task = tokio::spawn(follower.run(Some(0), tx));
+    let (devnet, codehash, mut rx, task) = following_a_registered_enclave().await;
     let heads = Arc::new(Heads::new(devnet.ws_url()));
     let mut watch = heads.watch();
     let checker = OriginChecker::new(&devnet.chain_config())

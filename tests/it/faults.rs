@@ -25,6 +25,7 @@ use serverless_executor::effects::cgroup::rmdir_patiently;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::common::free_port;
 use crate::common::proxy::Proxy;
 
 /// Long enough that a job outlives a kill and restart, short enough for a quick test.
@@ -42,13 +43,6 @@ const SLOW_ECHO: &str = r#"export default { async fetch(request) {
 
 async fn devnet(dir: &Path) -> Devnet {
     crate::common::devnet::devnet(dir, BUFFER_SECS, 1).await
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The executor binary running as its own process, with its JSON log collected.
@@ -369,13 +363,19 @@ fn output_text(response: &JobResponse) -> String {
     String::from_utf8_lossy(&response.output).into_owned()
 }
 
-#[tokio::test]
-async fn a_job_running_when_the_executor_is_killed_is_answered_once_after_restart() {
+/// A world with an executor (two slots) serving, and a `SLOW_ECHO` job of `input` created.
+async fn a_slow_job_on_a_new_executor(input: &str) -> (World, ExecutorProcess, CreatedJob) {
     let mut world = World::new().await;
     let settings = world.settings(2, &[]);
     let executor = world.start_executor(&settings).await;
     let code = world.save(SLOW_ECHO).await;
-    let job = world.job(code, "3000:a", 20_000).await;
+    let job = world.job(code, input, 20_000).await;
+    (world, executor, job)
+}
+
+#[tokio::test]
+async fn a_job_running_when_the_executor_is_killed_is_answered_once_after_restart() {
+    let (world, executor, job) = a_slow_job_on_a_new_executor("3000:a").await;
 
     executor.wait_for_log("job running", Some(job.job_id)).await;
     // The queued record is not flushed on its own (the follower would read its log again): it
@@ -399,11 +399,7 @@ async fn a_job_running_when_the_executor_is_killed_is_answered_once_after_restar
 async fn a_job_killed_the_moment_it_is_seen_is_answered_once_after_restart() {
     // Its journal record may not be durable yet: then neither is the cursor past its log, and
     // the restarted executor reads the log again; else recovery re-queues it. Either way, once.
-    let mut world = World::new().await;
-    let settings = world.settings(2, &[]);
-    let executor = world.start_executor(&settings).await;
-    let code = world.save(SLOW_ECHO).await;
-    let job = world.job(code, "1000:s", 20_000).await;
+    let (world, executor, job) = a_slow_job_on_a_new_executor("1000:s").await;
 
     executor.wait_for_log("job seen", Some(job.job_id)).await;
     let restarted = executor.respawn_after_kill().await;
@@ -427,11 +423,7 @@ impl ExecutorProcess {
 
 #[tokio::test]
 async fn an_output_signed_but_not_mined_when_the_executor_is_killed_lands_exactly_once() {
-    let mut world = World::new().await;
-    let settings = world.settings(2, &[]);
-    let executor = world.start_executor(&settings).await;
-    let code = world.save(SLOW_ECHO).await;
-    let job = world.job(code, "1500:b", 20_000).await;
+    let (world, executor, job) = a_slow_job_on_a_new_executor("1500:b").await;
     // From now on transactions wait in the mempool: the output is sent but gets no receipt.
     world.set_automine(false).await;
     let before = world.mined_nonce().await;
@@ -626,11 +618,7 @@ async fn more_jobs_than_slots_are_all_answered() {
 
 #[tokio::test]
 async fn sigterm_lets_the_running_job_finish_and_submit_then_exits_zero() {
-    let mut world = World::new().await;
-    let settings = world.settings(2, &[]);
-    let executor = world.start_executor(&settings).await;
-    let code = world.save(SLOW_ECHO).await;
-    let job = world.job(code, "1500:term", 20_000).await;
+    let (world, executor, job) = a_slow_job_on_a_new_executor("1500:term").await;
     executor.wait_for_log("job running", Some(job.job_id)).await;
 
     let (status, executor) = executor.terminate(Duration::from_secs(60)).await;

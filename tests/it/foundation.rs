@@ -18,6 +18,8 @@ use serverless_executor::effects::clock::SystemClock;
 use serverless_executor::effects::signer::EnclaveKey;
 use serverless_executor::effects::store::SledStore;
 
+use crate::common::free_port;
+
 // The owner: anvil's first dev account, so tests can sign as it.
 const OWNER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 const OWNER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -1071,13 +1073,6 @@ async fn the_executor_makes_itself_non_dumpable() {
 async fn the_binary_serves_without_contracts_until_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     EnclaveKey::generate(&dir.path().join("enclave.key")).unwrap();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let port = free_port();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_serverless-executor"));
     for (name, _) in std::env::vars() {
@@ -1136,13 +1131,7 @@ async fn the_binary_serves_without_contracts_until_a_signal() {
 #[tokio::test]
 async fn the_devnet_command_stops_everything_on_sigterm() {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let port = free_port;
     let (anvil_port, api, admin, secret) = (port(), port(), port(), port());
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_serverless-executor"))
