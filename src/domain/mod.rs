@@ -260,7 +260,7 @@ impl Executor {
         id: U256,
         change: impl FnOnce(&mut model::JobRecord),
     ) -> Result<(), DomainError> {
-        self.write_update(id, change)?;
+        self.update_job_deferred(id, change)?;
         // Durable before the caller acts on it; flushed outside the lock so that jobs
         // changing state at the same moment share the flush.
         Ok(self.ports.store.flush()?)
@@ -269,14 +269,6 @@ impl Executor {
     /// `update_job` without a flush of its own: durable with the journal's next flush, for a
     /// change that a state written right after makes durable (or whose loss costs nothing).
     pub(crate) fn update_job_deferred(
-        &self,
-        id: U256,
-        change: impl FnOnce(&mut model::JobRecord),
-    ) -> Result<(), DomainError> {
-        self.write_update(id, change)
-    }
-
-    fn write_update(
         &self,
         id: U256,
         change: impl FnOnce(&mut model::JobRecord),
