@@ -14,7 +14,10 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 use ethers::types::{Address, H256, U256};
 
+use std::num::NonZeroUsize;
 use std::ops::Bound;
+
+use lru::LruCache;
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
@@ -60,6 +63,10 @@ const BATCH: usize = 10_000;
 const OBSERVED_SCAN: usize = 10_000;
 /// The code of `JobState::Observed` in `jobs_by_state` keys (`JOB_STATES`), never written.
 const OBSERVED: u8 = 0;
+/// Records kept as last written (`SledStore::written`): the jobs in flight and the latest seen.
+const WRITTEN_RECORDS: usize = 256;
+/// A record larger than this (encoded; large inputs) is not kept: bounds the keep to ~4 MiB.
+const WRITTEN_RECORD_MAX: usize = 16 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
@@ -79,6 +86,11 @@ pub struct SledStore {
     gas_key_write: Mutex<()>,
     /// Every durable write goes through it: concurrent jobs share flushes (group commit).
     group: GroupFlush,
+    /// The records this process wrote last, as written. A job in flight is read several times
+    /// between writes, and decoding its JSON cost more than the rest of a read; a rewrite also
+    /// learns here which index entries the record has already. Filled only by writes, under
+    /// this lock together with their sled writes, so it never holds an older record than sled.
+    written: Mutex<LruCache<U256, JobRecord>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -231,10 +243,23 @@ impl SledStore {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&sealing_key)),
             gas_key_write: Mutex::new(()),
             group: GroupFlush::default(),
+            written: Mutex::new(LruCache::new(
+                NonZeroUsize::new(WRITTEN_RECORDS).unwrap_or(NonZeroUsize::MIN),
+            )),
         };
         store.migrate_clear_gas_key()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, LruCache<U256, JobRecord>> {
+        // A panic while holding it left sled and the keep as they were between two writes of
+        // one record: forget every record rather than trust one.
+        self.written.lock().unwrap_or_else(|poisoned| {
+            let mut written = poisoned.into_inner();
+            written.clear();
+            written
+        })
     }
 
     /// The sled database, for adapters that keep trees of their own in it (the secret store).
@@ -286,6 +311,10 @@ impl SledStore {
     /// for migration and for filling a journal in the benchmark. Not atomic across records;
     /// records must not already be journalled in another state.
     pub fn import_jobs(&self, records: &[JobRecord]) -> Result<(), StoreError> {
+        let mut written = self.written();
+        for record in records {
+            written.pop(&record.job.id);
+        }
         let (mut jobs, mut by_state, mut open, mut by_end) = (
             sled::Batch::default(),
             sled::Batch::default(),
@@ -553,6 +582,9 @@ impl Store for SledStore {
     }
 
     fn job(&self, id: U256) -> Result<Option<JobRecord>, StoreError> {
+        if let Some(record) = self.written().get(&id) {
+            return Ok(Some(record.clone()));
+        }
         let key = job_key(id);
         match self.jobs.get(key).map_err(io)? {
             None => Ok(None),
@@ -570,36 +602,56 @@ impl Store for SledStore {
     fn write_job(&self, record: &JobRecord) -> Result<(), StoreError> {
         let record = record.clone().trimmed();
         let id = record.job.id;
+        let mut written = self.written();
+        // Out while sled is written: should a write fail, the record is read from sled again.
+        let before = written.pop(&id);
+        if before.as_ref() == Some(&record) {
+            written.put(id, record);
+            return Ok(());
+        }
         let value = encode(&record)?;
+        debug_assert_eq!(decode(&job_key(id), &value).ok().as_ref(), Some(&record));
         let state = record.state.code();
         let is_open = record.is_open();
-        let end = end_key(job_end_ms(&record), id);
+        let end_ms = job_end_ms(&record);
+        let had = |has: &dyn Fn(&JobRecord) -> bool| before.as_ref().is_some_and(has);
         // Not a sled transaction: each one writes (and syncs) two log buffers of its own, even
         // unflushed. Instead the entries a record needs are written before it and the ones it
         // no longer needs after it; writes reach the disk in order, so after a crash every
         // record still has its entries and a stale entry at most, which readers skip (each
-        // looks at the record behind an entry). Writes that change nothing cost nothing.
-        if state != OBSERVED {
+        // looks at the record behind an entry). Entries the record had already are not written
+        // again; not knowing the record before (first write in this process), every entry it
+        // must not have is removed.
+        if state != OBSERVED && !had(&|b| b.state.code() == state) {
             self.by_state
                 .insert(&state_key(state, id)[..], EMPTY)
                 .map_err(io)?;
         }
-        if is_open {
+        if is_open && !had(&|b| b.is_open()) {
             self.open.insert(job_key(id), EMPTY).map_err(io)?;
         }
-        self.by_end.insert(&end[..], EMPTY).map_err(io)?;
+        if !had(&|b| job_end_ms(b) == end_ms) {
+            self.by_end
+                .insert(&end_key(end_ms, id)[..], EMPTY)
+                .map_err(io)?;
+        }
         self.jobs
             .insert(job_key(id), value.as_slice())
             .map_err(io)?;
-        for other in 0..JOB_STATES.len() as u8 {
-            if other != state {
-                self.by_state
-                    .remove(&state_key(other, id)[..])
-                    .map_err(io)?;
-            }
+        let stale: Vec<u8> = match &before {
+            Some(b) => vec![b.state.code()],
+            None => (0..JOB_STATES.len() as u8).collect(),
+        };
+        for other in stale.into_iter().filter(|s| *s != state && *s != OBSERVED) {
+            self.by_state
+                .remove(&state_key(other, id)[..])
+                .map_err(io)?;
         }
-        if !is_open {
+        if !is_open && (before.is_none() || had(&|b| b.is_open())) {
             self.open.remove(job_key(id)).map_err(io)?;
+        }
+        if value.len() <= WRITTEN_RECORD_MAX {
+            written.put(id, record);
         }
         Ok(())
     }
@@ -612,6 +664,8 @@ impl Store for SledStore {
             .ok()
             .flatten()
             .map(|record| end_key(job_end_ms(&record), id));
+        let mut written = self.written();
+        written.pop(&id);
         (&self.jobs, &self.by_state, &self.open, &self.by_end)
             .transaction(|(jobs, by_state, open, by_end)| {
                 jobs.remove(&job_key(id))?;

@@ -857,6 +857,99 @@ fn stale_index_entries_left_by_a_crash_are_skipped_by_every_reader() {
     );
 }
 
+/// The index entries a record has, read from sled's trees themselves: (state codes, open, ends).
+fn index_entries(db: &sled::Db, id: u64) -> (Vec<u8>, bool, usize) {
+    let mut key = [0u8; 32];
+    ethers::types::U256::from(id).to_big_endian(&mut key);
+    let states = db
+        .open_tree("jobs_by_state")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(Result::unwrap)
+        .filter(|k| k[1..] == key)
+        .map(|k| k[0])
+        .collect();
+    let open = db
+        .open_tree("jobs_open")
+        .unwrap()
+        .contains_key(key)
+        .unwrap();
+    let ends = db
+        .open_tree("jobs_by_end")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(Result::unwrap)
+        .filter(|k| k[8..] == key)
+        .count();
+    (states, open, ends)
+}
+
+/// A rewrite skips the index entries the record has already (the store remembers what it wrote
+/// last): through a job's whole life, in one process and across a reopening, a record has
+/// exactly the entries of its current state, and reads see every write at once.
+#[test]
+fn a_record_rewritten_through_its_life_has_exactly_the_index_entries_of_its_state() {
+    use serverless_executor::domain::dal::Store;
+    use serverless_executor::domain::model::{JobRecord, JobState};
+    use serverless_executor::domain::testing::sample_job;
+    let dir = tempfile::tempdir().unwrap();
+    let mut record = JobRecord::new(
+        sample_job(4, vec![Address::repeat_byte(1)], 1),
+        JobState::Queued,
+    );
+    let mut life = vec![
+        (JobState::Queued, false, vec![1u8], true),
+        (JobState::Running, false, vec![2], true),
+        (JobState::Queued, false, vec![1], true),
+        (
+            JobState::Abandoned {
+                reason: "window missed".into(),
+            },
+            false,
+            vec![6],
+            true,
+        ),
+        (
+            JobState::Abandoned {
+                reason: "window missed".into(),
+            },
+            true,
+            vec![6],
+            false,
+        ),
+        (JobState::Observed, false, vec![], true),
+    ]
+    .into_iter();
+    // One half of the life in one process, the rest after reopening (nothing remembered).
+    for half in 0..2 {
+        let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+        let db = store.sled_db();
+        for (state, settled, states, open) in life.by_ref().take(3) {
+            record.state = state;
+            record.settled = settled;
+            store.write_job(&record).unwrap();
+            let read = store.job(4.into()).unwrap().unwrap();
+            assert_eq!(read, record.clone().trimmed(), "half {half}: read back");
+            assert_eq!(
+                index_entries(&db, 4),
+                (states, open, 1),
+                "half {half}: entries of {}",
+                record.state.name()
+            );
+            // The same record again changes nothing.
+            store.write_job(&record).unwrap();
+            assert_eq!(store.job(4.into()).unwrap().unwrap(), read);
+        }
+        store.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), [7; 32]).unwrap();
+    store.remove_job(4.into()).unwrap();
+    assert_eq!(store.job(4.into()).unwrap(), None, "removed");
+    assert_eq!(index_entries(&store.sled_db(), 4), (vec![], false, 0));
+}
+
 #[test]
 fn the_real_store_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
