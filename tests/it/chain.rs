@@ -68,10 +68,15 @@ fn plan() -> OutputPlan {
 
 /// A devnet with two registered enclaves (capacity 4 each, both selected for every job).
 async fn two_executor_devnet() -> (Devnet, EnclaveKey, EnclaveKey, H256) {
+    two_executor_devnet_of(4).await
+}
+
+/// The same with `capacity` jobs each.
+async fn two_executor_devnet_of(capacity: u64) -> (Devnet, EnclaveKey, EnclaveKey, H256) {
     let devnet = Devnet::start(params(2)).await;
     let (e1, e2) = (random_enclave(), random_enclave());
-    devnet.register(&e1, OPERATOR, 4).await;
-    devnet.register(&e2, OPERATOR, 4).await;
+    devnet.register(&e1, OPERATOR, capacity).await;
+    devnet.register(&e2, OPERATOR, capacity).await;
     let codehash = devnet.save_code(OK_CODE).await;
     (devnet, e1, e2, codehash)
 }
@@ -435,6 +440,79 @@ async fn a_receipt_waits_for_new_heads_rather_than_polling() {
     // second as a safety net (RECEIPT_SAFETY_POLL).
     assert!(
         while_unmined <= 8,
+        "{while_unmined} receipt requests while nothing was mined: {:?}",
+        proxy.all_calls()
+    );
+}
+
+/// Outputs waiting for their receipts at once: an account's transactions are mined in nonce
+/// order, so only the lowest nonce looks on every head and early poll; the others look once a
+/// second (the safety net) until it is mined, then at once, one after the other.
+#[tokio::test]
+async fn outputs_waiting_at_once_look_for_receipts_in_nonce_order() {
+    const OUTPUTS: usize = 5;
+    let (devnet, e1, _e2, codehash) = two_executor_devnet_of(OUTPUTS as u64 + 1).await;
+    let warm_up = devnet.create_job(codehash, b"0", 60_000).await;
+    let mut jobs = Vec::new();
+    for i in 0..OUTPUTS {
+        jobs.push(
+            devnet
+                .create_job(codehash, i.to_string().as_bytes(), 60_000)
+                .await,
+        );
+    }
+    let now = devnet.chain_time().await;
+    let (sender, proxy) = counted_sender(&devnet).await;
+    let sender = Arc::new(sender);
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    // The first wait for a receipt subscribes to newHeads.
+    let first = sign_output(&e1, warm_up.job_id, b"w", 1, ErrorCode::Ok, now);
+    assert!(is_mined(
+        &sender.submit_output(&first, plan(), ignore_sent()).await
+    ));
+
+    set_automine(&devnet, false).await;
+    let sends = proxy.calls("eth_sendRawTransaction");
+    let before = proxy.calls("eth_getTransactionReceipt");
+    let tasks: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            let (sender, output) = (
+                sender.clone(),
+                sign_output(&e1, job.job_id, b"o", 1, ErrorCode::Ok, now),
+            );
+            tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
+        })
+        .collect();
+    for _ in 0..200 {
+        if proxy.calls("eth_sendRawTransaction") >= sends + OUTPUTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        proxy.calls("eth_sendRawTransaction"),
+        sends + OUTPUTS,
+        "not all sent"
+    );
+    // Unmined for 3 s (too soon for a replacement, RECEIPT_TIMEOUT).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let while_unmined = proxy.calls("eth_getTransactionReceipt") - before;
+    // One block takes them all: the first finds its receipt on the head, each next one when
+    // the one before it is done.
+    devnet.anvil.mine().await.expect("evm_mine");
+    for task in tasks {
+        let outcome = task.await.expect("task");
+        assert!(is_mined(&outcome), "{outcome:?}");
+    }
+    set_automine(&devnet, true).await;
+    // The lowest nonce: once after its send, three early polls, then once a second (up to 8,
+    // as `a_receipt_waits_for_new_heads_rather_than_polling`); the four behind it once a
+    // second from their sends (3, +1 for timing). Each looking as the lowest does: about 35.
+    assert!(
+        while_unmined <= 8 + (OUTPUTS - 1) * 4,
         "{while_unmined} receipt requests while nothing was mined: {:?}",
         proxy.all_calls()
     );

@@ -7,6 +7,7 @@ pub mod follower;
 pub mod heads;
 mod nonce;
 pub mod origin;
+mod receipt_turns;
 pub mod revert;
 pub mod sender;
 pub mod tee;

@@ -16,7 +16,8 @@
 //!
 //! Per output the node is asked as little as is safe: the nonce is kept locally (`nonce.rs`), fee
 //! data is reused for `EXECUTOR_FEE_CACHE_MS` (`fee_cache.rs`; replacements ask the market), and
-//! receipts are looked up when `newHeads` announces a block (`heads.rs`), polled where it cannot.
+//! receipts are looked up when `newHeads` announces a block (`heads.rs`), polled where it cannot,
+//! and of the transactions waited for at once only the lowest nonce looks (`receipt_turns.rs`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,7 @@ use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
 use super::fee_cache::{FeeCache, FeeData};
 use super::heads::Heads;
 use super::nonce::NonceState;
+use super::receipt_turns::{ReceiptTurns, Turn};
 use super::revert::revert_of;
 use crate::config::ChainConfig;
 use crate::domain::dal::{
@@ -112,6 +114,8 @@ pub struct TxSender {
     secret_manager: Option<Address>,
     fee_cache: FeeCache,
     heads: Arc<Heads>,
+    /// Transactions waited for at once look for their receipts in nonce order.
+    turns: ReceiptTurns,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -409,6 +413,7 @@ impl TxSender {
             secret_manager: None,
             fee_cache: FeeCache::new(DEFAULT_FEE_CACHE),
             heads: Arc::new(Heads::new(config.rpc_ws_url.clone())),
+            turns: ReceiptTurns::default(),
             config,
         })
     }
@@ -664,6 +669,7 @@ impl TxSender {
         on_sent: &dyn OnSent,
     ) -> Result<TxOutcome, ChainError> {
         let cancel = call.cancel();
+        let mut turn = self.turns.enter(call.from, nonce);
         let mut sent = vec![first_hash];
         let mut cancels: Vec<H256> = vec![];
         // After a refused replacement or at the cap, look again soon: the base fee can fall
@@ -679,7 +685,7 @@ impl TxSender {
             };
             patience = FEE_CAP_POLL;
             let hashes: Vec<H256> = sent.iter().chain(&cancels).copied().collect();
-            if let Some(receipt) = self.wait_for_receipt(&hashes, wait).await {
+            if let Some(receipt) = self.wait_for_receipt(&hashes, wait, &mut turn).await {
                 if cancels.contains(&receipt.transaction_hash) {
                     tracing::warn!(call = call.name, %nonce, tx_hash = ?receipt.transaction_hash,
                         "too late to land; the nonce went to a self-transfer");
@@ -1174,29 +1180,56 @@ impl TxSender {
         &self,
         hashes: &[H256],
         timeout: Duration,
+        turn: &mut Turn<'_>,
     ) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wait = RECEIPT_FIRST_POLL;
         let mut early = RECEIPT_EARLY_POLLS;
         let mut heads = self.heads.watch();
+        // A transaction behind another first looks a safety interval after its send.
+        let mut looked_at: Option<tokio::time::Instant> = None;
+        let mut first = true;
         loop {
             // Seen before looking: a head announced from here on wakes the wait below.
             let live = heads.borrow_and_update().live;
-            for hash in hashes {
-                match rpc(
-                    "eth_getTransactionReceipt",
-                    self.provider.get_transaction_receipt(*hash),
-                )
-                .await
-                {
-                    Ok(Some(receipt)) if receipt.block_number.is_some() => return Some(receipt),
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(tx_hash = ?hash, error = %e, "receipt poll failed"),
+            // Behind an earlier nonce of ours, which must be mined first: look only now and
+            // then (a safety net), and at once when the line moves.
+            let behind = turn.behind();
+            let now = tokio::time::Instant::now();
+            if std::mem::take(&mut first) && behind {
+                looked_at = Some(now);
+            }
+            let safety_due = looked_at.is_none_or(|at| now >= at + RECEIPT_SAFETY_POLL);
+            if !behind || safety_due {
+                looked_at = Some(now);
+                for hash in hashes {
+                    match rpc(
+                        "eth_getTransactionReceipt",
+                        self.provider.get_transaction_receipt(*hash),
+                    )
+                    .await
+                    {
+                        Ok(Some(receipt)) if receipt.block_number.is_some() => {
+                            return Some(receipt)
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(tx_hash = ?hash, error = %e, "receipt poll failed")
+                        }
+                    }
                 }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return None;
+            }
+            if behind {
+                let next_look = looked_at.map_or(now, |at| at + RECEIPT_SAFETY_POLL);
+                tokio::select! {
+                    () = turn.line_moved() => {}
+                    () = tokio::time::sleep_until(deadline.min(next_look)) => {}
+                }
+                continue;
             }
             let pause = match live && early == 0 {
                 true => RECEIPT_SAFETY_POLL,
