@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ethers::providers::{Middleware, Provider, Ws};
-use ethers::types::{H256, U256};
+use ethers::types::{H256, U256, U64};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,6 +27,16 @@ pub struct Head {
     pub number: u64,
     pub hash: Option<H256>,
     pub base_fee: Option<U256>,
+}
+
+/// What is read of each `newHeads` notification; the rest (the 256-byte bloom, roots, …) is
+/// skipped rather than decoded.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadFields {
+    number: Option<U64>,
+    hash: Option<H256>,
+    base_fee_per_gas: Option<U256>,
 }
 
 /// The latest head seen, and whether the subscription is up now.
@@ -119,20 +129,22 @@ async fn session(url: &str, tx: &watch::Sender<HeadState>) -> String {
         Ok(Err(e)) => return format!("connect: {e}"),
         Err(_) => return format!("connect timed out after {CONNECT_TIMEOUT:?}"),
     };
-    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, provider.subscribe_blocks()).await
-    {
+    let subscribe = provider.subscribe::<_, HeadFields>(["newHeads"]);
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, subscribe).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return format!("eth_subscribe newHeads: {e}"),
         Err(_) => return format!("eth_subscribe newHeads timed out after {CONNECT_TIMEOUT:?}"),
     };
     tx.send_modify(|s| s.live = true);
     tracing::debug!(url, "subscribed to newHeads");
-    while let Some(block) = stream.next().await {
-        let Some(number) = block.number else { continue };
+    while let Some(fields) = stream.next().await {
+        let Some(number) = fields.number else {
+            continue;
+        };
         let head = Head {
             number: number.low_u64(),
-            hash: block.hash,
-            base_fee: block.base_fee_per_gas,
+            hash: fields.hash,
+            base_fee: fields.base_fee_per_gas,
         };
         tx.send_modify(|s| s.latest = Some(head));
     }
