@@ -3,6 +3,8 @@
 
 use std::sync::{Condvar, Mutex};
 
+use super::off_worker::off_the_worker;
+
 /// Flushes `sled::Db` on behalf of many writers. A caller's writes are durable once a flush that
 /// *started after* them has finished: the caller either starts that flush itself (the leader) or
 /// waits for the one that does. Under one writer at a time this is a plain flush.
@@ -28,6 +30,10 @@ impl GroupFlush {
     /// of the flush that would have covered it is returned to this caller (a waiter whose flush
     /// failed leads the next attempt and sees its own outcome).
     pub fn flush(&self, db: &sled::Db) -> sled::Result<()> {
+        off_the_worker(|| self.flush_here(db))
+    }
+
+    fn flush_here(&self, db: &sled::Db) -> sled::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // The flush running now may have started before our writes: only a later one counts.
         let needed = state.started + 1;

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod code_fetch;
 pub(crate) mod group_flush;
 pub mod metrics;
+pub(crate) mod off_worker;
 pub mod secrets;
 pub mod signer;
 pub mod store;

@@ -7,6 +7,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ethers::types::U256;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::off_worker::off_the_worker;
 use crate::domain::dal::{SecretStore, StoreError};
 use crate::domain::model::SecretRecord;
 
@@ -103,7 +104,7 @@ impl SledSecrets {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io)
+        off_the_worker(|| self.db.flush()).map(|_| ()).map_err(io)
     }
 }
 
