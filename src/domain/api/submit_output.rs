@@ -113,8 +113,10 @@ impl Executor {
                 // Stop replacing the transaction: the output belongs to a job that is gone.
                 () = self.until_superseded(job) => return Err(DomainError::Superseded(job.id)),
             };
-            if let Ok(outcome) = &result {
-                self.count_gas(job.id, outcome.gas_used());
+            let gas = result.as_ref().map_or(0, TxOutcome::gas_used);
+            // A mined output's gas is journalled with its `confirmed` below: one write.
+            if !matches!(result, Ok(TxOutcome::Mined { .. })) {
+                self.count_gas(job.id, gas);
             }
             if let Ok(TxOutcome::Reverted { revert, .. }) = &result {
                 self.ports.metrics.output_reverted(revert);
@@ -125,12 +127,17 @@ impl Executor {
                     tracing::debug!(target: STAGE_TARGET, job = %job.id, stage = Stage::Mined.name());
                     // No flush of its own: recovery treats it as `submitted` (re-sent, refused as
                     // a duplicate at the estimate, confirmed), and the next flush covers it.
-                    return self.set_state_deferred(
+                    if gas > 0 {
+                        self.ports.metrics.gas_spent(gas);
+                    }
+                    return self.write_state_and_gas(
                         job,
                         JobState::Confirmed {
                             output: Some(signed),
                             tx_hash: Some(tx_hash),
                         },
+                        false,
+                        gas,
                     );
                 }
                 Ok(TxOutcome::Reverted {
@@ -396,6 +403,18 @@ impl Executor {
     }
 
     fn write_state(&self, job: &Job, state: JobState, flush: bool) -> Result<(), DomainError> {
+        self.write_state_and_gas(job, state, flush, 0)
+    }
+
+    /// `write_state` that also adds `gas` to the job's gas spent (journal only; the caller
+    /// counts it in the metrics).
+    fn write_state_and_gas(
+        &self,
+        job: &Job,
+        state: JobState,
+        flush: bool,
+        gas: u64,
+    ) -> Result<(), DomainError> {
         let (record, was_final) = {
             let _journal = self.journal_lock();
             let mut record = match self.ports.store.job(job.id)? {
@@ -407,6 +426,7 @@ impl Executor {
                 JobState::Confirmed { .. } | JobState::Abandoned { .. }
             );
             record.state = state;
+            record.gas_spent = record.gas_spent.saturating_add(gas);
             self.ports.store.write_job(&record)?;
             (record, was_final)
         };

@@ -155,4 +155,11 @@ async fn nothing_before_the_send_is_flushed_on_its_own_and_the_sent_output_is_fl
     );
     // The sent output is flushed, in the background (the receipt is not held up for it).
     assert!(trace[submitted..].iter().any(|e| e == "flush"), "{trace:?}");
+    // The mined output's gas is journalled with `confirmed`, not by a write of its own.
+    assert!(
+        trace[submitted + 1..confirmed]
+            .iter()
+            .all(|e| !e.starts_with("write 1 ")),
+        "{trace:?}"
+    );
 }
