@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use ethers::types::{Address, U256};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// The (account, nonce) pairs whose receipts are being waited for.
 pub struct ReceiptTurns {
@@ -30,6 +31,9 @@ pub struct Turn<'a> {
     turns: &'a ReceiptTurns,
     key: (Address, U256),
     ended: watch::Receiver<u64>,
+    /// When its receipt was last looked for (at first: when it entered, just after its send),
+    /// across the sender's successive waits: one behind looks once a safety interval.
+    pub looked_at: Instant,
 }
 
 impl ReceiptTurns {
@@ -43,6 +47,7 @@ impl ReceiptTurns {
             turns: self,
             key: (from, nonce),
             ended: self.ended.subscribe(),
+            looked_at: Instant::now(),
         }
     }
 }

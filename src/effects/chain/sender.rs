@@ -1186,9 +1186,6 @@ impl TxSender {
         let mut wait = RECEIPT_FIRST_POLL;
         let mut early = RECEIPT_EARLY_POLLS;
         let mut heads = self.heads.watch();
-        // A transaction behind another first looks a safety interval after its send.
-        let mut looked_at: Option<tokio::time::Instant> = None;
-        let mut first = true;
         loop {
             // Seen before looking: a head announced from here on wakes the wait below.
             let live = heads.borrow_and_update().live;
@@ -1196,12 +1193,8 @@ impl TxSender {
             // then (a safety net), and at once when the line moves.
             let behind = turn.behind();
             let now = tokio::time::Instant::now();
-            if std::mem::take(&mut first) && behind {
-                looked_at = Some(now);
-            }
-            let safety_due = looked_at.is_none_or(|at| now >= at + RECEIPT_SAFETY_POLL);
-            if !behind || safety_due {
-                looked_at = Some(now);
+            if !behind || now >= turn.looked_at + RECEIPT_SAFETY_POLL {
+                turn.looked_at = now;
                 for hash in hashes {
                     match rpc(
                         "eth_getTransactionReceipt",
@@ -1224,7 +1217,7 @@ impl TxSender {
                 return None;
             }
             if behind {
-                let next_look = looked_at.map_or(now, |at| at + RECEIPT_SAFETY_POLL);
+                let next_look = turn.looked_at + RECEIPT_SAFETY_POLL;
                 tokio::select! {
                     () = turn.line_moved() => {}
                     () = tokio::time::sleep_until(deadline.min(next_look)) => {}
