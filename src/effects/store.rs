@@ -764,7 +764,20 @@ impl Store for SledStore {
     }
 
     fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        off_the_worker(|| self.open_jobs_here())
+        off_the_worker(|| {
+            let mut out = Vec::new();
+            for entry in self.open.iter() {
+                let (key, _) = entry.map_err(io)?;
+                match self.job(U256::from_big_endian(&key))? {
+                    Some(record) if record.is_open() => out.push(record),
+                    // Left behind by a crash between a record's write and its entry's removal.
+                    _ => {
+                        self.open.remove(&key).map_err(io)?;
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn expired_jobs(
@@ -773,7 +786,31 @@ impl Store for SledStore {
         after: Option<(u64, U256)>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        off_the_worker(|| self.expired_jobs_here(ended_before_ms, after, limit))
+        off_the_worker(|| {
+            let low = match after {
+                None => Bound::Unbounded,
+                Some((end, id)) => Bound::Excluded(end_key(end, id)),
+            };
+            let high = Bound::Excluded(end_key(ended_before_ms, U256::zero()));
+            let mut out = Vec::new();
+            for entry in self.by_end.range((low, high)) {
+                if out.len() == limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(io)?;
+                let id = U256::from_big_endian(&key[8..]);
+                match self.job(id)? {
+                    Some(record) if end_key(job_end_ms(&record), id)[..] == key[..] => {
+                        out.push(record)
+                    }
+                    // Left behind by a record removed while it did not decode.
+                    _ => {
+                        self.by_end.remove(&key).map_err(io)?;
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -821,52 +858,5 @@ impl Store for SledStore {
         self.take_backs.remove(tx_hash.as_bytes()).map_err(io)?;
         self.group.flush(&self.db).map_err(io)?;
         Ok(())
-    }
-}
-
-/// The scans behind `open_jobs` and `expired_jobs`.
-impl SledStore {
-    fn open_jobs_here(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.open.iter() {
-            let (key, _) = entry.map_err(io)?;
-            match self.job(U256::from_big_endian(&key))? {
-                Some(record) if record.is_open() => out.push(record),
-                // Left behind by a crash between a record's write and its entry's removal.
-                _ => {
-                    self.open.remove(&key).map_err(io)?;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn expired_jobs_here(
-        &self,
-        ended_before_ms: u64,
-        after: Option<(u64, U256)>,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        let low = match after {
-            None => Bound::Unbounded,
-            Some((end, id)) => Bound::Excluded(end_key(end, id)),
-        };
-        let high = Bound::Excluded(end_key(ended_before_ms, U256::zero()));
-        let mut out = Vec::new();
-        for entry in self.by_end.range((low, high)) {
-            if out.len() == limit {
-                break;
-            }
-            let (key, _) = entry.map_err(io)?;
-            let id = U256::from_big_endian(&key[8..]);
-            match self.job(id)? {
-                Some(record) if end_key(job_end_ms(&record), id)[..] == key[..] => out.push(record),
-                // Left behind by a record removed while it did not decode.
-                _ => {
-                    self.by_end.remove(&key).map_err(io)?;
-                }
-            }
-        }
-        Ok(out)
     }
 }

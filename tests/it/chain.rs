@@ -395,21 +395,33 @@ async fn outputs_in_a_row_ask_the_node_for_the_nonce_and_the_fees_once() {
     }
 }
 
+/// A sender through the counting proxy with the gas key set, after one mined output (`warm_up`'s)
+/// so that its newHeads subscription is up.
+async fn subscribed_sender(
+    devnet: &Devnet,
+    enclave: &EnclaveKey,
+    warm_up: U256,
+    now: u64,
+) -> (Arc<TxSender>, Proxy) {
+    let (sender, proxy) = counted_sender(devnet).await;
+    let sender = Arc::new(sender);
+    sender
+        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
+        .expect("gas key");
+    // The first wait for a receipt subscribes to newHeads.
+    let first = sign_output(enclave, warm_up, b"w", 1, ErrorCode::Ok, now);
+    let outcome = sender.submit_output(&first, plan(), ignore_sent()).await;
+    assert!(is_mined(&outcome), "{outcome:?}");
+    (sender, proxy)
+}
+
 #[tokio::test]
 async fn a_receipt_waits_for_new_heads_rather_than_polling() {
     let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
     let warm_up = devnet.create_job(codehash, b"1", 60_000).await;
     let job = devnet.create_job(codehash, b"2", 60_000).await;
     let now = devnet.chain_time().await;
-    let (sender, proxy) = counted_sender(&devnet).await;
-    let sender = Arc::new(sender);
-    sender
-        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
-        .expect("gas key");
-    // The first wait for a receipt subscribes to newHeads.
-    let first = sign_output(&e1, warm_up.job_id, b"a", 1, ErrorCode::Ok, now);
-    let outcome = sender.submit_output(&first, plan(), ignore_sent()).await;
-    assert!(is_mined(&outcome), "{outcome:?}");
+    let (sender, proxy) = subscribed_sender(&devnet, &e1, warm_up.job_id, now).await;
 
     set_automine(&devnet, false).await;
     let sends = proxy.calls("eth_sendRawTransaction");
@@ -462,16 +474,7 @@ async fn outputs_waiting_at_once_look_for_receipts_in_nonce_order() {
         );
     }
     let now = devnet.chain_time().await;
-    let (sender, proxy) = counted_sender(&devnet).await;
-    let sender = Arc::new(sender);
-    sender
-        .set_gas_key(devnet.key(FIRST_GAS_ACCOUNT))
-        .expect("gas key");
-    // The first wait for a receipt subscribes to newHeads.
-    let first = sign_output(&e1, warm_up.job_id, b"w", 1, ErrorCode::Ok, now);
-    assert!(is_mined(
-        &sender.submit_output(&first, plan(), ignore_sent()).await
-    ));
+    let (sender, proxy) = subscribed_sender(&devnet, &e1, warm_up.job_id, now).await;
 
     set_automine(&devnet, false).await;
     let sends = proxy.calls("eth_sendRawTransaction");

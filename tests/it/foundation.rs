@@ -861,12 +861,12 @@ fn stale_index_entries_left_by_a_crash_are_skipped_by_every_reader() {
 fn index_entries(db: &sled::Db, id: u64) -> (Vec<u8>, bool, usize) {
     let mut key = [0u8; 32];
     ethers::types::U256::from(id).to_big_endian(&mut key);
-    let states = db
-        .open_tree("jobs_by_state")
-        .unwrap()
-        .iter()
-        .keys()
-        .map(Result::unwrap)
+    let keys = |tree: &str| {
+        let tree = db.open_tree(tree).unwrap();
+        tree.iter().keys().map(Result::unwrap).collect::<Vec<_>>()
+    };
+    let states = keys("jobs_by_state")
+        .into_iter()
         .filter(|k| k[1..] == key)
         .map(|k| k[0])
         .collect();
@@ -875,12 +875,8 @@ fn index_entries(db: &sled::Db, id: u64) -> (Vec<u8>, bool, usize) {
         .unwrap()
         .contains_key(key)
         .unwrap();
-    let ends = db
-        .open_tree("jobs_by_end")
-        .unwrap()
-        .iter()
-        .keys()
-        .map(Result::unwrap)
+    let ends = keys("jobs_by_end")
+        .into_iter()
         .filter(|k| k[8..] == key)
         .count();
     (states, open, ends)
