@@ -448,12 +448,65 @@ async fn a_receipt_waits_for_new_heads_rather_than_polling() {
     set_automine(&devnet, true).await;
     assert!(is_mined(&outcome), "{outcome:?}");
     // Polling (2 ms doubling to 100 ms) asks about thirty times in 3 s; waiting on newHeads asks
-    // once after the send, three times in its first 14 ms (RECEIPT_EARLY_POLLS), then once a
-    // second as a safety net (RECEIPT_SAFETY_POLL).
+    // at once and 2, 6 and 14 ms after the send (RECEIPT_EARLY_LOOKS), then once a second as a
+    // safety net (RECEIPT_SAFETY_POLL).
     assert!(
         while_unmined <= 8,
         "{while_unmined} receipt requests while nothing was mined: {:?}",
         proxy.all_calls()
+    );
+}
+
+/// On a node whose receipts are never there before their block's head (here each block is mined
+/// 50 ms after the send), early looks only miss: after a few outputs the sender stops making
+/// them and looks once per output, when the head of its block is announced.
+#[tokio::test]
+async fn early_receipt_looks_stop_where_they_never_find_one() {
+    const OUTPUTS: usize = 10;
+    let (devnet, e1, _e2, codehash) = two_executor_devnet_of(OUTPUTS as u64 + 1).await;
+    let warm_up = devnet.create_job(codehash, b"0", 60_000).await;
+    let mut jobs = Vec::new();
+    for i in 0..OUTPUTS {
+        jobs.push(
+            devnet
+                .create_job(codehash, i.to_string().as_bytes(), 60_000)
+                .await,
+        );
+    }
+    let now = devnet.chain_time().await;
+    let (sender, proxy) = subscribed_sender(&devnet, &e1, warm_up.job_id, now).await;
+
+    set_automine(&devnet, false).await;
+    let mut looks = Vec::new();
+    for job in &jobs {
+        let sends = proxy.calls("eth_sendRawTransaction");
+        let before = proxy.calls("eth_getTransactionReceipt");
+        let task = {
+            let (sender, output) = (
+                sender.clone(),
+                sign_output(&e1, job.job_id, b"o", 1, ErrorCode::Ok, now),
+            );
+            tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
+        };
+        for _ in 0..2000 {
+            if proxy.calls("eth_sendRawTransaction") > sends {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(proxy.calls("eth_sendRawTransaction") > sends, "never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        devnet.anvil.mine().await.expect("evm_mine");
+        let outcome = task.await.expect("task");
+        assert!(is_mined(&outcome), "{outcome:?}");
+        looks.push(proxy.calls("eth_getTransactionReceipt") - before);
+    }
+    set_automine(&devnet, true).await;
+    // At first four early looks (at once, 2, 6 and 14 ms) and the head's; at the end the head's.
+    assert!(looks[0] >= 4, "no early looks at first: {looks:?}");
+    assert!(
+        looks[OUTPUTS - 3..].iter().all(|&n| n == 1),
+        "receipt requests per output: {looks:?}"
     );
 }
 

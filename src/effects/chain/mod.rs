@@ -2,6 +2,7 @@
 //! (nonce, gas, resend), and the protocol bindings both use.
 
 pub mod bindings;
+mod early_looks;
 mod fee_cache;
 pub mod follower;
 pub mod heads;

@@ -65,6 +65,14 @@ impl Turn<'_> {
             .is_some()
     }
 
+    /// Whether no other transaction of the same account is waited for.
+    pub fn alone(&self) -> bool {
+        let (from, _) = self.key;
+        let waiting = self.turns.waiting();
+        let mut of_account = waiting.range((from, U256::zero())..=(from, U256::MAX));
+        matches!((of_account.next(), of_account.next()), (Some((_, 1)), None))
+    }
+
     /// Resolves when a wait has ended since `behind` was last asked.
     pub async fn line_moved(&mut self) {
         if self.ended.changed().await.is_err() {
@@ -103,6 +111,8 @@ mod tests {
         assert!(!first.behind());
         assert!(second.behind());
         assert!(!other_account.behind(), "another account's line is its own");
+        assert!(!first.alone() && !second.alone());
+        assert!(other_account.alone());
 
         let moved = tokio::time::timeout(Duration::from_millis(50), second.line_moved()).await;
         assert!(moved.is_err(), "nothing ended yet");
@@ -121,5 +131,6 @@ mod tests {
         assert!(last.behind());
         drop(twin_b);
         assert!(!last.behind());
+        assert!(last.alone());
     }
 }

@@ -34,11 +34,12 @@ use ethers::types::{
     TransactionRequest, H256, U256, U64,
 };
 use ethers::utils::keccak256;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use super::bindings::{SlashOnExecutionTimeoutCall, SubmitOutputCall};
+use super::early_looks::EarlyLooks;
 use super::fee_cache::{FeeCache, FeeData};
-use super::heads::Heads;
+use super::heads::{HeadState, Heads};
 use super::nonce::NonceState;
 use super::receipt_turns::{ReceiptTurns, Turn};
 use super::revert::revert_of;
@@ -60,9 +61,10 @@ pub const RECEIPT_FIRST_POLL: Duration = Duration::from_millis(2);
 /// While `newHeads` is subscribed, receipts are also looked up this often without a new head (a
 /// subscription can die without a word).
 pub const RECEIPT_SAFETY_POLL: Duration = Duration::from_secs(1);
-/// Look-ups at 2, 4 and 8 ms after the send even while subscribed: an automining node has the
-/// receipt within a few ms, sooner than its `newHeads` notification sometimes arrives.
-pub const RECEIPT_EARLY_POLLS: u32 = 3;
+/// While subscribed, looks at 2, 6 and 14 ms after the send if no head came meanwhile, as long
+/// as such looks find receipts (`EarlyLooks`): anvil has the receipt within a few ms, sometimes
+/// tens of ms before its `newHeads` notification.
+pub const RECEIPT_EARLY_LOOKS: u32 = 3;
 /// How long fee data is reused by default (`EXECUTOR_FEE_CACHE_MS`).
 pub const DEFAULT_FEE_CACHE: Duration = Duration::from_millis(2000);
 /// How often a transaction with a new nonce is tried when the node refuses it (nonce taken
@@ -116,6 +118,8 @@ pub struct TxSender {
     heads: Arc<Heads>,
     /// Transactions waited for at once look for their receipts in nonce order.
     turns: ReceiptTurns,
+    /// Whether looking for receipts before their head is announced pays on this node.
+    early_looks: EarlyLooks,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -414,6 +418,7 @@ impl TxSender {
             fee_cache: FeeCache::new(DEFAULT_FEE_CACHE),
             heads: Arc::new(Heads::new(config.rpc_ws_url.clone())),
             turns: ReceiptTurns::default(),
+            early_looks: EarlyLooks::default(),
             config,
         })
     }
@@ -421,6 +426,14 @@ impl TxSender {
     /// The node's `newHeads`, shared with whoever else needs to know the chain moved.
     pub fn heads(&self) -> Arc<Heads> {
         self.heads.clone()
+    }
+
+    /// A watch of heads whose current head counts as not yet seen: a receipt wait on it looks
+    /// at once (for transactions sent before the watch began).
+    fn heads_unseen(&self) -> watch::Receiver<HeadState> {
+        let mut heads = self.heads.watch();
+        heads.mark_changed();
+        heads
     }
 
     /// Sends the secret store's transactions to `secret_manager` (None: they are refused).
@@ -629,6 +642,9 @@ impl TxSender {
         };
         let gas = U256::from(gas);
 
+        // Every head from here on may hold the transaction.
+        let mut heads = self.heads.watch();
+        heads.borrow_and_update();
         // A fresh nonce, under the lock; the receipt is awaited outside it so that other
         // transactions are not held up by this one's block.
         let mut tries = 0;
@@ -649,7 +665,7 @@ impl TxSender {
         };
         on_sent.sent(call.sent(first_hash, nonce, fees));
         self.follow_nonce(
-            wallet, call, nonce, gas, fees, first_hash, until_ms, on_sent,
+            wallet, call, nonce, gas, fees, first_hash, until_ms, on_sent, heads,
         )
         .await
     }
@@ -667,6 +683,7 @@ impl TxSender {
         first_hash: H256,
         until_ms: u64,
         on_sent: &dyn OnSent,
+        mut heads: watch::Receiver<HeadState>,
     ) -> Result<TxOutcome, ChainError> {
         let cancel = call.cancel();
         let mut turn = self.turns.enter(call.from, nonce);
@@ -685,7 +702,10 @@ impl TxSender {
             };
             patience = FEE_CAP_POLL;
             let hashes: Vec<H256> = sent.iter().chain(&cancels).copied().collect();
-            if let Some(receipt) = self.wait_for_receipt(&hashes, wait, &mut turn).await {
+            if let Some(receipt) = self
+                .wait_for_receipt(&hashes, wait, &mut turn, &mut heads)
+                .await
+            {
                 if cancels.contains(&receipt.transaction_hash) {
                     tracing::warn!(call = call.name, %nonce, tx_hash = ?receipt.transaction_hash,
                         "too late to land; the nonce went to a self-transfer");
@@ -904,6 +924,7 @@ impl TxSender {
                 first_hash,
                 now_ms(),
                 ignore_sent().as_ref(),
+                self.heads_unseen(),
             )
             .await?;
         Ok(match outcome {
@@ -1173,73 +1194,111 @@ impl TxSender {
         }
     }
 
-    /// Looks up the receipts of every hash sent for one nonce until one is mined or time is up:
-    /// once now and `RECEIPT_EARLY_POLLS` times soon after, then at each new head (`newHeads`,
-    /// and every `RECEIPT_SAFETY_POLL`), or polled with backoff while there is no subscription.
+    /// Looks up the receipts of every hash sent for one nonce until one is mined or time is up.
+    /// While `newHeads` is subscribed it looks when a head has been announced since its last look
+    /// (`heads` was marked seen just before the first send, so the block that mined it always
+    /// counts), when a lower nonce of ours was just mined, early (`RECEIPT_EARLY_LOOKS`) while
+    /// no head comes and such looks pay, and every `RECEIPT_SAFETY_POLL`; without a subscription
+    /// it polls with backoff.
     async fn wait_for_receipt(
         &self,
         hashes: &[H256],
         timeout: Duration,
         turn: &mut Turn<'_>,
+        heads: &mut watch::Receiver<HeadState>,
     ) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wait = RECEIPT_FIRST_POLL;
-        let mut early = RECEIPT_EARLY_POLLS;
-        let mut heads = self.heads.watch();
+        // Set when the wait below ends on a new head or a lower nonce's receipt.
+        let (mut new_head, mut line_moved) = (false, false);
+        let mut early = match self.early_looks.this_wait() {
+            true => RECEIPT_EARLY_LOOKS,
+            false => 0,
+        };
+        // The first early look is at once.
+        let mut early_due = early > 0 && turn.alone();
         loop {
-            // Seen before looking: a head announced from here on wakes the wait below.
+            // A head announced since the last look (`changed` below marks it seen).
+            let fresh = new_head || heads.has_changed().unwrap_or(true);
+            new_head = false;
             let live = heads.borrow_and_update().live;
             // Behind an earlier nonce of ours, which must be mined first: look only now and
             // then (a safety net), and at once when the line moves.
             let behind = turn.behind();
             let now = tokio::time::Instant::now();
-            if !behind || now >= turn.looked_at + RECEIPT_SAFETY_POLL {
+            let safety_due = now >= turn.looked_at + RECEIPT_SAFETY_POLL;
+            let due = match behind {
+                true => safety_due,
+                false => !live || fresh || line_moved || early_due || safety_due,
+            };
+            // Only a look made for no other reason tells whether early looks pay.
+            let early_look = live && early_due && !fresh && !line_moved;
+            line_moved = false;
+            early_due = false;
+            if due {
                 turn.looked_at = now;
-                for hash in hashes {
-                    match rpc(
-                        "eth_getTransactionReceipt",
-                        self.provider.get_transaction_receipt(*hash),
-                    )
-                    .await
-                    {
-                        Ok(Some(receipt)) if receipt.block_number.is_some() => {
-                            return Some(receipt)
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::debug!(tx_hash = ?hash, error = %e, "receipt poll failed")
-                        }
-                    }
+                let found = self.look_for_receipt(hashes).await;
+                if early_look {
+                    self.early_looks.looked(found.is_some());
+                }
+                if found.is_some() {
+                    return found;
                 }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return None;
             }
+            let next_look = deadline.min(turn.looked_at + RECEIPT_SAFETY_POLL);
             if behind {
-                let next_look = turn.looked_at + RECEIPT_SAFETY_POLL;
                 tokio::select! {
-                    () = turn.line_moved() => {}
-                    () = tokio::time::sleep_until(deadline.min(next_look)) => {}
+                    () = turn.line_moved() => line_moved = true,
+                    () = tokio::time::sleep_until(next_look) => {}
                 }
                 continue;
             }
-            let pause = match live && early == 0 {
-                true => RECEIPT_SAFETY_POLL,
-                false => wait,
-            };
-            let until = deadline.min(now + pause);
-            early = early.saturating_sub(1);
-            wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
             if live {
+                let until = match early > 0 && turn.alone() {
+                    false => next_look,
+                    true => next_look.min(now + wait),
+                };
                 match tokio::time::timeout_at(until, heads.changed()).await {
-                    Ok(Ok(())) | Err(_) => continue,
+                    Ok(Ok(())) => {
+                        new_head = true;
+                        continue;
+                    }
+                    Err(_) => {
+                        if early > 0 {
+                            early -= 1;
+                            early_due = true;
+                            wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
+                        }
+                        continue;
+                    }
                     // The subscription's task is gone: poll.
                     Ok(Err(_)) => {}
                 }
             }
-            tokio::time::sleep_until(until).await;
+            tokio::time::sleep_until(deadline.min(now + wait)).await;
+            wait = (wait * 2).min(RECEIPT_POLL_INTERVAL);
         }
+    }
+
+    /// The first receipt found of `hashes` (a failed request counts as not found).
+    async fn look_for_receipt(&self, hashes: &[H256]) -> Option<TransactionReceipt> {
+        for hash in hashes {
+            match rpc(
+                "eth_getTransactionReceipt",
+                self.provider.get_transaction_receipt(*hash),
+            )
+            .await
+            {
+                Ok(Some(receipt)) if receipt.block_number.is_some() => return Some(receipt),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(tx_hash = ?hash, error = %e, "receipt poll failed"),
+            }
+        }
+        None
     }
 
     /// Mined, or reverted with the reason learned by replaying the call at the receipt's block.
