@@ -61,9 +61,9 @@ pub const RECEIPT_FIRST_POLL: Duration = Duration::from_millis(2);
 /// While `newHeads` is subscribed, receipts are also looked up this often without a new head (a
 /// subscription can die without a word).
 pub const RECEIPT_SAFETY_POLL: Duration = Duration::from_secs(1);
-/// While subscribed, looks at 2, 6 and 14 ms after the send if no head came meanwhile, as long
-/// as such looks find receipts (`EarlyLooks`): anvil has the receipt within a few ms, sometimes
-/// tens of ms before its `newHeads` notification.
+/// While subscribed, a look at once and this many timed ones (2, 6 and 14 ms after the send)
+/// while no head has come, as long as such looks find receipts (`EarlyLooks`): anvil has the
+/// receipt within a few ms, sometimes tens of ms before its `newHeads` notification.
 pub const RECEIPT_EARLY_LOOKS: u32 = 3;
 /// How long fee data is reused by default (`EXECUTOR_FEE_CACHE_MS`).
 pub const DEFAULT_FEE_CACHE: Duration = Duration::from_millis(2000);
