@@ -458,8 +458,9 @@ async fn a_receipt_waits_for_new_heads_rather_than_polling() {
 }
 
 /// On a node whose receipts are never there before their block's head (here each block is mined
-/// 50 ms after the send), early looks only miss: after a few outputs the sender stops making
-/// them and looks once per output, when the head of its block is announced.
+/// 200 ms after the send, far from the last early look even on a loaded machine), early looks
+/// only miss: after a few outputs the sender stops making them and looks once per output, when
+/// the head of its block is announced.
 #[tokio::test]
 async fn early_receipt_looks_stop_where_they_never_find_one() {
     const OUTPUTS: usize = 10;
@@ -495,7 +496,7 @@ async fn early_receipt_looks_stop_where_they_never_find_one() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(proxy.calls("eth_sendRawTransaction") > sends, "never sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         devnet.anvil.mine().await.expect("evm_mine");
         let outcome = task.await.expect("task");
         assert!(is_mined(&outcome), "{outcome:?}");
