@@ -415,30 +415,61 @@ async fn subscribed_sender(
     (sender, proxy)
 }
 
-#[tokio::test]
-async fn a_receipt_waits_for_new_heads_rather_than_polling() {
-    let (devnet, e1, _e2, codehash) = two_executor_devnet().await;
-    let warm_up = devnet.create_job(codehash, b"1", 60_000).await;
-    let job = devnet.create_job(codehash, b"2", 60_000).await;
+/// A devnet with `outputs` jobs for the first executor (besides a warm-up one) and a subscribed
+/// sender; returns the jobs' ids and the chain time to sign their outputs at.
+async fn jobs_and_subscribed_sender(
+    outputs: usize,
+) -> (Devnet, EnclaveKey, Vec<U256>, u64, Arc<TxSender>, Proxy) {
+    let (devnet, e1, _e2, codehash) = two_executor_devnet_of(outputs as u64 + 1).await;
+    let warm_up = devnet.create_job(codehash, b"0", 60_000).await;
+    let mut jobs = Vec::new();
+    for i in 0..outputs {
+        let job = devnet
+            .create_job(codehash, i.to_string().as_bytes(), 60_000)
+            .await;
+        jobs.push(job.job_id);
+    }
     let now = devnet.chain_time().await;
     let (sender, proxy) = subscribed_sender(&devnet, &e1, warm_up.job_id, now).await;
+    (devnet, e1, jobs, now, sender, proxy)
+}
+
+/// Submits an output of `job` on a task of its own.
+fn spawn_output(
+    sender: &Arc<TxSender>,
+    enclave: &EnclaveKey,
+    job: U256,
+    now: u64,
+) -> tokio::task::JoinHandle<Result<TxOutcome, ChainError>> {
+    let (sender, output) = (
+        sender.clone(),
+        sign_output(enclave, job, b"o", 1, ErrorCode::Ok, now),
+    );
+    tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
+}
+
+/// Waits (up to 10 s) until the proxy has seen `count` raw transactions in all.
+async fn wait_for_sends(proxy: &Proxy, count: usize) {
+    for _ in 0..2000 {
+        if proxy.calls("eth_sendRawTransaction") >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{} of {count} transactions sent",
+        proxy.calls("eth_sendRawTransaction")
+    );
+}
+
+#[tokio::test]
+async fn a_receipt_waits_for_new_heads_rather_than_polling() {
+    let (devnet, e1, jobs, now, sender, proxy) = jobs_and_subscribed_sender(1).await;
 
     set_automine(&devnet, false).await;
     let sends = proxy.calls("eth_sendRawTransaction");
-    let task = {
-        let (sender, output) = (
-            sender.clone(),
-            sign_output(&e1, job.job_id, b"b", 1, ErrorCode::Ok, now),
-        );
-        tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
-    };
-    for _ in 0..200 {
-        if proxy.calls("eth_sendRawTransaction") > sends {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(proxy.calls("eth_sendRawTransaction") > sends, "never sent");
+    let task = spawn_output(&sender, &e1, jobs[0], now);
+    wait_for_sends(&proxy, sends + 1).await;
     let before = proxy.calls("eth_getTransactionReceipt");
     // Unmined for 3 s: no block comes, and it is too soon for a replacement (RECEIPT_TIMEOUT).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -464,38 +495,15 @@ async fn a_receipt_waits_for_new_heads_rather_than_polling() {
 #[tokio::test]
 async fn early_receipt_looks_stop_where_they_never_find_one() {
     const OUTPUTS: usize = 10;
-    let (devnet, e1, _e2, codehash) = two_executor_devnet_of(OUTPUTS as u64 + 1).await;
-    let warm_up = devnet.create_job(codehash, b"0", 60_000).await;
-    let mut jobs = Vec::new();
-    for i in 0..OUTPUTS {
-        jobs.push(
-            devnet
-                .create_job(codehash, i.to_string().as_bytes(), 60_000)
-                .await,
-        );
-    }
-    let now = devnet.chain_time().await;
-    let (sender, proxy) = subscribed_sender(&devnet, &e1, warm_up.job_id, now).await;
+    let (devnet, e1, jobs, now, sender, proxy) = jobs_and_subscribed_sender(OUTPUTS).await;
 
     set_automine(&devnet, false).await;
     let mut looks = Vec::new();
-    for job in &jobs {
+    for job in jobs {
         let sends = proxy.calls("eth_sendRawTransaction");
         let before = proxy.calls("eth_getTransactionReceipt");
-        let task = {
-            let (sender, output) = (
-                sender.clone(),
-                sign_output(&e1, job.job_id, b"o", 1, ErrorCode::Ok, now),
-            );
-            tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
-        };
-        for _ in 0..2000 {
-            if proxy.calls("eth_sendRawTransaction") > sends {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(proxy.calls("eth_sendRawTransaction") > sends, "never sent");
+        let task = spawn_output(&sender, &e1, job, now);
+        wait_for_sends(&proxy, sends + 1).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         devnet.anvil.mine().await.expect("evm_mine");
         let outcome = task.await.expect("task");
@@ -517,43 +525,16 @@ async fn early_receipt_looks_stop_where_they_never_find_one() {
 #[tokio::test]
 async fn outputs_waiting_at_once_look_for_receipts_in_nonce_order() {
     const OUTPUTS: usize = 5;
-    let (devnet, e1, _e2, codehash) = two_executor_devnet_of(OUTPUTS as u64 + 1).await;
-    let warm_up = devnet.create_job(codehash, b"0", 60_000).await;
-    let mut jobs = Vec::new();
-    for i in 0..OUTPUTS {
-        jobs.push(
-            devnet
-                .create_job(codehash, i.to_string().as_bytes(), 60_000)
-                .await,
-        );
-    }
-    let now = devnet.chain_time().await;
-    let (sender, proxy) = subscribed_sender(&devnet, &e1, warm_up.job_id, now).await;
+    let (devnet, e1, jobs, now, sender, proxy) = jobs_and_subscribed_sender(OUTPUTS).await;
 
     set_automine(&devnet, false).await;
     let sends = proxy.calls("eth_sendRawTransaction");
     let before = proxy.calls("eth_getTransactionReceipt");
     let tasks: Vec<_> = jobs
         .iter()
-        .map(|job| {
-            let (sender, output) = (
-                sender.clone(),
-                sign_output(&e1, job.job_id, b"o", 1, ErrorCode::Ok, now),
-            );
-            tokio::spawn(async move { sender.submit_output(&output, plan(), ignore_sent()).await })
-        })
+        .map(|&job| spawn_output(&sender, &e1, job, now))
         .collect();
-    for _ in 0..200 {
-        if proxy.calls("eth_sendRawTransaction") >= sends + OUTPUTS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        proxy.calls("eth_sendRawTransaction"),
-        sends + OUTPUTS,
-        "not all sent"
-    );
+    wait_for_sends(&proxy, sends + OUTPUTS).await;
     // Unmined for 3 s (too soon for a replacement, RECEIPT_TIMEOUT).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let while_unmined = proxy.calls("eth_getTransactionReceipt") - before;
@@ -565,7 +546,7 @@ async fn outputs_waiting_at_once_look_for_receipts_in_nonce_order() {
         assert!(is_mined(&outcome), "{outcome:?}");
     }
     set_automine(&devnet, true).await;
-    // The lowest nonce: once after its send, three early polls, then once a second (up to 8,
+    // The lowest nonce: at once, three early looks, then once a second (up to 8,
     // as `a_receipt_waits_for_new_heads_rather_than_polling`); the four behind it once a
     // second from their sends (3, +1 for timing). Each looking as the lowest does: about 35.
     assert!(
